@@ -1,0 +1,177 @@
+//! `LearnConfig`: every hyperparameter of a learning run, shared by CLI flags, `--config FILE`
+//! (TOML or JSON) and the REST run body, and saved in each artifact's manifest so a run can be
+//! reproduced from what it produced.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::arch::NetSpec;
+
+/// The three commentary kinds of the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommentaryKind {
+    /// Per-example weights (a curriculum): inner loss = mean_i w_i * CE_i.
+    ExampleWeighting,
+    /// A C x C matrix of label-dependent blending proportions.
+    LabelBlending,
+    /// A mask network m(x) -> [0,1]^{HxW}; the student trains on x * m(x).
+    AttentionMask,
+}
+
+impl CommentaryKind {
+    pub const ALL: [Self; 3] = [
+        Self::ExampleWeighting,
+        Self::LabelBlending,
+        Self::AttentionMask,
+    ];
+
+    /// The kebab-case name used on the CLI, in URLs and in manifests.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ExampleWeighting => "example-weighting",
+            Self::LabelBlending => "label-blending",
+            Self::AttentionMask => "attention-mask",
+        }
+    }
+}
+
+impl std::fmt::Display for CommentaryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CommentaryKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown commentary kind {s:?}; expected one of: example-weighting, \
+                     label-blending, attention-mask"
+                )
+            })
+    }
+}
+
+/// How the hypergradient is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// Backpropagation through training (the paper's Algorithm 1).
+    Bptt,
+    /// Implicit differentiation with a Neumann-series inverse Hessian (Algorithm 2).
+    Ift,
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Bptt => "bptt",
+            Self::Ift => "ift",
+        })
+    }
+}
+
+/// The student's inner optimiser, differentiated through in BPTT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optimizer {
+    /// SGD with (PyTorch-style) momentum.
+    Sgd,
+    /// Adam with PyTorch semantics.
+    Adam,
+}
+
+/// Every hyperparameter of a learning run. Missing fields take the documented defaults, unknown
+/// fields are an error (a typo must not silently fall back to a default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearnConfig {
+    /// Seed for the validation split, initialisations and batch order.
+    pub seed: u64,
+    /// Examples split off the train split for the validation loss L_V.
+    pub validation_examples: u32,
+    /// Student (inner) steps per meta-step; also T in the teacher's time input i/T.
+    pub inner_steps: u32,
+    /// Meta-steps (outer updates of the commentary parameters).
+    pub meta_steps: u32,
+    /// Student batch size.
+    pub batch_size: u32,
+    /// Validation examples per evaluation of L_V.
+    pub validation_batch_size: u32,
+    pub inner_optimizer: Optimizer,
+    pub inner_lr: f64,
+    pub momentum: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    /// Learning rate of the outer Adam on the commentary parameters.
+    pub outer_lr: f64,
+    /// IFT: Neumann series terms J (0 gives alpha * grad).
+    pub neumann_terms: u32,
+    /// IFT: Neumann step size alpha.
+    pub neumann_lr: f64,
+    /// IFT: a hyper-step after every N student steps.
+    pub hyper_step_every: u32,
+    /// The student architecture used while learning.
+    pub student: NetSpec,
+    /// Stop learning after this many seconds and keep the best commentary so far.
+    pub time_limit_s: Option<u64>,
+}
+
+impl Default for LearnConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            validation_examples: 1000,
+            inner_steps: 100,
+            meta_steps: 20,
+            batch_size: 32,
+            validation_batch_size: 512,
+            inner_optimizer: Optimizer::Adam,
+            inner_lr: 1e-3,
+            momentum: 0.9,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            outer_lr: 1e-2,
+            neumann_terms: 1,
+            neumann_lr: 1e-2,
+            hyper_step_every: 1,
+            student: NetSpec::Cbr,
+            time_limit_s: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_fields_take_defaults_and_unknown_fields_are_refused() {
+        let config: LearnConfig =
+            serde_json::from_str(r#"{"inner_steps": 7}"#).expect("partial config");
+        assert_eq!(config.inner_steps, 7);
+        assert_eq!(config.batch_size, LearnConfig::default().batch_size);
+        let err = serde_json::from_str::<LearnConfig>(r#"{"inner_stpes": 7}"#)
+            .expect_err("typo must be refused");
+        assert!(err.to_string().contains("inner_stpes"), "{err}");
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in CommentaryKind::ALL {
+            assert_eq!(kind.as_str().parse::<CommentaryKind>(), Ok(kind));
+            assert_eq!(
+                serde_json::to_string(&kind).expect("json"),
+                format!("\"{kind}\"")
+            );
+        }
+        assert!("curriculum".parse::<CommentaryKind>().is_err());
+    }
+}
