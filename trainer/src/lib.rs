@@ -1,1 +1,5 @@
-//! x
+//! The trainer: decodes datasets and computes their content digest (`data`), and learns and
+//! applies commentaries with burn (later modules: `nn`, `models`, `hypergrad`, `commentary`).
+
+pub mod data;
+pub mod device;

@@ -1,0 +1,51 @@
+//! Command-line interface: one module per subcommand group, each with its own clap arguments.
+//! DESIGN.md's command table lists the commands; `commentary <command> --help` documents each.
+
+mod artifact;
+mod dataset;
+
+use clap::{Parser, Subcommand};
+
+/// Learn, store and reuse dataset commentaries ("Teaching with Commentaries", ICLR 2021).
+#[derive(Debug, Parser)]
+#[command(name = "commentary", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with datasets: digest, inspect.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
+    /// Work with commentary artifacts: verify.
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCommand),
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dataset(command) => dataset::run(command),
+        Command::Artifact(command) => artifact::run(command),
+    }
+}
+
+/// Logs go to stderr so command output on stdout stays machine-readable.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,296 @@
+//! Safe extraction of `.tar`, `.tar.gz` and `.zip` archives into a temporary folder.
+//!
+//! Entries whose paths would escape the folder, links and special files are refused; the total
+//! expanded size and the entry count are capped while bytes stream, so a decompression bomb
+//! stops at the limit instead of filling the disk. Nothing is written outside the folder, and
+//! the folder is deleted when the returned [`TempDir`] drops.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::read::GzDecoder;
+use tempfile::TempDir;
+
+use super::{DataError, Limits};
+
+/// What kind of archive a file is, judged by its bytes, not its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    Tar,
+    TarGz,
+    Zip,
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZIP_MAGIC: [u8; 4] = *b"PK\x03\x04";
+const EMPTY_ZIP_MAGIC: [u8; 4] = *b"PK\x05\x06";
+
+/// Identifies the archive kind of `path`, or explains what it is not.
+pub fn detect(path: &Path) -> Result<ArchiveKind, DataError> {
+    let mut head = [0u8; 512];
+    let n = read_up_to(File::open(path).map_err(|e| DataError::io(path, e))?, &mut head)
+        .map_err(|e| DataError::io(path, e))?;
+    let head = &head[..n];
+    if head.starts_with(&ZIP_MAGIC) || head.starts_with(&EMPTY_ZIP_MAGIC) {
+        return Ok(ArchiveKind::Zip);
+    }
+    if is_tar_header(head) {
+        return Ok(ArchiveKind::Tar);
+    }
+    if head.starts_with(&GZIP_MAGIC) {
+        let mut inner = [0u8; 512];
+        let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        let n = read_up_to(GzDecoder::new(file), &mut inner).map_err(|e| {
+            DataError::invalid(path, format!("gzip data is truncated or corrupt: {e}"))
+        })?;
+        if is_tar_header(&inner[..n]) {
+            return Ok(ArchiveKind::TarGz);
+        }
+        return Err(DataError::invalid(
+            path,
+            "a single gzip-compressed file is not a dataset; give the folder that holds it, \
+             or a .tar.gz or .zip of that folder",
+        ));
+    }
+    Err(DataError::invalid(
+        path,
+        "not a dataset: expected a folder, a .tar, .tar.gz or .zip archive",
+    ))
+}
+
+fn is_tar_header(block: &[u8]) -> bool {
+    block.len() >= 262 && &block[257..262] == b"ustar"
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Extracts `archive` into a new temporary folder (under `temp_root`, or the system's temporary
+/// directory) and returns it.
+pub fn extract(
+    archive: &Path,
+    kind: ArchiveKind,
+    limits: &Limits,
+    temp_root: Option<&Path>,
+) -> Result<TempDir, DataError> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("commentary-extract-");
+    let dir = match temp_root {
+        Some(root) => builder.tempdir_in(root),
+        None => builder.tempdir(),
+    }
+    .map_err(|e| DataError::io(temp_root.unwrap_or(&std::env::temp_dir()), e))?;
+    let file = File::open(archive).map_err(|e| DataError::io(archive, e))?;
+    let mut budget = Budget::new(archive, limits);
+    match kind {
+        ArchiveKind::Tar => extract_tar(archive, BufReader::new(file), dir.path(), &mut budget)?,
+        ArchiveKind::TarGz => extract_tar(
+            archive,
+            GzDecoder::new(BufReader::new(file)),
+            dir.path(),
+            &mut budget,
+        )?,
+        ArchiveKind::Zip => extract_zip(archive, file, dir.path(), &mut budget)?,
+    }
+    Ok(dir)
+}
+
+/// Running totals against the limits.
+struct Budget<'a> {
+    archive: &'a Path,
+    limits: &'a Limits,
+    entries: u64,
+    bytes: u64,
+}
+
+impl<'a> Budget<'a> {
+    fn new(archive: &'a Path, limits: &'a Limits) -> Self {
+        Self {
+            archive,
+            limits,
+            entries: 0,
+            bytes: 0,
+        }
+    }
+
+    fn add_entry(&mut self) -> Result<(), DataError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(DataError::limit(
+                self.archive,
+                format!(
+                    "archive has more than {} entries (the limit); refusing to extract it",
+                    self.limits.max_entries
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Copies `reader` into `dest`, stopping with an error as soon as the total would pass the
+    /// expanded-size limit.
+    fn copy(&mut self, reader: &mut dyn Read, dest: &Path, entry: &str) -> Result<(), DataError> {
+        let remaining = self.limits.max_expanded_bytes.saturating_sub(self.bytes);
+        let mut out = File::create(dest).map_err(|e| DataError::io(dest, e))?;
+        let copied = io::copy(&mut reader.take(remaining.saturating_add(1)), &mut out)
+            .map_err(|e| {
+                DataError::invalid(
+                    self.archive,
+                    format!("entry {entry:?} is truncated or corrupt: {e}"),
+                )
+            })?;
+        self.bytes += copied;
+        if copied > remaining {
+            return Err(DataError::limit(
+                self.archive,
+                format!(
+                    "archive expands to more than {} bytes (the limit) at entry {entry:?}; \
+                     refusing to extract it (a decompression bomb?)",
+                    self.limits.max_expanded_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks an entry path and returns where it goes under `root`; refuses absolute paths and
+/// `..` components.
+fn safe_destination(archive: &Path, root: &Path, entry: &Path) -> Result<PathBuf, DataError> {
+    let mut dest = root.to_path_buf();
+    for component in entry.components() {
+        match component {
+            Component::Normal(part) => dest.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(DataError::invalid(
+                    archive,
+                    format!(
+                        "entry {:?} points outside the archive (path traversal); refusing to \
+                         extract it",
+                        entry.display().to_string()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(dest)
+}
+
+fn create_parent(dest: &Path) -> Result<(), DataError> {
+    match dest.parent() {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e)),
+        None => Ok(()),
+    }
+}
+
+fn extract_tar(
+    archive: &Path,
+    reader: impl Read,
+    root: &Path,
+    budget: &mut Budget<'_>,
+) -> Result<(), DataError> {
+    let corrupt =
+        |e: io::Error| DataError::invalid(archive, format!("tar data is truncated or corrupt: {e}"));
+    let mut tar = tar::Archive::new(reader);
+    for entry in tar.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        budget.add_entry()?;
+        let path = entry.path().map_err(corrupt)?.into_owned();
+        let name = path.display().to_string();
+        let dest = safe_destination(archive, root, &path)?;
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => {
+                std::fs::create_dir_all(&dest).map_err(|e| DataError::io(&dest, e))?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                create_parent(&dest)?;
+                budget.copy(&mut entry, &dest, &name)?;
+            }
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                return Err(DataError::invalid(
+                    archive,
+                    format!("entry {name:?} is a link; datasets must hold plain files"),
+                ));
+            }
+            // pax/GNU metadata entries are consumed by the tar crate; devices and FIFOs are
+            // never part of a dataset, so they are skipped rather than created.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn extract_zip(
+    archive: &Path,
+    file: File,
+    root: &Path,
+    budget: &mut Budget<'_>,
+) -> Result<(), DataError> {
+    let corrupt = |e: zip::result::ZipError| {
+        DataError::invalid(archive, format!("zip data is truncated or corrupt: {e}"))
+    };
+    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(corrupt)?;
+    if zip.len() as u64 > budget.limits.max_entries {
+        return Err(DataError::limit(
+            archive,
+            format!(
+                "archive has {} entries, more than the limit of {}; refusing to extract it",
+                zip.len(),
+                budget.limits.max_entries
+            ),
+        ));
+    }
+    for index in 0..zip.len() {
+        let mut entry = zip.by_index(index).map_err(corrupt)?;
+        budget.add_entry()?;
+        let name = entry.name().map_err(corrupt)?.into_owned();
+        let Some(relative) = entry.enclosed_name() else {
+            return Err(DataError::invalid(
+                archive,
+                format!(
+                    "entry {name:?} points outside the archive (path traversal); refusing to \
+                     extract it"
+                ),
+            ));
+        };
+        let dest = safe_destination(archive, root, &relative)?;
+        if entry.is_symlink() {
+            return Err(DataError::invalid(
+                archive,
+                format!("entry {name:?} is a link; datasets must hold plain files"),
+            ));
+        }
+        if entry.is_dir() {
+            std::fs::create_dir_all(&dest).map_err(|e| DataError::io(&dest, e))?;
+        } else {
+            create_parent(&dest)?;
+            budget.copy(&mut entry, &dest, &name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `reader` has no bytes left (decoders use it to refuse trailing data).
+pub(crate) fn at_end(reader: &mut impl Read) -> io::Result<bool> {
+    let mut byte = [0u8; 1];
+    loop {
+        match reader.read(&mut byte) {
+            Ok(n) => return Ok(n == 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! MNIST-style IDX files: `<prefix>-images-idx3-ubyte` (N x H x W, or N x H x W x C) and
+//! `<prefix>-labels-idx1-ubyte` (N), each plain or gzip-compressed. Elements must be u8.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+use schema::ImageShape;
+
+use super::archive::at_end;
+use super::{DataError, Example, Limits};
+
+/// The images and labels files of one split.
+#[derive(Debug, Clone)]
+pub(crate) struct IdxSplit {
+    pub name: String,
+    pub images: PathBuf,
+    pub labels: PathBuf,
+}
+
+/// IDX element type code for unsigned bytes.
+const UBYTE: u8 = 0x08;
+
+/// An open IDX stream positioned after its header.
+struct IdxStream {
+    reader: Box<dyn Read>,
+    dims: Vec<u32>,
+    /// Bytes after the header, when known without decompressing (plain files).
+    plain_payload: Option<u64>,
+}
+
+fn open(path: &Path) -> Result<IdxStream, DataError> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let length = file.metadata().map_err(|e| DataError::io(path, e))?.len();
+    let mut reader = BufReader::new(file);
+    let mut magic = [0u8; 2];
+    read_exact(&mut reader, &mut magic, path, "the IDX header")?;
+    let (mut reader, plain): (Box<dyn Read>, bool) = if magic == [0x1f, 0x8b] {
+        let chained = io::Cursor::new(magic).chain(reader);
+        (Box::new(BufReader::new(GzDecoder::new(chained))), false)
+    } else {
+        (Box::new(io::Cursor::new(magic).chain(reader)), true)
+    };
+    let mut head = [0u8; 4];
+    read_exact(&mut reader, &mut head, path, "the IDX header")?;
+    if head[0] != 0 || head[1] != 0 {
+        return Err(DataError::invalid(
+            path,
+            "not an IDX file (the first two bytes must be zero)",
+        ));
+    }
+    if head[2] != UBYTE {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "IDX element type 0x{:02x} is not supported; images and labels must be \
+                 unsigned bytes (0x08)",
+                head[2]
+            ),
+        ));
+    }
+    let ndims = head[3] as usize;
+    if ndims == 0 {
+        return Err(DataError::invalid(path, "IDX header declares zero dimensions"));
+    }
+    let mut dims = Vec::with_capacity(ndims);
+    for _ in 0..ndims {
+        let mut dim = [0u8; 4];
+        read_exact(&mut reader, &mut dim, path, "the IDX header")?;
+        dims.push(u32::from_be_bytes(dim));
+    }
+    let header_len = 4 + 4 * ndims as u64;
+    Ok(IdxStream {
+        reader,
+        dims,
+        plain_payload: plain.then(|| length.saturating_sub(header_len)),
+    })
+}
+
+fn read_exact(
+    reader: &mut impl Read,
+    buf: &mut [u8],
+    path: &Path,
+    what: &str,
+) -> Result<(), DataError> {
+    reader.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            DataError::invalid(path, format!("file ends inside {what} (truncated)"))
+        }
+        _ => DataError::invalid(path, format!("cannot read {what}: {e}")),
+    })
+}
+
+/// Checks that a plain file holds exactly `expected` payload bytes.
+fn check_plain_length(stream: &IdxStream, path: &Path, expected: u64) -> Result<(), DataError> {
+    match stream.plain_payload {
+        Some(actual) if actual != expected => Err(DataError::invalid(
+            path,
+            format!(
+                "IDX header dimensions {:?} need {expected} bytes of data but the file holds \
+                 {actual}",
+                stream.dims
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses bytes after the declared data.
+fn check_trailing(stream: &mut IdxStream, path: &Path) -> Result<(), DataError> {
+    match at_end(&mut stream.reader) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(DataError::invalid(
+            path,
+            format!(
+                "file holds more data than its IDX header dimensions {:?} declare",
+                stream.dims
+            ),
+        )),
+        Err(e) => Err(DataError::invalid(path, format!("cannot read: {e}"))),
+    }
+}
+
+/// Reads a labels file: every label, in file order.
+pub(crate) fn read_labels(path: &Path, limits: &Limits) -> Result<Vec<u8>, DataError> {
+    let mut stream = open(path)?;
+    let [count] = stream.dims[..] else {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "a labels file must have one dimension, this one has {:?}",
+                stream.dims
+            ),
+        ));
+    };
+    if u64::from(count) > limits.max_examples {
+        return Err(DataError::limit(
+            path,
+            format!(
+                "declares {count} labels, more than the limit of {} examples",
+                limits.max_examples
+            ),
+        ));
+    }
+    check_plain_length(&stream, path, u64::from(count))?;
+    let mut labels = vec![0u8; count as usize];
+    read_exact(&mut stream.reader, &mut labels, path, "the labels")?;
+    check_trailing(&mut stream, path)?;
+    Ok(labels)
+}
+
+impl IdxSplit {
+    /// Decodes every example in file order, calling `visit` for each.
+    pub(crate) fn decode(
+        &self,
+        limits: &Limits,
+        visit: &mut dyn FnMut(Example<'_>) -> Result<(), DataError>,
+    ) -> Result<ImageShape, DataError> {
+        let labels = read_labels(&self.labels, limits)?;
+        let path = self.images.as_path();
+        let mut stream = open(path)?;
+        let (count, shape) = match stream.dims[..] {
+            [n, h, w] => (n, ImageShape { height: h, width: w, channels: 1 }),
+            [n, h, w, c] if c == 1 || c == 3 => (n, ImageShape { height: h, width: w, channels: c }),
+            _ => {
+                return Err(DataError::invalid(
+                    path,
+                    format!(
+                        "an images file must have dimensions [N, H, W] or [N, H, W, C] with C \
+                         1 or 3; this one has {:?}",
+                        stream.dims
+                    ),
+                ));
+            }
+        };
+        if count as usize != labels.len() {
+            return Err(DataError::invalid(
+                path,
+                format!(
+                    "holds {count} images but {} holds {} labels",
+                    self.labels.display(),
+                    labels.len()
+                ),
+            ));
+        }
+        if shape.height == 0 || shape.width == 0 {
+            return Err(DataError::invalid(
+                path,
+                format!("image size {}x{} has a zero dimension", shape.height, shape.width),
+            ));
+        }
+        let record = u64::from(shape.height)
+            .checked_mul(u64::from(shape.width))
+            .and_then(|n| n.checked_mul(u64::from(shape.channels)))
+            .ok_or_else(|| {
+                DataError::invalid(path, format!("IDX dimensions {:?} overflow", stream.dims))
+            })?;
+        if record > limits.max_image_bytes {
+            return Err(DataError::limit(
+                path,
+                format!(
+                    "one {shape} image is {record} bytes, more than the limit of {}",
+                    limits.max_image_bytes
+                ),
+            ));
+        }
+        let total = record.checked_mul(u64::from(count)).ok_or_else(|| {
+            DataError::invalid(path, format!("IDX dimensions {:?} overflow", stream.dims))
+        })?;
+        if total > limits.max_expanded_bytes {
+            return Err(DataError::limit(
+                path,
+                format!(
+                    "IDX dimensions {:?} declare {total} bytes of pixels, more than the limit \
+                     of {}",
+                    stream.dims, limits.max_expanded_bytes
+                ),
+            ));
+        }
+        check_plain_length(&stream, path, total)?;
+        let mut pixels = vec![0u8; record as usize];
+        for (index, &label) in labels.iter().enumerate() {
+            stream.reader.read_exact(&mut pixels).map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => DataError::invalid(
+                    path,
+                    format!("file ends after {index} of {count} images (truncated)"),
+                ),
+                _ => DataError::invalid(path, format!("cannot read image {index}: {e}")),
+            })?;
+            visit(Example {
+                label: u32::from(label),
+                pixels: &pixels,
+            })?;
+        }
+        check_trailing(&mut stream, path)?;
+        Ok(shape)
+    }
+}
+
+/// Recognises IDX file names: `<prefix>-images-idx3-ubyte`, `<prefix>-labels-idx1-ubyte`, with
+/// `.` allowed for the separators (as in `train-images.idx3-ubyte`) and an optional `.gz`.
+/// Returns the prefix and whether the file holds images.
+pub(crate) fn parse_file_name(name: &str) -> Option<(&str, bool)> {
+    let stem = name.strip_suffix(".gz").unwrap_or(name);
+    let parts: Vec<&str> = stem.split(['-', '.']).collect();
+    let [prefix, role, idx, "ubyte"] = parts[..] else {
+        return None;
+    };
+    if prefix.is_empty() || !idx.starts_with("idx") {
+        return None;
+    }
+    match role {
+        "images" => Some((prefix, true)),
+        "labels" => Some((prefix, false)),
+        _ => None,
+    }
+}
+
+/// The split an IDX prefix names: `train` and `t10k` are `train` and `test`.
+pub(crate) fn split_name(prefix: &str) -> String {
+    match prefix {
+        "t10k" => "test".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_in_the_mnist_styles_are_recognised() {
+        assert_eq!(parse_file_name("train-images-idx3-ubyte"), Some(("train", true)));
+        assert_eq!(parse_file_name("t10k-labels-idx1-ubyte.gz"), Some(("t10k", false)));
+        assert_eq!(parse_file_name("train-images.idx3-ubyte"), Some(("train", true)));
+        assert_eq!(parse_file_name("README.md"), None);
+        assert_eq!(split_name("t10k"), "test");
+    }
+}

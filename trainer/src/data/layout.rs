@@ -1,0 +1,378 @@
+//! Recognising which dataset format a folder holds and listing its splits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use schema::DatasetFormat;
+
+use super::cifar::{self, CifarSplit, Variant};
+use super::idx::{self, IdxSplit};
+use super::image_folder::{FolderSplit, is_image_file};
+use super::{DataError, Limits, SplitSource};
+
+/// A recognised dataset: its format, class names and splits in digest order.
+pub(crate) struct Layout {
+    pub format: DatasetFormat,
+    pub classes: Vec<String>,
+    pub splits: Vec<SplitSource>,
+}
+
+/// How many single wrapping folders are looked through (`cifar-10-batches-bin/`, say).
+const MAX_WRAPPERS: usize = 4;
+
+/// Recognises the dataset in `root`.
+pub(crate) fn detect(root: &Path, limits: &Limits) -> Result<Layout, DataError> {
+    let root = unwrap_single_folder(root)?;
+    let listing = Listing::read(&root)?;
+    if listing.files.iter().any(|f| idx::parse_file_name(&f.name).is_some()) {
+        return detect_idx(&root, &listing, limits);
+    }
+    if listing.has_file("test_batch.bin") || listing.files.iter().any(|f| is_cifar10_batch(&f.name)) {
+        return detect_cifar10(&listing);
+    }
+    if listing.has_file("train.bin") && listing.has_file("test.bin") {
+        return detect_cifar100(&listing);
+    }
+    if !listing.dirs.is_empty() {
+        return detect_image_folder(&listing, limits);
+    }
+    Err(DataError::invalid(
+        &root,
+        "no dataset found: expected IDX files (train-images-idx3-ubyte[.gz] with its labels \
+         file), CIFAR binary batches (data_batch_*.bin or train.bin/test.bin), or image \
+         folders (<split>/<class>/*.png|jpg)",
+    ))
+}
+
+/// The visible entries of a folder (names starting with `.` and `__MACOSX` are skipped).
+struct Listing {
+    files: Vec<Entry>,
+    dirs: Vec<Entry>,
+}
+
+struct Entry {
+    name: String,
+    path: PathBuf,
+}
+
+impl Listing {
+    fn read(dir: &Path) -> Result<Self, DataError> {
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+            let entry = entry.map_err(|e| DataError::io(dir, e))?;
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                return Err(DataError::invalid(&path, "file name is not valid UTF-8"));
+            };
+            if name.starts_with('.') || name == "__MACOSX" {
+                continue;
+            }
+            let file_type = entry.file_type().map_err(|e| DataError::io(&path, e))?;
+            let item = Entry { name, path };
+            if file_type.is_dir() {
+                dirs.push(item);
+            } else if file_type.is_file() {
+                files.push(item);
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        dirs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Self { files, dirs })
+    }
+
+    fn has_file(&self, name: &str) -> bool {
+        self.files.iter().any(|f| f.name == name)
+    }
+
+    fn file(&self, name: &str) -> Option<&Path> {
+        self.files.iter().find(|f| f.name == name).map(|f| f.path.as_path())
+    }
+}
+
+/// Descends through folders that hold nothing but one folder.
+fn unwrap_single_folder(root: &Path) -> Result<PathBuf, DataError> {
+    let mut current = root.to_path_buf();
+    for _ in 0..MAX_WRAPPERS {
+        let listing = Listing::read(&current)?;
+        match (&listing.files[..], &listing.dirs[..]) {
+            ([], [only]) if !looks_like_split(&only.name) => current = only.path.clone(),
+            _ => break,
+        }
+    }
+    Ok(current)
+}
+
+/// A lone `train/` folder is an image-folder split, not a wrapper.
+fn looks_like_split(name: &str) -> bool {
+    matches!(name, "train" | "test")
+}
+
+fn is_cifar10_batch(name: &str) -> bool {
+    name.strip_prefix("data_batch_")
+        .and_then(|rest| rest.strip_suffix(".bin"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Orders split names for the digest: `train`, `test`, then the rest bytewise.
+pub(crate) fn split_order(name: &str) -> (u8, &str) {
+    match name {
+        "train" => (0, ""),
+        "test" => (1, ""),
+        other => (2, other),
+    }
+}
+
+fn sort_splits(splits: &mut [SplitSource]) {
+    splits.sort_by(|a, b| split_order(a.name()).cmp(&split_order(b.name())));
+}
+
+fn detect_idx(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout, DataError> {
+    let mut pairs: BTreeMap<String, (Option<PathBuf>, Option<PathBuf>)> = BTreeMap::new();
+    for file in &listing.files {
+        if let Some((prefix, is_images)) = idx::parse_file_name(&file.name) {
+            let slot = pairs.entry(prefix.to_owned()).or_default();
+            let target = if is_images { &mut slot.0 } else { &mut slot.1 };
+            if let Some(previous) = target.replace(file.path.clone()) {
+                return Err(DataError::invalid(
+                    root,
+                    format!(
+                        "both {} and {} hold the {} of split {prefix:?}",
+                        previous.display(),
+                        file.path.display(),
+                        if is_images { "images" } else { "labels" }
+                    ),
+                ));
+            }
+        }
+    }
+    let mut splits = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut max_label: Option<u8> = None;
+    let mut examples: u64 = 0;
+    for (prefix, pair) in pairs {
+        let (images, labels) = match pair {
+            (Some(images), Some(labels)) => (images, labels),
+            (Some(images), None) => {
+                return Err(DataError::invalid(
+                    &images,
+                    format!("has no labels file beside it (expected {prefix}-labels-idx1-ubyte[.gz])"),
+                ));
+            }
+            (None, Some(labels)) => {
+                return Err(DataError::invalid(
+                    &labels,
+                    format!("has no images file beside it (expected {prefix}-images-idx3-ubyte[.gz])"),
+                ));
+            }
+            (None, None) => continue,
+        };
+        let name = idx::split_name(&prefix);
+        if !names.insert(name.clone()) {
+            return Err(DataError::invalid(
+                root,
+                format!("two file sets name split {name:?} (`t10k` means `test`)"),
+            ));
+        }
+        let labels_read = idx::read_labels(&labels, limits)?;
+        examples += labels_read.len() as u64;
+        if examples > limits.max_examples {
+            return Err(DataError::limit(
+                &labels,
+                format!("the dataset has more than the limit of {} examples", limits.max_examples),
+            ));
+        }
+        max_label = max_label.max(labels_read.iter().copied().max());
+        splits.push(SplitSource::Idx(IdxSplit {
+            name,
+            images,
+            labels,
+        }));
+    }
+    let Some(max_label) = max_label else {
+        return Err(DataError::invalid(root, "the IDX files hold no examples"));
+    };
+    sort_splits(&mut splits);
+    Ok(Layout {
+        format: DatasetFormat::Idx,
+        classes: (0..=max_label).map(|l| l.to_string()).collect(),
+        splits,
+    })
+}
+
+fn detect_cifar10(listing: &Listing) -> Result<Layout, DataError> {
+    let train: Vec<PathBuf> = listing
+        .files
+        .iter()
+        .filter(|f| is_cifar10_batch(&f.name))
+        .map(|f| f.path.clone())
+        .collect();
+    let mut splits = Vec::new();
+    if !train.is_empty() {
+        splits.push(SplitSource::Cifar(CifarSplit {
+            name: "train".into(),
+            files: train,
+            variant: Variant::Cifar10,
+        }));
+    }
+    if let Some(test) = listing.file("test_batch.bin") {
+        splits.push(SplitSource::Cifar(CifarSplit {
+            name: "test".into(),
+            files: vec![test.to_path_buf()],
+            variant: Variant::Cifar10,
+        }));
+    }
+    let classes = match listing.file("batches.meta.txt") {
+        Some(meta) => cifar::read_class_names(meta, Variant::Cifar10.classes())?,
+        None => decimal_classes(Variant::Cifar10.classes()),
+    };
+    Ok(Layout {
+        format: DatasetFormat::Cifar10,
+        classes,
+        splits,
+    })
+}
+
+fn detect_cifar100(listing: &Listing) -> Result<Layout, DataError> {
+    let split = |name: &str| {
+        listing.file(&format!("{name}.bin")).map(|path| {
+            SplitSource::Cifar(CifarSplit {
+                name: name.into(),
+                files: vec![path.to_path_buf()],
+                variant: Variant::Cifar100,
+            })
+        })
+    };
+    let splits = ["train", "test"].into_iter().filter_map(split).collect();
+    let classes = match listing.file("fine_label_names.txt") {
+        Some(meta) => cifar::read_class_names(meta, Variant::Cifar100.classes())?,
+        None => decimal_classes(Variant::Cifar100.classes()),
+    };
+    Ok(Layout {
+        format: DatasetFormat::Cifar100,
+        classes,
+        splits,
+    })
+}
+
+fn decimal_classes(count: usize) -> Vec<String> {
+    (0..count).map(|l| l.to_string()).collect()
+}
+
+fn detect_image_folder(listing: &Listing, limits: &Limits) -> Result<Layout, DataError> {
+    // First pass: the class folders of every split, so labels are the same in all splits.
+    let mut split_classes: Vec<(&Entry, Listing)> = Vec::new();
+    let mut class_names = BTreeSet::new();
+    for split in &listing.dirs {
+        let inner = Listing::read(&split.path)?;
+        if let Some(stray) = inner.files.iter().find(|f| is_image_file(&f.path)) {
+            return Err(DataError::invalid(
+                &stray.path,
+                "image is not inside a class folder; image folders are laid out as \
+                 <split>/<class>/<image>",
+            ));
+        }
+        class_names.extend(inner.dirs.iter().map(|d| d.name.clone()));
+        split_classes.push((split, inner));
+    }
+    let classes = order_class_names(class_names, &listing.dirs[0].path)?;
+    let label_of: BTreeMap<&str, u32> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.as_str(), i as u32))
+        .collect();
+    let mut splits = Vec::new();
+    let mut examples: u64 = 0;
+    for (split, inner) in split_classes {
+        let mut files = Vec::new();
+        for class in &inner.dirs {
+            let label = label_of[class.name.as_str()];
+            for file in Listing::read(&class.path)?.files {
+                if is_image_file(&file.path) {
+                    files.push((file.path, label));
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(DataError::invalid(
+                &split.path,
+                "split holds no images; image folders are laid out as <split>/<class>/<image> \
+                 with .png, .jpg or .jpeg files",
+            ));
+        }
+        examples += files.len() as u64;
+        if examples > limits.max_examples {
+            return Err(DataError::limit(
+                &split.path,
+                format!("the dataset has more than the limit of {} examples", limits.max_examples),
+            ));
+        }
+        files.sort();
+        splits.push(SplitSource::Folder(FolderSplit {
+            name: split.name.clone(),
+            files,
+        }));
+    }
+    sort_splits(&mut splits);
+    Ok(Layout {
+        format: DatasetFormat::ImageFolder,
+        classes,
+        splits,
+    })
+}
+
+/// Class names in label order: numerically when all are integers, else bytewise.
+fn order_class_names(names: BTreeSet<String>, context: &Path) -> Result<Vec<String>, DataError> {
+    let numbers: Option<Vec<(u64, String)>> = names
+        .iter()
+        .map(|n| {
+            let all_digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+            all_digits.then(|| n.parse::<u64>().ok().map(|v| (v, n.clone())))?
+        })
+        .collect();
+    match numbers {
+        Some(mut numbered) => {
+            numbered.sort();
+            if let Some(pair) = numbered.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(DataError::invalid(
+                    context,
+                    format!(
+                        "class folders {:?} and {:?} name the same number",
+                        pair[0].1, pair[1].1
+                    ),
+                ));
+            }
+            Ok(numbered.into_iter().map(|(_, n)| n).collect())
+        }
+        // A BTreeSet of Strings iterates in bytewise order.
+        None => Ok(names.into_iter().collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_class_names_sort_numerically_and_others_bytewise() {
+        let numeric: BTreeSet<String> = ["10", "2", "1"].map(String::from).into();
+        assert_eq!(
+            order_class_names(numeric, Path::new(".")).expect("numeric"),
+            ["1", "2", "10"]
+        );
+        let words: BTreeSet<String> = ["cat", "Dog", "10"].map(String::from).into();
+        assert_eq!(
+            order_class_names(words, Path::new(".")).expect("words"),
+            ["10", "Dog", "cat"]
+        );
+        let clash: BTreeSet<String> = ["1", "01"].map(String::from).into();
+        assert!(order_class_names(clash, Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn splits_order_train_test_then_bytewise() {
+        let mut names = vec!["val", "test", "extra", "train"];
+        names.sort_by(|a, b| split_order(a).cmp(&split_order(b)));
+        assert_eq!(names, ["train", "test", "extra", "val"]);
+    }
+}
