@@ -215,7 +215,10 @@ mod tests {
             label_input: true,
         };
         let shapes = spec.parameter_shapes(MNIST, 10, 100);
-        assert_eq!(shapes[0], ("commentary.conv1.weight".into(), vec![32, 2, 5, 5]));
+        assert_eq!(
+            shapes[0],
+            ("commentary.conv1.weight".into(), vec![32, 2, 5, 5])
+        );
         let fc = shapes
             .iter()
             .find(|(n, _)| n == "commentary.fc.weight")

@@ -99,7 +99,9 @@ impl utoipa::PartialSchema for Sha256 {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .pattern(Some("^sha256:[0-9a-f]{64}$"))
-            .description(Some("A SHA-256 digest in its canonical form `sha256:<64 hex>`."))
+            .description(Some(
+                "A SHA-256 digest in its canonical form `sha256:<64 hex>`.",
+            ))
             .into()
     }
 }

@@ -23,10 +23,23 @@ fn a_good_artifact_verifies() {
     let written = write_artifact(tmp.path(), manifest, &tensors).expect("write");
     let out = verify(tmp.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("ok: example-weighting commentary (bptt)"), "{stdout}");
-    assert!(stdout.contains("10 parameter tensors, 1 insight tensors"), "{stdout}");
-    assert!(stdout.contains(&written.tensors_sha256.to_string()), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: example-weighting commentary (bptt)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("10 parameter tensors, 1 insight tensors"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&written.tensors_sha256.to_string()),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -46,7 +59,10 @@ fn a_damaged_artifact_fails_with_every_problem_listed() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is not a valid artifact"), "{stderr}");
     assert!(stderr.contains("sha256 is"), "{stderr}");
-    assert!(stderr.contains("tensor \"commentary.logits\" (shape [10, 10]) is missing"), "{stderr}");
+    assert!(
+        stderr.contains("tensor \"commentary.logits\" (shape [10, 10]) is missing"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -55,5 +71,8 @@ fn a_folder_without_an_artifact_is_refused() {
     let out = verify(tmp.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("manifest.json: file is missing"), "{stderr}");
+    assert!(
+        stderr.contains("manifest.json: file is missing"),
+        "{stderr}"
+    );
 }

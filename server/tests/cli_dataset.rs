@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use tempfile::TempDir;
-use tests::{Examples, MNIST_FIXTURE_DIGEST, idx_header, mnist_fixture, tar_gz_dir, write_idx_split};
+use tests::{
+    Examples, MNIST_FIXTURE_DIGEST, idx_header, mnist_fixture, tar_gz_dir, write_idx_split,
+};
 
 /// Runs `commentary` with `TMPDIR` pointed at `tmp`, so extraction stays inside it.
 fn commentary(tmp: &Path, args: &[&str]) -> Output {
@@ -34,7 +36,11 @@ impl Scratch {
         let tmp = root.path().join("tmp");
         std::fs::create_dir_all(&inputs).expect("inputs");
         std::fs::create_dir_all(&tmp).expect("tmp");
-        Self { _root: root, inputs, tmp }
+        Self {
+            _root: root,
+            inputs,
+            tmp,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -46,7 +52,11 @@ impl Scratch {
     fn fails(&self, args: &[&str]) -> String {
         let out = commentary(&self.tmp, args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "exit code for {args:?}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "exit code for {args:?}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "panic for {args:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{stderr}");
         let left: Vec<_> = std::fs::read_dir(&self.tmp).expect("tmp").collect();
@@ -57,7 +67,11 @@ impl Scratch {
 
 fn tiny_examples(n: usize) -> Examples {
     Examples {
-        shape: schema::ImageShape { height: 4, width: 4, channels: 1 },
+        shape: schema::ImageShape {
+            height: 4,
+            width: 4,
+            channels: 1,
+        },
         labels: (0..n as u32).map(|i| i % 3).collect(),
         pixels: (0..n * 16).map(|i| (i * 31 % 256) as u8).collect(),
     }
@@ -71,8 +85,15 @@ fn utf8(path: &Path) -> &str {
 fn hash_prints_the_fixture_digest() {
     let scratch = Scratch::new();
     let out = commentary(&scratch.tmp, &["dataset", "hash", utf8(&mnist_fixture())]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), MNIST_FIXTURE_DIGEST);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        MNIST_FIXTURE_DIGEST
+    );
 }
 
 #[test]
@@ -81,13 +102,20 @@ fn inspect_reports_splits_shapes_classes_and_balance() {
     let fixture = mnist_fixture();
     let out = commentary(&scratch.tmp, &["dataset", "inspect", utf8(&fixture)]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains(MNIST_FIXTURE_DIGEST), "{text}");
     assert!(text.contains("train              8004  28x28x1"), "{text}");
     assert!(text.contains("test               1996  28x28x1"), "{text}");
     assert!(text.contains("1           902 ( 11.3%)"), "{text}");
 
-    let out = commentary(&scratch.tmp, &["dataset", "inspect", "--json", utf8(&fixture)]);
+    let out = commentary(
+        &scratch.tmp,
+        &["dataset", "inspect", "--json", utf8(&fixture)],
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
     assert_eq!(json["digest"], MNIST_FIXTURE_DIGEST);
     assert_eq!(json["format"], "idx");
@@ -116,14 +144,20 @@ fn corrupt_gzip_and_zip_data_are_refused() {
     bytes.extend(tests::pseudo_random_bytes(1, 4000));
     std::fs::write(&gz, &bytes).expect("write");
     let err = scratch.fails(&["dataset", "hash", utf8(&gz)]);
-    assert!(err.contains("corrupt.tar.gz") && err.contains("corrupt"), "{err}");
+    assert!(
+        err.contains("corrupt.tar.gz") && err.contains("corrupt"),
+        "{err}"
+    );
 
     let zip = scratch.path("corrupt.zip");
     let mut bytes = b"PK\x03\x04".to_vec();
     bytes.extend(tests::pseudo_random_bytes(2, 4000));
     std::fs::write(&zip, &bytes).expect("write");
     let err = scratch.fails(&["dataset", "hash", utf8(&zip)]);
-    assert!(err.contains("corrupt.zip") && err.contains("zip data is truncated or corrupt"), "{err}");
+    assert!(
+        err.contains("corrupt.zip") && err.contains("zip data is truncated or corrupt"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -132,21 +166,33 @@ fn something_that_is_not_a_dataset_is_refused() {
     let text = scratch.path("notes.txt");
     std::fs::write(&text, "hello").expect("write");
     let err = scratch.fails(&["dataset", "hash", utf8(&text)]);
-    assert!(err.contains("notes.txt") && err.contains("not a dataset"), "{err}");
+    assert!(
+        err.contains("notes.txt") && err.contains("not a dataset"),
+        "{err}"
+    );
 
     let single = scratch.path("train-images-idx3-ubyte.gz");
     tests::write_maybe_gz(&single, &idx_header(&[0, 1, 1]), true);
     let err = scratch.fails(&["dataset", "hash", utf8(&single)]);
-    assert!(err.contains("single gzip-compressed file is not a dataset"), "{err}");
+    assert!(
+        err.contains("single gzip-compressed file is not a dataset"),
+        "{err}"
+    );
 
     let empty = scratch.path("empty-folder");
     std::fs::create_dir_all(&empty).expect("dir");
     let err = scratch.fails(&["dataset", "hash", utf8(&empty)]);
-    assert!(err.contains("empty-folder") && err.contains("no dataset found"), "{err}");
+    assert!(
+        err.contains("empty-folder") && err.contains("no dataset found"),
+        "{err}"
+    );
 
     let missing = scratch.path("missing");
     let err = scratch.fails(&["dataset", "hash", utf8(&missing)]);
-    assert!(err.contains("missing") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("missing") && err.contains("No such file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -160,7 +206,10 @@ fn idx_headers_that_overflow_or_disagree_with_the_file_are_refused() {
     std::fs::remove_file(dir.join("train-images-idx3-ubyte")).expect("rm");
     std::fs::write(dir.join("train-images-idx4-ubyte"), &images).expect("write");
     let err = scratch.fails(&["dataset", "hash", utf8(&dir)]);
-    assert!(err.contains("train-images-idx4-ubyte") && err.contains("overflow"), "{err}");
+    assert!(
+        err.contains("train-images-idx4-ubyte") && err.contains("overflow"),
+        "{err}"
+    );
 
     // The header says 3 images; the file holds 2.
     let dir = scratch.path("short");
@@ -174,7 +223,10 @@ fn idx_headers_that_overflow_or_disagree_with_the_file_are_refused() {
     std::fs::write(dir.join("train-labels-idx1-ubyte"), &labels).expect("labels");
     let err = scratch.fails(&["dataset", "hash", utf8(&dir)]);
     assert!(err.contains("train-images-idx3-ubyte"), "{err}");
-    assert!(err.contains("need 48 bytes of data but the file holds 32"), "{err}");
+    assert!(
+        err.contains("need 48 bytes of data but the file holds 32"),
+        "{err}"
+    );
 
     // The same in a gzip stream: discovered while reading.
     let dir = scratch.path("short-gz");
@@ -184,7 +236,10 @@ fn idx_headers_that_overflow_or_disagree_with_the_file_are_refused() {
     tests::write_maybe_gz(&dir.join("train-labels-idx1-ubyte.gz"), &labels, true);
     let err = scratch.fails(&["dataset", "hash", utf8(&dir)]);
     assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
-    assert!(err.contains("file ends after 2 of 3 images (truncated)"), "{err}");
+    assert!(
+        err.contains("file ends after 2 of 3 images (truncated)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -198,7 +253,10 @@ fn label_counts_that_do_not_match_image_counts_are_refused() {
     let err = scratch.fails(&["dataset", "hash", utf8(&dir)]);
     assert!(err.contains("train-images-idx3-ubyte"), "{err}");
     assert!(err.contains("holds 3 images but"), "{err}");
-    assert!(err.contains("train-labels-idx1-ubyte holds 2 labels"), "{err}");
+    assert!(
+        err.contains("train-labels-idx1-ubyte holds 2 labels"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -211,26 +269,44 @@ fn mixed_image_sizes_or_channel_counts_in_one_split_are_refused() {
     image::save_buffer(dir.join("train/cat/b.png"), &[0; 9], 3, 3, grey).expect("b");
     let err = scratch.fails(&["dataset", "hash", utf8(&dir)]);
     assert!(err.contains("b.png"), "{err}");
-    assert!(err.contains("image is 3x3x1 (HxWxC)") && err.contains("is 2x2x1"), "{err}");
+    assert!(
+        err.contains("image is 3x3x1 (HxWxC)") && err.contains("is 2x2x1"),
+        "{err}"
+    );
 
     let dir = scratch.path("channels");
     std::fs::create_dir_all(dir.join("train/cat")).expect("dir");
     image::save_buffer(dir.join("train/cat/a.png"), &[0; 4], 2, 2, grey).expect("a");
-    image::save_buffer(dir.join("train/cat/b.png"), &[9; 12], 2, 2, image::ExtendedColorType::Rgb8)
-        .expect("b");
+    image::save_buffer(
+        dir.join("train/cat/b.png"),
+        &[9; 12],
+        2,
+        2,
+        image::ExtendedColorType::Rgb8,
+    )
+    .expect("b");
     let err = scratch.fails(&["dataset", "hash", utf8(&dir)]);
-    assert!(err.contains("b.png") && err.contains("2x2x3") && err.contains("2x2x1"), "{err}");
+    assert!(
+        err.contains("b.png") && err.contains("2x2x3") && err.contains("2x2x1"),
+        "{err}"
+    );
 
     let dir = scratch.path("garbage-png");
     std::fs::create_dir_all(dir.join("train/cat")).expect("dir");
     std::fs::write(dir.join("train/cat/a.png"), b"\x89PNG\r\n\x1a\nnot really").expect("a");
     let err = scratch.fails(&["dataset", "hash", utf8(&dir)]);
-    assert!(err.contains("a.png") && err.contains("cannot decode image"), "{err}");
+    assert!(
+        err.contains("a.png") && err.contains("cannot decode image"),
+        "{err}"
+    );
 }
 
 /// A tar.gz whose only entry has a raw (unchecked) name.
 fn tar_gz_with_raw_name(path: &Path, name: &[u8], data: &[u8]) {
-    let encoder = GzEncoder::new(std::fs::File::create(path).expect("create"), Compression::fast());
+    let encoder = GzEncoder::new(
+        std::fs::File::create(path).expect("create"),
+        Compression::fast(),
+    );
     let mut builder = tar::Builder::new(encoder);
     let mut header = tar::Header::new_gnu();
     header.as_gnu_mut().expect("gnu header").name[..name.len()].copy_from_slice(name);
@@ -248,7 +324,10 @@ fn path_traversal_inside_archives_is_refused_and_nothing_escapes() {
     let tarball = scratch.path("evil.tar.gz");
     tar_gz_with_raw_name(&tarball, b"../../evil.txt", b"gotcha");
     let err = scratch.fails(&["dataset", "hash", utf8(&tarball)]);
-    assert!(err.contains("evil.tar.gz") && err.contains("path traversal"), "{err}");
+    assert!(
+        err.contains("evil.tar.gz") && err.contains("path traversal"),
+        "{err}"
+    );
 
     let zip_path = scratch.path("evil.zip");
     let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).expect("create"));
@@ -257,10 +336,17 @@ fn path_traversal_inside_archives_is_refused_and_nothing_escapes() {
     zip.write_all(b"gotcha").expect("write");
     zip.finish().expect("finish");
     let err = scratch.fails(&["dataset", "hash", utf8(&zip_path)]);
-    assert!(err.contains("evil.zip") && err.contains("path traversal"), "{err}");
+    assert!(
+        err.contains("evil.zip") && err.contains("path traversal"),
+        "{err}"
+    );
 
     for dir in [&scratch.inputs, &scratch.tmp, &scratch.inputs.join("..")] {
-        assert!(!dir.join("evil.txt").exists(), "evil.txt escaped into {}", dir.display());
+        assert!(
+            !dir.join("evil.txt").exists(),
+            "evil.txt escaped into {}",
+            dir.display()
+        );
     }
 }
 
@@ -269,7 +355,10 @@ fn decompression_bombs_stop_at_the_expanded_size_limit() {
     let scratch = Scratch::new();
     // 64 MiB of zeros compresses to well under 1 MiB.
     let bomb = scratch.path("bomb.tar.gz");
-    let encoder = GzEncoder::new(std::fs::File::create(&bomb).expect("create"), Compression::best());
+    let encoder = GzEncoder::new(
+        std::fs::File::create(&bomb).expect("create"),
+        Compression::best(),
+    );
     let mut builder = tar::Builder::new(encoder);
     let mut header = tar::Header::new_gnu();
     header.set_size(64 << 20);
@@ -280,7 +369,13 @@ fn decompression_bombs_stop_at_the_expanded_size_limit() {
         .expect("append");
     builder.into_inner().expect("tar").finish().expect("gz");
     assert!(std::fs::metadata(&bomb).expect("size").len() < 1 << 20);
-    let err = scratch.fails(&["dataset", "hash", "--max-expanded-bytes", "8MiB", utf8(&bomb)]);
+    let err = scratch.fails(&[
+        "dataset",
+        "hash",
+        "--max-expanded-bytes",
+        "8MiB",
+        utf8(&bomb),
+    ]);
     assert!(err.contains("bomb.tar.gz"), "{err}");
     assert!(err.contains("expands to more than 8388608 bytes"), "{err}");
 }
@@ -295,5 +390,8 @@ fn archives_with_too_many_entries_are_refused() {
     let tarball = scratch.path("many.tar.gz");
     tar_gz_dir(&dir, &tarball, None);
     let err = scratch.fails(&["dataset", "hash", "--max-entries", "10", utf8(&tarball)]);
-    assert!(err.contains("many.tar.gz") && err.contains("more than 10 entries"), "{err}");
+    assert!(
+        err.contains("many.tar.gz") && err.contains("more than 10 entries"),
+        "{err}"
+    );
 }

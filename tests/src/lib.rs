@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use schema::arch::{ArchitectureSpec, CommentarySpec, NetSpec};
-use schema::artifact::{ArtifactManifest, DatasetRef, HypergradientMethod, Provenance, Tensor, TensorMap, TensorValues};
+use schema::artifact::{
+    ArtifactManifest, DatasetRef, HypergradientMethod, Provenance, Tensor, TensorMap, TensorValues,
+};
 use schema::{Algorithm, CommentaryKind, ImageShape, LearnConfig, Sha256};
 
 /// The digest of the MNIST fixture, pinned: it must never change.
@@ -108,7 +110,11 @@ pub fn idx_header(dims: &[u32]) -> Vec<u8> {
 /// Writes `<prefix>-images-idx3-ubyte` and `<prefix>-labels-idx1-ubyte` (with `.gz` when `gz`).
 pub fn write_idx_split(dir: &Path, prefix: &str, examples: &Examples, gz: bool) {
     let n = examples.len() as u32;
-    let ImageShape { height, width, channels } = examples.shape;
+    let ImageShape {
+        height,
+        width,
+        channels,
+    } = examples.shape;
     let (dims, kind) = if channels == 1 {
         (vec![n, height, width], 3)
     } else {
@@ -117,15 +123,27 @@ pub fn write_idx_split(dir: &Path, prefix: &str, examples: &Examples, gz: bool) 
     let ext = if gz { ".gz" } else { "" };
     let mut images = idx_header(&dims);
     images.extend_from_slice(&examples.pixels);
-    write_maybe_gz(&dir.join(format!("{prefix}-images-idx{kind}-ubyte{ext}")), &images, gz);
+    write_maybe_gz(
+        &dir.join(format!("{prefix}-images-idx{kind}-ubyte{ext}")),
+        &images,
+        gz,
+    );
     let mut labels = idx_header(&[n]);
     labels.extend(examples.labels.iter().map(|&l| l as u8));
-    write_maybe_gz(&dir.join(format!("{prefix}-labels-idx1-ubyte{ext}")), &labels, gz);
+    write_maybe_gz(
+        &dir.join(format!("{prefix}-labels-idx1-ubyte{ext}")),
+        &labels,
+        gz,
+    );
 }
 
 /// Writes examples as PNG files under `<dir>/<split>/<class name>/<i>.png`.
 pub fn write_image_folder_split(dir: &Path, split: &str, examples: &Examples, classes: &[String]) {
-    let ImageShape { height, width, channels } = examples.shape;
+    let ImageShape {
+        height,
+        width,
+        channels,
+    } = examples.shape;
     let color = if channels == 1 {
         image::ExtendedColorType::L8
     } else {
@@ -219,7 +237,11 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
 pub fn mnist_like_dataset_ref(train_examples: u64) -> DatasetRef {
     DatasetRef {
         digest: Sha256::parse(MNIST_FIXTURE_DIGEST).expect("pinned digest"),
-        shape: ImageShape { height: 28, width: 28, channels: 1 },
+        shape: ImageShape {
+            height: 28,
+            width: 28,
+            channels: 1,
+        },
         classes: (0..10).map(|c| c.to_string()).collect(),
         train_examples,
     }

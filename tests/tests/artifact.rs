@@ -84,7 +84,10 @@ print(json.dumps({
         .collect();
     assert_eq!(values, expected);
     assert_eq!(seen["tensors"]["insight.classes"]["dtype"], "int64");
-    assert_eq!(seen["tensors"]["insight.classes"]["values"], serde_json::json!([0, 1, 2]));
+    assert_eq!(
+        seen["tensors"]["insight.classes"]["values"],
+        serde_json::json!([0, 1, 2])
+    );
 }
 
 #[test]
@@ -99,7 +102,10 @@ fn changed_tensor_bytes_fail_the_hash_check() {
     std::fs::write(&path, bytes).expect("write");
     let found = problems(verify_artifact(tmp.path()).expect_err("tampered"));
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].contains("sha256 is") && found[0].contains("changed or damaged"), "{found:?}");
+    assert!(
+        found[0].contains("sha256 is") && found[0].contains("changed or damaged"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -107,22 +113,45 @@ fn missing_misshapen_mistyped_extra_and_non_finite_tensors_are_each_named() {
     let tmp = TempDir::new().expect("tmp");
     let (manifest, mut tensors) = sample_artifact(CommentaryKind::ExampleWeighting);
     tensors.remove("commentary.conv2.bias");
-    tensors.insert("commentary.fc.bias".into(), Tensor::f32(vec![2], vec![0.0, 1.0]).expect("t"));
+    tensors.insert(
+        "commentary.fc.bias".into(),
+        Tensor::f32(vec![2], vec![0.0, 1.0]).expect("t"),
+    );
     tensors.insert(
         "commentary.bn1.weight".into(),
         Tensor::new(vec![32], TensorValues::I64(vec![1; 32])).expect("t"),
     );
-    let mut conv = tensors["commentary.conv1.weight"].as_f32().expect("f32").to_vec();
+    let mut conv = tensors["commentary.conv1.weight"]
+        .as_f32()
+        .expect("f32")
+        .to_vec();
     conv[7] = f32::NAN;
-    tensors.insert("commentary.conv1.weight".into(), Tensor::f32(vec![32, 2, 5, 5], conv).expect("t"));
+    tensors.insert(
+        "commentary.conv1.weight".into(),
+        Tensor::f32(vec![32, 2, 5, 5], conv).expect("t"),
+    );
     tensors.insert("stray".into(), Tensor::f32(vec![1], vec![0.0]).expect("t"));
     write_artifact(tmp.path(), manifest, &tensors).expect("write");
     let found = problems(verify_artifact(tmp.path()).expect_err("invalid"));
     let all = found.join("\n");
-    assert!(all.contains("\"commentary.conv2.bias\" (shape [64]) is missing"), "{all}");
-    assert!(all.contains("\"commentary.fc.bias\" has shape [2]; the example-weighting commentary needs [1]"), "{all}");
-    assert!(all.contains("\"commentary.bn1.weight\" has dtype I64; parameters are F32"), "{all}");
-    assert!(all.contains("\"commentary.conv1.weight\" holds a non-finite value (NaN) at flat index 7"), "{all}");
+    assert!(
+        all.contains("\"commentary.conv2.bias\" (shape [64]) is missing"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "\"commentary.fc.bias\" has shape [2]; the example-weighting commentary needs [1]"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains("\"commentary.bn1.weight\" has dtype I64; parameters are F32"),
+        "{all}"
+    );
+    assert!(
+        all.contains("\"commentary.conv1.weight\" holds a non-finite value (NaN) at flat index 7"),
+        "{all}"
+    );
     assert!(all.contains("unexpected tensor \"stray\""), "{all}");
     assert_eq!(found.len(), 5, "{all}");
 }
@@ -135,21 +164,32 @@ fn inconsistent_manifests_are_explained() {
     manifest.validation_indices = vec![5, 4];
     write_artifact(tmp.path(), manifest.clone(), &tensors).expect("write");
     let all = problems(verify_artifact(tmp.path()).expect_err("invalid")).join("\n");
-    assert!(all.contains("kind is attention-mask but architecture.commentary describes a label-blending"), "{all}");
+    assert!(
+        all.contains(
+            "kind is attention-mask but architecture.commentary describes a label-blending"
+        ),
+        "{all}"
+    );
     assert!(all.contains("strictly increasing (4 follows 5)"), "{all}");
 
     manifest.kind = CommentaryKind::LabelBlending;
     manifest.validation_indices = vec![1, 100];
     write_artifact(tmp.path(), manifest, &tensors).expect("write");
     let all = problems(verify_artifact(tmp.path()).expect_err("invalid")).join("\n");
-    assert!(all.contains("validation index 100 is out of range (the train split has 100 examples)"), "{all}");
+    assert!(
+        all.contains("validation index 100 is out of range (the train split has 100 examples)"),
+        "{all}"
+    );
 }
 
 #[test]
 fn unreadable_manifests_name_the_file_and_the_reason() {
     let tmp = TempDir::new().expect("tmp");
     let err = verify_artifact(tmp.path()).expect_err("empty folder");
-    assert!(matches!(err, ArtifactError::Missing { .. }) && err.to_string().contains(MANIFEST_FILE), "{err}");
+    assert!(
+        matches!(err, ArtifactError::Missing { .. }) && err.to_string().contains(MANIFEST_FILE),
+        "{err}"
+    );
 
     let (manifest, tensors) = sample_artifact(CommentaryKind::LabelBlending);
     write_artifact(tmp.path(), manifest, &tensors).expect("write");
@@ -157,12 +197,19 @@ fn unreadable_manifests_name_the_file_and_the_reason() {
     let text = std::fs::read_to_string(&manifest_path).expect("read");
 
     std::fs::write(&manifest_path, text.replace("\"kind\"", "\"knd\"")).expect("write");
-    let err = verify_artifact(tmp.path()).expect_err("bad field").to_string();
+    let err = verify_artifact(tmp.path())
+        .expect_err("bad field")
+        .to_string();
     assert!(err.contains(MANIFEST_FILE) && err.contains("knd"), "{err}");
 
-    std::fs::write(&manifest_path, text.replace("\"format_version\": 1", "\"format_version\": 9"))
-        .expect("write");
-    let err = verify_artifact(tmp.path()).expect_err("future version").to_string();
+    std::fs::write(
+        &manifest_path,
+        text.replace("\"format_version\": 1", "\"format_version\": 9"),
+    )
+    .expect("write");
+    let err = verify_artifact(tmp.path())
+        .expect_err("future version")
+        .to_string();
     assert!(err.contains("format_version 9 is not supported"), "{err}");
 
     std::fs::write(&manifest_path, &text).expect("restore");

@@ -26,7 +26,11 @@ fn fixture_splits() -> (Vec<String>, Examples, Examples) {
     let dataset = Dataset::open(&mnist_fixture(), Limits::default()).expect("fixture");
     let load = |split: &str| {
         let mut examples = Examples {
-            shape: schema::ImageShape { height: 28, width: 28, channels: 1 },
+            shape: schema::ImageShape {
+                height: 28,
+                width: 28,
+                channels: 1,
+            },
             labels: Vec::new(),
             pixels: Vec::new(),
         };
@@ -56,8 +60,15 @@ fn an_independent_python_implementation_computes_the_same_digest() {
         .arg(mnist_fixture())
         .output()
         .expect("python3 must be installed to run the reference implementation");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), MNIST_FIXTURE_DIGEST);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        MNIST_FIXTURE_DIGEST
+    );
 }
 
 #[test]
@@ -87,7 +98,11 @@ fn the_fixture_has_one_digest_in_every_container_and_order() {
     assert_eq!(digest_of(&folder), MNIST_FIXTURE_DIGEST, "image folder");
     let zip = tmp.path().join("mnist.zip");
     zip_dir(&folder, &zip);
-    assert_eq!(digest_of(&zip), MNIST_FIXTURE_DIGEST, "zip of the image folder");
+    assert_eq!(
+        digest_of(&zip),
+        MNIST_FIXTURE_DIGEST,
+        "zip of the image folder"
+    );
 }
 
 #[test]
@@ -137,7 +152,11 @@ fn canonical_order_does_not_depend_on_the_container_order() {
 /// A tiny two-split dataset whose digest is pinned (computed by scripts/digest_reference.py;
 /// the worked example in docs/dataset-digest.md).
 fn tiny_dataset(dir: &Path) {
-    let shape = schema::ImageShape { height: 2, width: 2, channels: 1 };
+    let shape = schema::ImageShape {
+        height: 2,
+        width: 2,
+        channels: 1,
+    };
     let train = Examples {
         shape,
         labels: vec![0, 1, 1],
@@ -173,10 +192,16 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn cifar_batches_and_the_same_pngs_share_a_digest() {
     let tmp = TempDir::new().expect("tmp");
-    let shape = schema::ImageShape { height: 32, width: 32, channels: 3 };
+    let shape = schema::ImageShape {
+        height: 32,
+        width: 32,
+        channels: 3,
+    };
     let make = |seed: u64, n: usize| Examples {
         shape,
-        labels: (0..n).map(|i| ((i * 7 + seed as usize) % 10) as u32).collect(),
+        labels: (0..n)
+            .map(|i| ((i * 7 + seed as usize) % 10) as u32)
+            .collect(),
         pixels: pseudo_random_bytes(seed, n * 3072),
     };
     let (batch1, batch2, test) = (make(1, 6), make(2, 5), make(3, 4));
@@ -186,7 +211,16 @@ fn cifar_batches_and_the_same_pngs_share_a_digest() {
     std::fs::write(cifar.join("data_batch_2.bin"), cifar_batch(&batch2, None)).expect("b2");
     std::fs::write(cifar.join("test_batch.bin"), cifar_batch(&test, None)).expect("test");
     let names = [
-        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
     ];
     std::fs::write(cifar.join("batches.meta.txt"), names.join("\n") + "\n\n").expect("meta");
     let tarball = tmp.path().join("cifar-10-binary.tar.gz");
@@ -213,22 +247,37 @@ fn cifar_batches_and_the_same_pngs_share_a_digest() {
 #[test]
 fn cifar_100_uses_the_fine_labels() {
     let tmp = TempDir::new().expect("tmp");
-    let shape = schema::ImageShape { height: 32, width: 32, channels: 3 };
+    let shape = schema::ImageShape {
+        height: 32,
+        width: 32,
+        channels: 3,
+    };
     let examples = Examples {
         shape,
         labels: vec![99, 0, 42],
         pixels: pseudo_random_bytes(5, 3 * 3072),
     };
     let coarse = [19u8, 0, 7];
-    std::fs::write(tmp.path().join("train.bin"), cifar_batch(&examples, Some(&coarse))).expect("train");
-    std::fs::write(tmp.path().join("test.bin"), cifar_batch(&examples, Some(&coarse))).expect("test");
+    std::fs::write(
+        tmp.path().join("train.bin"),
+        cifar_batch(&examples, Some(&coarse)),
+    )
+    .expect("train");
+    std::fs::write(
+        tmp.path().join("test.bin"),
+        cifar_batch(&examples, Some(&coarse)),
+    )
+    .expect("test");
     let summary = Dataset::open(tmp.path(), Limits::default())
         .and_then(|d| d.summarize())
         .expect("cifar-100");
     assert_eq!(summary.format, schema::DatasetFormat::Cifar100);
     assert_eq!(summary.classes.len(), 100);
     let counts = &summary.splits[0].class_counts;
-    assert_eq!((counts[99], counts[0], counts[42], counts[19]), (1, 1, 1, 0));
+    assert_eq!(
+        (counts[99], counts[0], counts[42], counts[19]),
+        (1, 1, 1, 0)
+    );
 }
 
 #[test]
@@ -238,10 +287,22 @@ fn greyscale_with_alpha_decodes_to_one_channel_and_rgba_to_three() {
     let rgba = tmp.path().join("test/a/y.png");
     std::fs::create_dir_all(la.parent().expect("parent")).expect("dir");
     std::fs::create_dir_all(rgba.parent().expect("parent")).expect("dir");
-    image::save_buffer(&la, &[10, 255, 20, 0, 30, 128, 40, 255], 2, 2, image::ExtendedColorType::La8)
-        .expect("la");
-    image::save_buffer(&rgba, &[1, 2, 3, 255].repeat(4), 2, 2, image::ExtendedColorType::Rgba8)
-        .expect("rgba");
+    image::save_buffer(
+        &la,
+        &[10, 255, 20, 0, 30, 128, 40, 255],
+        2,
+        2,
+        image::ExtendedColorType::La8,
+    )
+    .expect("la");
+    image::save_buffer(
+        &rgba,
+        &[1, 2, 3, 255].repeat(4),
+        2,
+        2,
+        image::ExtendedColorType::Rgba8,
+    )
+    .expect("rgba");
     let dataset = Dataset::open(tmp.path(), Limits::default()).expect("open");
     let train = dataset.load_split("train").expect("train");
     assert_eq!(train.shape.channels, 1);

@@ -49,7 +49,11 @@ impl FromStr for ComputeDevice {
             "cpu" => Self::Cpu,
             "wgpu" => Self::Wgpu,
             "cuda" => Self::Cuda,
-            other => return Err(format!("unknown device {other:?}; expected cpu, wgpu or cuda")),
+            other => {
+                return Err(format!(
+                    "unknown device {other:?}; expected cpu, wgpu or cuda"
+                ));
+            }
         };
         if kind.is_compiled_in() {
             Ok(kind)

@@ -25,26 +25,25 @@ pub struct VerifiedArtifact {
 pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest_bytes = read_file(&manifest_path)?;
-    let manifest: ArtifactManifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|source| {
-            // An unknown format version explains a schema mismatch better than the field error.
-            match serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
-                .ok()
-                .and_then(|v| v.get("format_version").and_then(|v| v.as_u64()))
-            {
-                Some(version) if version != u64::from(FORMAT_VERSION) => ArtifactError::Invalid {
-                    dir: dir.to_owned(),
-                    problems: vec![format!(
-                        "{MANIFEST_FILE}: format_version {version} is not supported \
+    let manifest: ArtifactManifest = serde_json::from_slice(&manifest_bytes).map_err(|source| {
+        // An unknown format version explains a schema mismatch better than the field error.
+        match serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
+            .ok()
+            .and_then(|v| v.get("format_version").and_then(|v| v.as_u64()))
+        {
+            Some(version) if version != u64::from(FORMAT_VERSION) => ArtifactError::Invalid {
+                dir: dir.to_owned(),
+                problems: vec![format!(
+                    "{MANIFEST_FILE}: format_version {version} is not supported \
                          (this build reads version {FORMAT_VERSION})"
-                    )],
-                },
-                _ => ArtifactError::Manifest {
-                    path: manifest_path.clone(),
-                    source,
-                },
-            }
-        })?;
+                )],
+            },
+            _ => ArtifactError::Manifest {
+                path: manifest_path.clone(),
+                source,
+            },
+        }
+    })?;
 
     let tensors_path = dir.join(TENSORS_FILE);
     let tensor_bytes = read_file(&tensors_path)?;
@@ -164,11 +163,11 @@ fn check_manifest(manifest: &ArtifactManifest, problems: &mut Vec<String>) {
 /// `insight.` tensors), each f32, of the right shape, and finite.
 fn check_tensors(manifest: &ArtifactManifest, tensors: &TensorMap, problems: &mut Vec<String>) {
     let dataset = &manifest.dataset;
-    let (Ok(classes), Ok(train)) = (
-        usize::try_from(dataset.classes.len()),
-        usize::try_from(dataset.train_examples),
-    ) else {
-        problems.push(format!("{MANIFEST_FILE}: dataset sizes do not fit in memory"));
+    let classes = dataset.classes.len();
+    let Ok(train) = usize::try_from(dataset.train_examples) else {
+        problems.push(format!(
+            "{MANIFEST_FILE}: dataset sizes do not fit in memory"
+        ));
         return;
     };
     let required = manifest

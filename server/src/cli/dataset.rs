@@ -105,10 +105,20 @@ fn render_summary(path: &std::path::Path, summary: &DatasetSummary) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "{:<12} {:>10}  shape (HxWxC)", "split", "examples");
     for split in &summary.splits {
-        let _ = writeln!(out, "{:<12} {:>10}  {}", split.name, split.examples, split.shape);
+        let _ = writeln!(
+            out,
+            "{:<12} {:>10}  {}",
+            split.name, split.examples, split.shape
+        );
     }
     let _ = writeln!(out);
-    let width = summary.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
+    let width = summary
+        .classes
+        .iter()
+        .map(|c| c.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let _ = write!(out, "{:<width$}", "class");
     for split in &summary.splits {
         let _ = write!(out, " {:>17}", split.name);

@@ -29,8 +29,11 @@ const EMPTY_ZIP_MAGIC: [u8; 4] = *b"PK\x05\x06";
 /// Identifies the archive kind of `path`, or explains what it is not.
 pub fn detect(path: &Path) -> Result<ArchiveKind, DataError> {
     let mut head = [0u8; 512];
-    let n = read_up_to(File::open(path).map_err(|e| DataError::io(path, e))?, &mut head)
-        .map_err(|e| DataError::io(path, e))?;
+    let n = read_up_to(
+        File::open(path).map_err(|e| DataError::io(path, e))?,
+        &mut head,
+    )
+    .map_err(|e| DataError::io(path, e))?;
     let head = &head[..n];
     if head.starts_with(&ZIP_MAGIC) || head.starts_with(&EMPTY_ZIP_MAGIC) {
         return Ok(ArchiveKind::Zip);
@@ -144,8 +147,8 @@ impl<'a> Budget<'a> {
     fn copy(&mut self, reader: &mut dyn Read, dest: &Path, entry: &str) -> Result<(), DataError> {
         let remaining = self.limits.max_expanded_bytes.saturating_sub(self.bytes);
         let mut out = File::create(dest).map_err(|e| DataError::io(dest, e))?;
-        let copied = io::copy(&mut reader.take(remaining.saturating_add(1)), &mut out)
-            .map_err(|e| {
+        let copied =
+            io::copy(&mut reader.take(remaining.saturating_add(1)), &mut out).map_err(|e| {
                 DataError::invalid(
                     self.archive,
                     format!("entry {entry:?} is truncated or corrupt: {e}"),
@@ -202,8 +205,9 @@ fn extract_tar(
     root: &Path,
     budget: &mut Budget<'_>,
 ) -> Result<(), DataError> {
-    let corrupt =
-        |e: io::Error| DataError::invalid(archive, format!("tar data is truncated or corrupt: {e}"));
+    let corrupt = |e: io::Error| {
+        DataError::invalid(archive, format!("tar data is truncated or corrupt: {e}"))
+    };
     let mut tar = tar::Archive::new(reader);
     for entry in tar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;

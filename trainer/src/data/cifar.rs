@@ -71,8 +71,7 @@ impl CifarSplit {
                     format!("more than the limit of {} examples", limits.max_examples),
                 ));
             }
-            let mut reader =
-                BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
+            let mut reader = BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
             for index in 0..records {
                 reader.read_exact(&mut record).map_err(|e| {
                     DataError::invalid(path, format!("cannot read record {index}: {e}"))
@@ -137,7 +136,10 @@ pub(crate) fn read_class_names(path: &Path, expected: usize) -> Result<Vec<Strin
     if names.len() != expected {
         return Err(DataError::invalid(
             path,
-            format!("lists {} class names; the format has {expected}", names.len()),
+            format!(
+                "lists {} class names; the format has {expected}",
+                names.len()
+            ),
         ));
     }
     Ok(names)

@@ -62,7 +62,10 @@ fn open(path: &Path) -> Result<IdxStream, DataError> {
     }
     let ndims = head[3] as usize;
     if ndims == 0 {
-        return Err(DataError::invalid(path, "IDX header declares zero dimensions"));
+        return Err(DataError::invalid(
+            path,
+            "IDX header declares zero dimensions",
+        ));
     }
     let mut dims = Vec::with_capacity(ndims);
     for _ in 0..ndims {
@@ -161,8 +164,22 @@ impl IdxSplit {
         let path = self.images.as_path();
         let mut stream = open(path)?;
         let (count, shape) = match stream.dims[..] {
-            [n, h, w] => (n, ImageShape { height: h, width: w, channels: 1 }),
-            [n, h, w, c] if c == 1 || c == 3 => (n, ImageShape { height: h, width: w, channels: c }),
+            [n, h, w] => (
+                n,
+                ImageShape {
+                    height: h,
+                    width: w,
+                    channels: 1,
+                },
+            ),
+            [n, h, w, c] if c == 1 || c == 3 => (
+                n,
+                ImageShape {
+                    height: h,
+                    width: w,
+                    channels: c,
+                },
+            ),
             _ => {
                 return Err(DataError::invalid(
                     path,
@@ -187,7 +204,10 @@ impl IdxSplit {
         if shape.height == 0 || shape.width == 0 {
             return Err(DataError::invalid(
                 path,
-                format!("image size {}x{} has a zero dimension", shape.height, shape.width),
+                format!(
+                    "image size {}x{} has a zero dimension",
+                    shape.height, shape.width
+                ),
             ));
         }
         let record = u64::from(shape.height)
@@ -221,13 +241,16 @@ impl IdxSplit {
         check_plain_length(&stream, path, total)?;
         let mut pixels = vec![0u8; record as usize];
         for (index, &label) in labels.iter().enumerate() {
-            stream.reader.read_exact(&mut pixels).map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => DataError::invalid(
-                    path,
-                    format!("file ends after {index} of {count} images (truncated)"),
-                ),
-                _ => DataError::invalid(path, format!("cannot read image {index}: {e}")),
-            })?;
+            stream
+                .reader
+                .read_exact(&mut pixels)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => DataError::invalid(
+                        path,
+                        format!("file ends after {index} of {count} images (truncated)"),
+                    ),
+                    _ => DataError::invalid(path, format!("cannot read image {index}: {e}")),
+                })?;
             visit(Example {
                 label: u32::from(label),
                 pixels: &pixels,
@@ -271,9 +294,18 @@ mod tests {
 
     #[test]
     fn file_names_in_the_mnist_styles_are_recognised() {
-        assert_eq!(parse_file_name("train-images-idx3-ubyte"), Some(("train", true)));
-        assert_eq!(parse_file_name("t10k-labels-idx1-ubyte.gz"), Some(("t10k", false)));
-        assert_eq!(parse_file_name("train-images.idx3-ubyte"), Some(("train", true)));
+        assert_eq!(
+            parse_file_name("train-images-idx3-ubyte"),
+            Some(("train", true))
+        );
+        assert_eq!(
+            parse_file_name("t10k-labels-idx1-ubyte.gz"),
+            Some(("t10k", false))
+        );
+        assert_eq!(
+            parse_file_name("train-images.idx3-ubyte"),
+            Some(("train", true))
+        );
         assert_eq!(parse_file_name("README.md"), None);
         assert_eq!(split_name("t10k"), "test");
     }

@@ -109,8 +109,8 @@ impl FolderSplit {
                 pixels: &pixels,
             })?;
         }
-        first.map(|(shape, _)| shape).ok_or_else(|| {
-            DataError::invalid(Path::new(&self.name), "split holds no images")
-        })
+        first
+            .map(|(shape, _)| shape)
+            .ok_or_else(|| DataError::invalid(Path::new(&self.name), "split holds no images"))
     }
 }

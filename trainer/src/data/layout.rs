@@ -24,10 +24,15 @@ const MAX_WRAPPERS: usize = 4;
 pub(crate) fn detect(root: &Path, limits: &Limits) -> Result<Layout, DataError> {
     let root = unwrap_single_folder(root)?;
     let listing = Listing::read(&root)?;
-    if listing.files.iter().any(|f| idx::parse_file_name(&f.name).is_some()) {
+    if listing
+        .files
+        .iter()
+        .any(|f| idx::parse_file_name(&f.name).is_some())
+    {
         return detect_idx(&root, &listing, limits);
     }
-    if listing.has_file("test_batch.bin") || listing.files.iter().any(|f| is_cifar10_batch(&f.name)) {
+    if listing.has_file("test_batch.bin") || listing.files.iter().any(|f| is_cifar10_batch(&f.name))
+    {
         return detect_cifar10(&listing);
     }
     if listing.has_file("train.bin") && listing.has_file("test.bin") {
@@ -86,7 +91,10 @@ impl Listing {
     }
 
     fn file(&self, name: &str) -> Option<&Path> {
-        self.files.iter().find(|f| f.name == name).map(|f| f.path.as_path())
+        self.files
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.path.as_path())
     }
 }
 
@@ -156,13 +164,17 @@ fn detect_idx(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout,
             (Some(images), None) => {
                 return Err(DataError::invalid(
                     &images,
-                    format!("has no labels file beside it (expected {prefix}-labels-idx1-ubyte[.gz])"),
+                    format!(
+                        "has no labels file beside it (expected {prefix}-labels-idx1-ubyte[.gz])"
+                    ),
                 ));
             }
             (None, Some(labels)) => {
                 return Err(DataError::invalid(
                     &labels,
-                    format!("has no images file beside it (expected {prefix}-images-idx3-ubyte[.gz])"),
+                    format!(
+                        "has no images file beside it (expected {prefix}-images-idx3-ubyte[.gz])"
+                    ),
                 ));
             }
             (None, None) => continue,
@@ -179,7 +191,10 @@ fn detect_idx(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout,
         if examples > limits.max_examples {
             return Err(DataError::limit(
                 &labels,
-                format!("the dataset has more than the limit of {} examples", limits.max_examples),
+                format!(
+                    "the dataset has more than the limit of {} examples",
+                    limits.max_examples
+                ),
             ));
         }
         max_label = max_label.max(labels_read.iter().copied().max());
@@ -304,7 +319,10 @@ fn detect_image_folder(listing: &Listing, limits: &Limits) -> Result<Layout, Dat
         if examples > limits.max_examples {
             return Err(DataError::limit(
                 &split.path,
-                format!("the dataset has more than the limit of {} examples", limits.max_examples),
+                format!(
+                    "the dataset has more than the limit of {} examples",
+                    limits.max_examples
+                ),
             ));
         }
         files.sort();

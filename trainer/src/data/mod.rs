@@ -165,15 +165,18 @@ impl Dataset {
     }
 
     fn split(&self, name: &str) -> Result<&SplitSource, DataError> {
-        self.splits.iter().find(|s| s.name() == name).ok_or_else(|| {
-            DataError::invalid(
-                &self.origin,
-                format!(
-                    "has no split {name:?}; its splits are {:?}",
-                    self.split_names()
-                ),
-            )
-        })
+        self.splits
+            .iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                DataError::invalid(
+                    &self.origin,
+                    format!(
+                        "has no split {name:?}; its splits are {:?}",
+                        self.split_names()
+                    ),
+                )
+            })
     }
 
     /// Decodes the examples of `split` in container order.
@@ -267,7 +270,7 @@ impl Dataset {
             ));
             Ok(())
         })?;
-        examples.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        examples.sort_unstable_by_key(|e| e.0);
         let mut labels = Vec::with_capacity(examples.len());
         let mut pixels = Vec::with_capacity(examples.iter().map(|e| e.2.len()).sum());
         for (_, label, image) in examples {
