@@ -23,6 +23,5 @@ COPY fixtures/mnist /usr/share/commentary/fixtures/mnist
 USER commentary
 WORKDIR /data
 VOLUME ["/data"]
-ENV COMMENTARY_DATA_DIR=/data
 ENTRYPOINT ["commentary"]
 CMD ["dataset", "inspect", "/usr/share/commentary/fixtures/mnist"]
