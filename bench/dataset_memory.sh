@@ -9,8 +9,12 @@ cd "$(dirname "$0")/.."
 sizes=("$@")
 [[ ${#sizes[@]} -gt 0 ]] || sizes=(50000 200000 800000)
 
-cargo build --quiet --release --bin commentary
-bin=${CARGO_TARGET_DIR:-target}/release/commentary
+# COMMENTARY_BIN picks another build (e.g. target/debug/commentary); memory does not depend on it.
+bin=${COMMENTARY_BIN:-}
+if [[ -z $bin ]]; then
+  cargo build --quiet --release --bin commentary
+  bin=${CARGO_TARGET_DIR:-target}/release/commentary
+fi
 out=bench/out/dataset-memory
 mkdir -p "$out"
 
