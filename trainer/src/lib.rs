@@ -3,3 +3,5 @@
 
 pub mod data;
 pub mod device;
+pub mod models;
+pub mod nn;

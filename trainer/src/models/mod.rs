@@ -1,0 +1,7 @@
+//! Networks built from the differentiable layers in `nn`: the MLP and the paper's CBR, used as
+//! students (with explicit backward passes, so their gradients are differentiable), teachers and
+//! mask networks.
+
+mod network;
+
+pub use network::{Input, Network, Trace};

@@ -1,0 +1,527 @@
+//! A sequential network over one flat parameter vector.
+//!
+//! All parameters live in one 1-D tensor theta, in the order and shapes that
+//! `schema::arch::NetSpec::parameter_shapes` gives; layers read their slices by offset. One
+//! flat vector makes optimiser steps, dot products and trajectory storage single tensor ops.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::Rng;
+use schema::ImageShape;
+use schema::arch::{CBR_CHANNELS, NetSpec};
+
+use crate::nn::{activation, batch_norm, conv, linear, pool};
+
+/// A network's input: images, or already-flat feature vectors (MLPs only).
+#[derive(Clone)]
+pub enum Input {
+    /// [batch, c, h, w]
+    Image(Tensor<4>),
+    /// [batch, features]
+    Flat(Tensor<2>),
+}
+
+impl Input {
+    fn batch(&self) -> usize {
+        match self {
+            Self::Image(x) => x.dims()[0],
+            Self::Flat(x) => x.dims()[0],
+        }
+    }
+}
+
+/// One layer; parameter fields are indices into [`Network::params`].
+#[derive(Debug, Clone)]
+enum Layer {
+    Conv {
+        weight: usize,
+        bias: usize,
+        geometry: conv::ConvGeometry,
+    },
+    BatchNorm {
+        gamma: usize,
+        beta: usize,
+    },
+    Relu,
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+    },
+    Flatten,
+    Linear {
+        weight: usize,
+        bias: usize,
+    },
+}
+
+/// A parameter's place in theta.
+#[derive(Debug, Clone)]
+pub struct ParamSlot {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// The sequential network of a [`NetSpec`] on a given input.
+#[derive(Debug, Clone)]
+pub struct Network {
+    layers: Vec<Layer>,
+    params: Vec<ParamSlot>,
+    /// Values appended to the last linear layer's input (e.g. a one-hot label).
+    extra_inputs: usize,
+    /// Total parameter count (the length of theta).
+    len: usize,
+}
+
+/// Per-layer values the backward pass needs, recorded by [`Network::forward`].
+pub struct Trace {
+    steps: Vec<Recorded>,
+}
+
+enum Recorded {
+    Conv {
+        input: Tensor<4>,
+    },
+    BatchNorm {
+        cache: batch_norm::BatchNormCache,
+    },
+    Relu4 {
+        input: Tensor<4>,
+    },
+    Relu2 {
+        input: Tensor<2>,
+    },
+    MaxPool {
+        cache: pool::MaxPoolCache,
+    },
+    Flatten {
+        shape: [usize; 4],
+    },
+    /// The input of a linear layer, with the extra inputs already appended.
+    Linear {
+        input: Tensor<2>,
+    },
+    /// A flat input passed through a Flatten layer unchanged.
+    Identity,
+}
+
+impl Network {
+    /// The network of `spec` with `prefix`-named parameters on `input` images, `extra_inputs`
+    /// appended before the last layer, and `outputs` units out.
+    pub fn new(
+        spec: &NetSpec,
+        prefix: &str,
+        input: ImageShape,
+        extra_inputs: usize,
+        outputs: usize,
+    ) -> Self {
+        let shapes = spec.parameter_shapes(prefix, input, extra_inputs, outputs);
+        let mut params = Vec::with_capacity(shapes.len());
+        let mut offset = 0;
+        for (name, shape) in shapes {
+            let len = shape.iter().product();
+            params.push(ParamSlot {
+                name,
+                shape,
+                offset,
+                len,
+            });
+            offset += len;
+        }
+        let layers = match spec {
+            NetSpec::Mlp { hidden } => {
+                let mut layers = vec![Layer::Flatten];
+                for i in 0..=hidden.len() {
+                    if i > 0 {
+                        layers.push(Layer::Relu);
+                    }
+                    layers.push(Layer::Linear {
+                        weight: 2 * i,
+                        bias: 2 * i + 1,
+                    });
+                }
+                layers
+            }
+            NetSpec::Cbr => {
+                let (mut h, mut w) = (input.height as usize, input.width as usize);
+                let mut layers = Vec::new();
+                for (n, k) in [(0usize, 5usize), (1, 3)] {
+                    let geometry = conv::ConvGeometry {
+                        stride: 2,
+                        padding: 2,
+                    };
+                    layers.push(Layer::Conv {
+                        weight: 4 * n,
+                        bias: 4 * n + 1,
+                        geometry,
+                    });
+                    layers.push(Layer::BatchNorm {
+                        gamma: 4 * n + 2,
+                        beta: 4 * n + 3,
+                    });
+                    layers.push(Layer::Relu);
+                    h = pool::out_size(h, k, 2, 2);
+                    w = pool::out_size(w, k, 2, 2);
+                    // A pool is skipped when the map is smaller than its window.
+                    if h >= 3 && w >= 3 {
+                        layers.push(Layer::MaxPool {
+                            kernel: 3,
+                            stride: 2,
+                        });
+                        h = pool::out_size(h, 3, 2, 0);
+                        w = pool::out_size(w, 3, 2, 0);
+                    }
+                }
+                debug_assert_eq!(CBR_CHANNELS.len(), 2);
+                layers.push(Layer::Flatten);
+                layers.push(Layer::Linear { weight: 8, bias: 9 });
+                layers
+            }
+        };
+        Self {
+            layers,
+            params,
+            extra_inputs,
+            len: offset,
+        }
+    }
+
+    /// The parameters' names, shapes and offsets, in theta order.
+    pub fn params(&self) -> &[ParamSlot] {
+        &self.params
+    }
+
+    /// The length of theta.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// PyTorch's default initialisation: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    /// batch-norm gamma 1 and beta 0, drawn from `rng` so a seed reproduces it on any device.
+    pub fn init(&self, rng: &mut impl Rng, device: &Device) -> Tensor<1> {
+        let mut values = Vec::with_capacity(self.len);
+        for (index, slot) in self.params.iter().enumerate() {
+            if slot.name.contains(".bn") {
+                let fill = if slot.name.ends_with(".weight") {
+                    1.0
+                } else {
+                    0.0
+                };
+                values.extend(std::iter::repeat_n(fill, slot.len));
+                continue;
+            }
+            // A bias's fan-in is its weight's (the slot just before it).
+            let weight = if slot.name.ends_with(".bias") {
+                &self.params[index - 1]
+            } else {
+                slot
+            };
+            let fan_in: usize = weight.shape[1..].iter().product();
+            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+            values.extend((0..slot.len).map(|_| rng.random_range(-bound..=bound)));
+        }
+        Tensor::from_data(TensorData::new(values, [self.len]), device)
+    }
+
+    fn slice<const D: usize>(&self, theta: &Tensor<1>, index: usize) -> Tensor<D> {
+        let slot = &self.params[index];
+        let shape: [usize; D] = std::array::from_fn(|i| slot.shape[i]);
+        theta
+            .clone()
+            .narrow(0, slot.offset, slot.len)
+            .reshape(shape)
+    }
+
+    /// Logits [batch, outputs] for `input`, with `extra` [batch, extra_inputs] appended before
+    /// the last layer, and the trace the backward pass needs.
+    pub fn forward(
+        &self,
+        theta: &Tensor<1>,
+        input: Input,
+        extra: Option<&Tensor<2>>,
+    ) -> (Tensor<2>, Trace) {
+        let mut image = None;
+        let mut flat = None;
+        match input {
+            Input::Image(x) => image = Some(x),
+            Input::Flat(x) => flat = Some(x),
+        }
+        let mut steps = Vec::with_capacity(self.layers.len());
+        let last_linear = self
+            .layers
+            .iter()
+            .rposition(|l| matches!(l, Layer::Linear { .. }));
+        for (position, layer) in self.layers.iter().enumerate() {
+            match layer {
+                Layer::Conv {
+                    weight,
+                    bias,
+                    geometry,
+                } => {
+                    let x = image.take().expect("conv needs an image input");
+                    let y = conv::forward(
+                        &x,
+                        &self.slice(theta, *weight),
+                        &self.slice(theta, *bias),
+                        *geometry,
+                    );
+                    steps.push(Recorded::Conv { input: x });
+                    image = Some(y);
+                }
+                Layer::BatchNorm { gamma, beta } => {
+                    let x = image.take().expect("batch norm needs an image input");
+                    let (y, cache) = batch_norm::forward(
+                        &x,
+                        &self.slice(theta, *gamma),
+                        &self.slice(theta, *beta),
+                    );
+                    steps.push(Recorded::BatchNorm { cache });
+                    image = Some(y);
+                }
+                Layer::Relu => match (image.take(), flat.take()) {
+                    (Some(x), _) => {
+                        image = Some(activation::relu(&x));
+                        steps.push(Recorded::Relu4 { input: x });
+                    }
+                    (None, Some(x)) => {
+                        flat = Some(activation::relu(&x));
+                        steps.push(Recorded::Relu2 { input: x });
+                    }
+                    (None, None) => unreachable!("relu without input"),
+                },
+                Layer::MaxPool { kernel, stride } => {
+                    let x = image.take().expect("pool needs an image input");
+                    let (y, cache) = pool::max_pool(&x, *kernel, *stride);
+                    steps.push(Recorded::MaxPool { cache });
+                    image = Some(y);
+                }
+                Layer::Flatten => match image.take() {
+                    Some(x) => {
+                        steps.push(Recorded::Flatten { shape: x.dims() });
+                        flat = Some(activation::flatten(&x));
+                    }
+                    None => steps.push(Recorded::Identity),
+                },
+                Layer::Linear { weight, bias } => {
+                    let mut x = flat.take().expect("linear needs a flat input");
+                    if Some(position) == last_linear
+                        && let Some(extra) = extra
+                    {
+                        x = Tensor::cat(vec![x, extra.clone()], 1);
+                    }
+                    flat = Some(linear::forward(
+                        &x,
+                        &self.slice(theta, *weight),
+                        &self.slice(theta, *bias),
+                    ));
+                    steps.push(Recorded::Linear { input: x });
+                }
+            }
+        }
+        let logits = flat.expect("a network ends in a linear layer");
+        (logits, Trace { steps })
+    }
+
+    /// d(loss)/d(theta) as a flat [len] tensor, given d(loss)/d(logits). Written in burn ops, so
+    /// the result is differentiable in theta and in `dlogits`.
+    pub fn backward(&self, theta: &Tensor<1>, trace: &Trace, dlogits: Tensor<2>) -> Tensor<1> {
+        let mut grads: Vec<Option<Tensor<1>>> = vec![None; self.params.len()];
+        let mut put = |index: usize, grad: Tensor<1>| grads[index] = Some(grad);
+        let mut d_flat = Some(dlogits);
+        let mut d_image: Option<Tensor<4>> = None;
+        let first_param_layer = self
+            .layers
+            .iter()
+            .position(|l| matches!(l, Layer::Conv { .. } | Layer::Linear { .. }));
+        for (position, (layer, step)) in self.layers.iter().zip(&trace.steps).enumerate().rev() {
+            let need_input_grad = Some(position) != first_param_layer;
+            match (layer, step) {
+                (Layer::Linear { weight, bias }, Recorded::Linear { input }) => {
+                    let dy = d_flat.take().expect("gradient for linear output");
+                    let g =
+                        linear::backward(input, &self.slice(theta, *weight), dy, need_input_grad);
+                    put(*weight, g.dw.flatten(0, 1));
+                    put(*bias, g.db);
+                    d_flat = g.dx.map(|dx| {
+                        // Drop the gradient of the appended extra inputs.
+                        let [batch, width] = dx.dims();
+                        if self.extra_inputs > 0 && width > self.extra_inputs && batch > 0 {
+                            dx.narrow(1, 0, width - self.extra_inputs)
+                        } else {
+                            dx
+                        }
+                    });
+                }
+                (Layer::Flatten, Recorded::Flatten { shape }) => {
+                    d_image = d_flat
+                        .take()
+                        .map(|d| activation::flatten_backward(d, *shape));
+                }
+                (Layer::Flatten, Recorded::Identity) => {}
+                (Layer::Relu, Recorded::Relu2 { input }) => {
+                    d_flat = d_flat.take().map(|d| activation::relu_backward(input, d));
+                }
+                (Layer::Relu, Recorded::Relu4 { input }) => {
+                    d_image = d_image.take().map(|d| activation::relu_backward(input, d));
+                }
+                (Layer::MaxPool { .. }, Recorded::MaxPool { cache }) => {
+                    d_image = d_image.take().map(|d| pool::max_pool_backward(cache, d));
+                }
+                (Layer::BatchNorm { gamma, beta }, Recorded::BatchNorm { cache }) => {
+                    let dy = d_image.take().expect("gradient for batch-norm output");
+                    let g = batch_norm::backward(cache, &self.slice(theta, *gamma), dy);
+                    put(*gamma, g.dgamma);
+                    put(*beta, g.dbeta);
+                    d_image = Some(g.dx);
+                }
+                (
+                    Layer::Conv {
+                        weight,
+                        bias,
+                        geometry,
+                    },
+                    Recorded::Conv { input },
+                ) => {
+                    let dy = d_image.take().expect("gradient for conv output");
+                    let g = conv::backward(
+                        input,
+                        &self.slice(theta, *weight),
+                        dy,
+                        *geometry,
+                        need_input_grad,
+                    );
+                    put(*weight, g.dw.flatten(0, 3));
+                    put(*bias, g.db);
+                    d_image = g.dx;
+                }
+                _ => unreachable!("trace does not match the layers"),
+            }
+        }
+        let parts: Vec<Tensor<1>> = grads
+            .into_iter()
+            .map(|g| g.expect("every parameter gets a gradient"))
+            .collect();
+        Tensor::cat(parts, 0)
+    }
+
+    /// Batch size of an input (for callers that build targets).
+    pub fn batch_of(input: &Input) -> usize {
+        input.batch()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::loss;
+    use crate::nn::testing::*;
+    use burn::tensor::activation::softmax;
+
+    fn check_network(spec: NetSpec, input: ImageShape, extra: usize) {
+        let device = device();
+        let net = Network::new(&spec, "s.", input, extra, 4);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+        let theta = net.init(&mut rng, &device);
+        assert_eq!(theta.dims(), [net.len()]);
+        let x = random([
+            3,
+            input.channels as usize,
+            input.height as usize,
+            input.width as usize,
+        ]);
+        let extra_t = (extra > 0).then(|| random([3, extra]));
+        let targets = softmax(random([3, 4]), 1);
+
+        // Explicit gradient vs autodiff.
+        let leaf_theta = leaf(&theta);
+        let (logits, _) = net.forward(&leaf_theta, Input::Image(x.clone()), extra_t.as_ref());
+        let grads = loss::weighted_mean(&logits, &targets, None).backward();
+        let autodiff = leaf_theta.grad(&grads).expect("theta grad");
+        let (logits, trace) = net.forward(&theta, Input::Image(x.clone()), extra_t.as_ref());
+        let dlogits = loss::weighted_mean_backward(&logits, &targets, None);
+        let explicit = net.backward(&theta, &trace, dlogits);
+        assert_close(&explicit, &autodiff, 1e-4, "gradient");
+
+        // Hessian-vector products (autodiff through the explicit gradient) vs central finite
+        // differences of the explicit gradient, one parameter tensor's direction at a time.
+        // ReLU and max-pool make the gradient piecewise smooth: a step that crosses a kink
+        // spoils the difference, so each direction tries shrinking steps and keeps the best.
+        let gradient_at = |t: &Tensor<1>| {
+            let (logits, trace) = net.forward(t, Input::Image(x.clone()), extra_t.as_ref());
+            let d = loss::weighted_mean_backward(&logits, &targets, None);
+            net.backward(t, &trace, d)
+        };
+        for slot in net.params() {
+            let mut v = vec![0.0f32; net.len()];
+            let direction = values(&random([slot.len]));
+            v[slot.offset..slot.offset + slot.len].copy_from_slice(&direction);
+            let v = Tensor::<1>::from_data(TensorData::new(v, [net.len()]), &device);
+            let leaf_theta = leaf(&theta);
+            let grads = (gradient_at(&leaf_theta) * v.clone()).sum().backward();
+            let hvp = leaf_theta.grad(&grads).expect("hvp");
+            let error = [1e-3f32, 1e-4, 1e-5]
+                .into_iter()
+                .map(|h| {
+                    let plus = gradient_at(&(theta.clone() + v.clone() * h));
+                    let minus = gradient_at(&(theta.clone() - v.clone() * h));
+                    let fd = (plus - minus).div_scalar(2.0 * h);
+                    // Conv biases before batch norm have no effect: both sides are ~0 there.
+                    let scale = values(&fd)
+                        .iter()
+                        .map(|x| x * x)
+                        .sum::<f32>()
+                        .sqrt()
+                        .max(0.1);
+                    let diff = values(&(hvp.clone() - fd))
+                        .iter()
+                        .map(|x| x * x)
+                        .sum::<f32>()
+                        .sqrt();
+                    diff / scale
+                })
+                .fold(f32::INFINITY, f32::min);
+            assert!(
+                error < 2e-2,
+                "{spec:?} Hessian-vector product along {}: relative error {error}",
+                slot.name
+            );
+        }
+    }
+
+    #[test]
+    fn mlp_gradient_and_hessian_vector_products_are_right() {
+        let shape = ImageShape {
+            height: 4,
+            width: 4,
+            channels: 1,
+        };
+        check_network(NetSpec::Mlp { hidden: vec![8, 6] }, shape, 0);
+        check_network(NetSpec::Mlp { hidden: vec![5] }, shape, 3);
+    }
+
+    #[test]
+    fn cbr_gradient_and_hessian_vector_products_are_right() {
+        check_network(
+            NetSpec::Cbr,
+            ImageShape {
+                height: 28,
+                width: 28,
+                channels: 2,
+            },
+            0,
+        );
+        check_network(
+            NetSpec::Cbr,
+            ImageShape {
+                height: 8,
+                width: 8,
+                channels: 3,
+            },
+            2,
+        );
+    }
+}

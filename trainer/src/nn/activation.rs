@@ -1,0 +1,42 @@
+//! ReLU and flatten.
+
+use super::Tensor;
+
+pub fn relu<const D: usize>(x: &Tensor<D>) -> Tensor<D> {
+    x.clone().clamp_min(0.0)
+}
+
+/// Backward of [`relu`]: the upstream gradient where the input was positive, else 0.
+pub fn relu_backward<const D: usize>(x: &Tensor<D>, dy: Tensor<D>) -> Tensor<D> {
+    dy.mask_fill(x.clone().detach().lower_equal_elem(0.0), 0.0)
+}
+
+/// [batch, c, h, w] -> [batch, c*h*w]
+pub fn flatten(x: &Tensor<4>) -> Tensor<2> {
+    let [b, c, h, w] = x.dims();
+    x.clone().reshape([b, c * h * w])
+}
+
+/// Backward of [`flatten`] to the shape `[batch, c, h, w]`.
+pub fn flatten_backward(dy: Tensor<2>, shape: [usize; 4]) -> Tensor<4> {
+    dy.reshape(shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::testing::*;
+
+    #[test]
+    fn relu_backward_matches_autodiff() {
+        let (x, dy) = (random([4, 3, 2, 2]), random([4, 3, 2, 2]));
+        let xl = leaf(&x);
+        let grads = (relu(&xl) * dy.clone()).sum().backward();
+        assert_close(
+            &relu_backward(&x, dy),
+            &xl.grad(&grads).expect("x"),
+            1e-6,
+            "dx",
+        );
+    }
+}
