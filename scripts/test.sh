@@ -11,4 +11,16 @@ if ! python3 -c "import safetensors.numpy, numpy" 2>/dev/null; then
     safetensors numpy
 fi
 
-cargo test --workspace "$@"
+# Without arguments: the whole workspace.
+[[ $# -gt 0 ]] || set -- --workspace
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over all test binaries (cargo prints one summary per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
