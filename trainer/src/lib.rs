@@ -3,5 +3,6 @@
 
 pub mod data;
 pub mod device;
+pub mod hypergrad;
 pub mod models;
 pub mod nn;

@@ -9,7 +9,9 @@ mod verify;
 use std::path::{Path, PathBuf};
 
 pub use manifest::{ArtifactManifest, DatasetRef, HypergradientMethod, Provenance};
-pub use tensors::{Tensor, TensorError, TensorMap, TensorValues, decode_tensors, encode_tensors};
+pub use tensors::{
+    Tensor, TensorError, TensorMap, TensorValues, decode_metadata, decode_tensors, encode_tensors,
+};
 pub use verify::{VerifiedArtifact, verify_artifact};
 
 use crate::Sha256;

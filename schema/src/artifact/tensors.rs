@@ -130,6 +130,12 @@ pub fn encode_tensors(
     Ok(safetensors::serialize(views, Some(metadata))?)
 }
 
+/// The string metadata of a safetensors file (empty when it has none).
+pub fn decode_metadata(bytes: &[u8]) -> Result<HashMap<String, String>, TensorError> {
+    let (_, metadata) = SafeTensors::read_metadata(bytes)?;
+    Ok(metadata.metadata().clone().unwrap_or_default())
+}
+
 /// Decodes a safetensors file into owned tensors.
 pub fn decode_tensors(bytes: &[u8]) -> Result<TensorMap, TensorError> {
     let file = SafeTensors::deserialize(bytes)?;

@@ -3,6 +3,7 @@
 
 mod artifact;
 mod dataset;
+mod hypergrad;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ pub enum Command {
     /// Work with commentary artifacts: verify.
     #[command(subcommand)]
     Artifact(artifact::ArtifactCommand),
+    /// Solve a hypergradient problem file (for checking the engine against other frameworks).
+    Hypergrad(hypergrad::HypergradArgs),
 }
 
 /// Runs a parsed command.
@@ -32,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dataset(command) => dataset::run(command),
         Command::Artifact(command) => artifact::run(command),
+        Command::Hypergrad(args) => hypergrad::run(args),
     }
 }
 

@@ -1,0 +1,38 @@
+//! `commentary hypergrad SPEC --out OUT`: solve a hypergradient problem file (see
+//! `trainer::hypergrad::problem`), so the engine can be checked against other frameworks.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use trainer::device::{ComputeDevice, burn_device};
+use trainer::hypergrad::problem::Problem;
+
+#[derive(Debug, Args)]
+pub struct HypergradArgs {
+    /// The problem file (safetensors with metadata `problem` = weight-bptt or blend-ift).
+    spec: PathBuf,
+    /// Where to write `hypergrad` and `val_loss` (safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// cpu, wgpu or cuda (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: ComputeDevice,
+}
+
+pub fn run(args: HypergradArgs) -> anyhow::Result<()> {
+    let problem = Problem::load(&args.spec)?;
+    let device = burn_device(args.device).autodiff();
+    let solution = problem
+        .solve(&device)
+        .with_context(|| format!("cannot solve {}", args.spec.display()))?;
+    solution.write(&args.out)?;
+    let norm = solution.hypergrad.iter().map(|v| v * v).sum::<f32>().sqrt();
+    println!(
+        "val_loss={} hypergrad_norm={norm} shape={:?} out={}",
+        solution.val_loss,
+        solution.shape,
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Algorithm 2: implicit differentiation at the current theta.
+//!
+//! hypergradient = -(d/d phi)[ g(theta, phi) . p ] with p ~ H^{-1} grad_theta L_V held constant,
+//! H the Hessian of the inner loss. p comes from a truncated Neumann series,
+//! p = alpha sum_{j=0..J} (I - alpha H)^j grad_theta L_V (J = 0 gives alpha * grad), or from
+//! conjugate gradients on (H + damping I) p = grad_theta L_V, which stops with an error on
+//! negative curvature instead of returning garbage. Hessian-vector products are exact: the
+//! backward of <g(theta), v> through the explicit backward passes.
+
+use burn::tensor::Tensor;
+
+use super::{InnerProblem, dot, scalar, validation_gradient};
+
+/// How the inverse Hessian is approximated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InverseHessian {
+    /// J Neumann terms with step alpha.
+    Neumann { terms: usize, alpha: f64 },
+    /// Conjugate gradients on (H + damping I).
+    ConjugateGradient {
+        iterations: usize,
+        damping: f64,
+        tolerance: f64,
+    },
+}
+
+/// Why an IFT hypergradient could not be computed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IftError {
+    #[error(
+        "conjugate gradients met negative curvature (d^T (H + damping I) d = {curvature:.3e} at \
+         iteration {iteration}): theta is not near a minimum of the inner loss; train the \
+         student longer or raise the damping"
+    )]
+    NegativeCurvature { iteration: usize, curvature: f32 },
+    #[error("the hypergradient is not finite (the inner problem diverged)")]
+    NotFinite,
+}
+
+/// The result of one IFT hypergradient.
+pub struct IftOutput {
+    pub val_loss: f32,
+    pub hypergrad: Tensor<1>,
+}
+
+/// H v: the Hessian of the inner loss (at inner step `step`) times `v`, exactly.
+pub fn hessian_vector_product(
+    problem: &dyn InnerProblem,
+    theta: &Tensor<1>,
+    phi: &Tensor<1>,
+    step: usize,
+    v: &Tensor<1>,
+) -> Tensor<1> {
+    let leaf = theta.clone().detach().require_grad();
+    let grad = problem.inner_gradient(&leaf, &phi.clone().detach(), step);
+    let grads = dot(grad, v.clone().detach()).backward();
+    leaf.grad(&grads)
+        .unwrap_or_else(|| Tensor::zeros(theta.dims(), &theta.device()))
+}
+
+/// The IFT hypergradient at `theta` (the inner loss of step `step`).
+pub fn hypergradient(
+    problem: &dyn InnerProblem,
+    theta: &Tensor<1>,
+    phi: &Tensor<1>,
+    step: usize,
+    method: InverseHessian,
+) -> Result<IftOutput, IftError> {
+    let (v0, val_loss) = validation_gradient(problem, theta);
+    let hvp = |v: &Tensor<1>| hessian_vector_product(problem, theta, phi, step, v);
+    let p = match method {
+        InverseHessian::Neumann { terms, alpha } => {
+            let alpha = alpha as f32;
+            let mut term = v0.clone();
+            let mut sum = v0.clone();
+            for _ in 0..terms {
+                term = term.clone() - hvp(&term).mul_scalar(alpha);
+                sum = sum + term.clone();
+            }
+            sum.mul_scalar(alpha)
+        }
+        InverseHessian::ConjugateGradient {
+            iterations,
+            damping,
+            tolerance,
+        } => conjugate_gradient(&hvp, &v0, iterations, damping as f32, tolerance as f32)?,
+    };
+    let phi_leaf = phi.clone().detach().require_grad();
+    let grad = problem.inner_gradient(&theta.clone().detach(), &phi_leaf, step);
+    let grads = dot(grad, p.detach()).backward();
+    let hypergrad = phi_leaf
+        .grad(&grads)
+        .map(Tensor::neg)
+        .unwrap_or_else(|| Tensor::zeros(phi.dims(), &phi.device()));
+    if !scalar(&hypergrad.clone().abs().sum()).is_finite() {
+        return Err(IftError::NotFinite);
+    }
+    Ok(IftOutput {
+        val_loss,
+        hypergrad,
+    })
+}
+
+/// Solves (H + damping I) x = b by conjugate gradients.
+fn conjugate_gradient(
+    hvp: &dyn Fn(&Tensor<1>) -> Tensor<1>,
+    b: &Tensor<1>,
+    iterations: usize,
+    damping: f32,
+    tolerance: f32,
+) -> Result<Tensor<1>, IftError> {
+    let mut x = Tensor::zeros(b.dims(), &b.device());
+    let mut residual = b.clone();
+    let mut direction = b.clone();
+    let mut rr = scalar(&dot(residual.clone(), residual.clone()));
+    let target = tolerance * tolerance * rr;
+    for iteration in 0..iterations {
+        if rr <= target || rr == 0.0 {
+            break;
+        }
+        let a_d = hvp(&direction) + direction.clone().mul_scalar(damping);
+        let curvature = scalar(&dot(direction.clone(), a_d.clone()));
+        if curvature <= 0.0 || !curvature.is_finite() {
+            return Err(IftError::NegativeCurvature {
+                iteration,
+                curvature,
+            });
+        }
+        let step = rr / curvature;
+        x = x + direction.clone().mul_scalar(step);
+        residual = residual - a_d.mul_scalar(step);
+        let rr_next = scalar(&dot(residual.clone(), residual.clone()));
+        direction = residual.clone() + direction.mul_scalar(rr_next / rr);
+        rr = rr_next;
+    }
+    Ok(x)
+}
