@@ -229,3 +229,17 @@ fn ift_neumann_matches_a_dense_float64_hessian() {
         );
     }
 }
+
+#[test]
+fn ift_conjugate_gradients_match_the_exact_damped_inverse() {
+    for seed in [40u64, 41] {
+        let metadata = [
+            ("inverse", "cg"),
+            ("cg_damping", "1.0"),
+            ("cg_iterations", "200"),
+            ("cg_tolerance", "1e-7"),
+        ];
+        let error = compare(&blend_problem(seed, &metadata));
+        assert!(error <= 1e-3, "seed {seed}: relative error {error}");
+    }
+}

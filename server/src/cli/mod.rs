@@ -2,6 +2,7 @@
 //! DESIGN.md's command table lists the commands; `commentary <command> --help` documents each.
 
 mod artifact;
+mod bench;
 mod dataset;
 mod hypergrad;
 
@@ -26,6 +27,9 @@ pub enum Command {
     /// Work with commentary artifacts: verify.
     #[command(subcommand)]
     Artifact(artifact::ArtifactCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Solve a hypergradient problem file (for checking the engine against other frameworks).
     Hypergrad(hypergrad::HypergradArgs),
 }
@@ -36,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(command) => dataset::run(command),
         Command::Artifact(command) => artifact::run(command),
         Command::Hypergrad(args) => hypergrad::run(args),
+        Command::Bench(command) => bench::run(command),
     }
 }
 

@@ -135,3 +135,74 @@ fn conjugate_gradient(
     }
     Ok(x)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::testing::device;
+    use burn::tensor::TensorData;
+
+    /// Inner loss 0.5 theta^T A theta with A = diag(a) scaled by phi[0], validation loss c.theta.
+    struct Quadratic {
+        a: Vec<f32>,
+        c: Vec<f32>,
+    }
+
+    impl Quadratic {
+        fn vector(&self, values: &[f32]) -> Tensor<1> {
+            Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), &device())
+        }
+    }
+
+    impl InnerProblem for Quadratic {
+        fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, _step: usize) -> Tensor<1> {
+            theta.clone() * self.vector(&self.a) * phi.clone()
+        }
+
+        fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
+            dot(theta.clone(), self.vector(&self.c))
+        }
+    }
+
+    #[test]
+    fn conjugate_gradients_solve_a_positive_definite_system() {
+        let problem = Quadratic {
+            a: vec![2.0, 4.0],
+            c: vec![1.0, 1.0],
+        };
+        let theta = problem.vector(&[0.5, -1.0]);
+        let phi = problem.vector(&[1.0]);
+        let method = InverseHessian::ConjugateGradient {
+            iterations: 10,
+            damping: 0.0,
+            tolerance: 1e-6,
+        };
+        let out = hypergradient(&problem, &theta, &phi, 0, method).expect("positive definite");
+        // p = A^-1 c = (0.5, 0.25); d/dphi [phi (A theta) . p] = (A theta) . p = 0.5 - 1.0.
+        let value = scalar(&out.hypergrad);
+        assert!((value - 0.5).abs() < 1e-5, "hypergradient {value}");
+    }
+
+    #[test]
+    fn negative_curvature_is_reported_not_returned() {
+        let problem = Quadratic {
+            a: vec![1.0, -4.0],
+            c: vec![1.0, 1.0],
+        };
+        let theta = problem.vector(&[0.5, 0.5]);
+        let phi = problem.vector(&[1.0]);
+        let method = InverseHessian::ConjugateGradient {
+            iterations: 10,
+            damping: 0.1,
+            tolerance: 1e-6,
+        };
+        let err = hypergradient(&problem, &theta, &phi, 0, method)
+            .err()
+            .expect("indefinite");
+        assert!(
+            matches!(err, IftError::NegativeCurvature { iteration: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("negative curvature"));
+    }
+}

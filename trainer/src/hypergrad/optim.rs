@@ -213,29 +213,33 @@ mod tests {
     }
 
     #[test]
-    fn adam_later_step_jacobian_matches_finite_differences() {
+    fn adam_later_step_jacobian_matches_its_closed_form() {
+        let (lr, b1, b2, eps) = (0.01f64, 0.9f64, 0.99f64, 1e-8f64);
         let adam = InnerOptimizer::Adam {
-            lr: 0.01,
-            beta1: 0.9,
-            beta2: 0.99,
-            eps: 1e-8,
+            lr,
+            beta1: b1,
+            beta2: b2,
+            eps,
         };
+        let (m0, v0, g) = (0.2f64, 0.05f64, 0.3f64);
         let state = OptState {
             step: 3,
-            first: Some(scalar_tensor(0.2)),
-            second: Some(scalar_tensor(0.05)),
+            first: Some(scalar_tensor(m0 as f32)),
+            second: Some(scalar_tensor(v0 as f32)),
         };
-        let step_at = |g: f32| value(&adam.step(&scalar_tensor(0.5), &state, scalar_tensor(g)).0);
-        let g = 0.3;
-        let grad = scalar_tensor(g).require_grad();
+        let grad = scalar_tensor(g as f32).require_grad();
         let (theta, _) = adam.step(&scalar_tensor(0.5), &state, grad.clone());
         let grads = theta.sum().backward();
-        let autodiff = value(&grad.grad(&grads).expect("gradient"));
-        let h = 1e-3;
-        let numeric = (step_at(g + h) - step_at(g - h)) / (2.0 * h);
+        let autodiff = f64::from(value(&grad.grad(&grads).expect("gradient")));
+        // t = 4: m = b1 m0 + (1-b1) g, v = b2 v0 + (1-b2) g^2, s = sqrt(v / c2).
+        let (c1, c2) = (1.0 - b1.powi(4), 1.0 - b2.powi(4));
+        let (m, v) = (b1 * m0 + (1.0 - b1) * g, b2 * v0 + (1.0 - b2) * g * g);
+        let s = (v / c2).sqrt();
+        let ds_dg = (1.0 - b2) * g / (c2 * s);
+        let closed = -lr * ((1.0 - b1) / c1 / (s + eps) - (m / c1) / (s + eps).powi(2) * ds_dg);
         assert!(
-            (autodiff - numeric).abs() < 1e-4 * numeric.abs().max(1e-3),
-            "{autodiff} vs {numeric}"
+            (autodiff - closed).abs() < 1e-4 * closed.abs(),
+            "{autodiff} vs {closed}"
         );
     }
 
