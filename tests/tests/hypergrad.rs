@@ -243,3 +243,31 @@ fn ift_conjugate_gradients_match_the_exact_damped_inverse() {
         assert!(error <= 1e-3, "seed {seed}: relative error {error}");
     }
 }
+
+#[test]
+fn finite_difference_fallback_approximates_the_exact_ift_hypergradient() {
+    let device = burn::tensor::Device::flex().autodiff();
+    for (seed, terms) in [(50u64, "0"), (51, "2")] {
+        let bytes = blend_problem(seed, &[("neumann_terms", terms), ("neumann_lr", "0.1")]);
+        let problem = Problem::parse(&bytes).expect("problem");
+        let exact = problem.solve_with(&device, false).expect("exact");
+        let approximate = problem.solve_with(&device, true).expect("approximate");
+        let diff: f32 = exact
+            .hypergrad
+            .iter()
+            .zip(&approximate.hypergrad)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f32>()
+            .sqrt();
+        let norm: f32 = exact.hypergrad.iter().map(|a| a * a).sum::<f32>().sqrt();
+        eprintln!(
+            "seed {seed}: finite-difference relative error {:.2e}",
+            diff / norm
+        );
+        assert!(
+            diff / norm < 1e-2,
+            "seed {seed}: relative error {}",
+            diff / norm
+        );
+    }
+}

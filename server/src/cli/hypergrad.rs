@@ -18,18 +18,27 @@ pub struct HypergradArgs {
     /// cpu, wgpu or cuda (GPU backends need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     device: ComputeDevice,
+    /// Use finite-difference Hessian-vector products (the fallback for models without explicit
+    /// backward passes; approximate). IFT problems only.
+    #[arg(long)]
+    approximate: bool,
 }
 
 pub fn run(args: HypergradArgs) -> anyhow::Result<()> {
     let problem = Problem::load(&args.spec)?;
     let device = burn_device(args.device).autodiff();
     let solution = problem
-        .solve(&device)
+        .solve_with(&device, args.approximate)
         .with_context(|| format!("cannot solve {}", args.spec.display()))?;
     solution.write(&args.out)?;
     let norm = solution.hypergrad.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let method = if args.approximate {
+        " method=finite-difference (approximate)"
+    } else {
+        " method=exact"
+    };
     println!(
-        "val_loss={} hypergrad_norm={norm} shape={:?} out={}",
+        "val_loss={} hypergrad_norm={norm} shape={:?} out={}{method}",
         solution.val_loss,
         solution.shape,
         args.out.display()

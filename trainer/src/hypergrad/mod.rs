@@ -8,6 +8,7 @@
 //! - [`problem`]: the `commentary hypergrad` problem files that let any framework check us.
 
 pub mod bptt;
+pub mod finite;
 pub mod ift;
 pub mod optim;
 pub mod problem;

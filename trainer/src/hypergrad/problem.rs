@@ -27,6 +27,7 @@ use schema::artifact::{
     Tensor as FileTensor, TensorMap, TensorValues, decode_metadata, decode_tensors, encode_tensors,
 };
 
+use super::finite::{self, LossProblem};
 use super::ift::{self, InverseHessian};
 use super::optim::InnerOptimizer;
 use super::{InnerProblem, bptt};
@@ -361,8 +362,14 @@ impl Problem {
         })
     }
 
-    /// Solves the problem on `device` (an autodiff device).
+    /// Solves the problem on `device` (an autodiff device) with exact hypergradients.
     pub fn solve(&self, device: &Device) -> Result<Solution, ProblemError> {
+        self.solve_with(device, false)
+    }
+
+    /// Solves the problem; with `approximate`, IFT problems use finite-difference
+    /// Hessian-vector products (the fallback for models without explicit backward passes).
+    pub fn solve_with(&self, device: &Device, approximate: bool) -> Result<Solution, ProblemError> {
         let d = self.widths[0];
         let classes = *self.widths.last().unwrap_or(&1);
         let hidden = self.widths[1..self.widths.len() - 1]
@@ -396,6 +403,11 @@ impl Problem {
         let phi =
             Tensor::<1>::from_data(TensorData::new(self.phi.clone(), [self.phi.len()]), device);
         let (hypergrad, val_loss) = match &self.task {
+            Task::WeightBptt { .. } if approximate => {
+                return Err(invalid(
+                    "finite-difference hypergradients apply to IFT problems (blend-ift) only",
+                ));
+            }
             Task::WeightBptt { batches, optimizer } => {
                 let batches = batches
                     .iter()
@@ -410,8 +422,12 @@ impl Problem {
             }
             Task::BlendIft { pairs, inverse } => {
                 let problem = BlendedMlp::new(net, data, pairs, classes, device);
-                let out = ift::hypergradient(&problem, &theta, &phi, 0, *inverse)?;
-                (out.hypergrad, out.val_loss)
+                if approximate {
+                    finite::hypergradient(&problem, &theta, &phi, 0, *inverse)
+                } else {
+                    let out = ift::hypergradient(&problem, &theta, &phi, 0, *inverse)?;
+                    (out.hypergrad, out.val_loss)
+                }
             }
         };
         let hypergrad = hypergrad.to_data().iter::<f32>().collect();
@@ -537,16 +553,36 @@ impl BlendedMlp {
     }
 }
 
-impl InnerProblem for BlendedMlp {
-    fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, _step: usize) -> Tensor<1> {
+impl BlendedMlp {
+    /// Blended inputs and soft targets under phi.
+    fn blend(&self, phi: &Tensor<1>) -> (Tensor<2>, Tensor<2>) {
         // lambda_i = 1 - 0.5 sigmoid(phi[y_i, y_pair]), [N, 1]
-        let lambda = (sigmoid(phi.clone().select(0, self.phi_index.clone()))
+        let lambda = sigmoid(phi.clone().select(0, self.phi_index.clone()))
             .mul_scalar(-0.5)
-            .add_scalar(1.0))
-        .unsqueeze_dim(1);
+            .add_scalar(1.0)
+            .unsqueeze_dim(1);
         let other = lambda.clone().neg().add_scalar(1.0);
         let x = self.data.x.clone() * lambda.clone() + self.partner_x.clone() * other.clone();
         let targets = self.data.onehot.clone() * lambda + self.partner_onehot.clone() * other;
+        (x, targets)
+    }
+}
+
+impl LossProblem for BlendedMlp {
+    fn inner_loss(&self, theta: &Tensor<1>, phi: &Tensor<1>, _step: usize) -> Tensor<1> {
+        let (x, targets) = self.blend(phi);
+        let (logits, _) = self.net.forward(theta, Input::Flat(x), None);
+        loss::weighted_mean(&logits, &targets, None)
+    }
+
+    fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
+        self.data.validation_loss(&self.net, theta)
+    }
+}
+
+impl InnerProblem for BlendedMlp {
+    fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, _step: usize) -> Tensor<1> {
+        let (x, targets) = self.blend(phi);
         let (logits, trace) = self.net.forward(theta, Input::Flat(x), None);
         let dlogits = loss::weighted_mean_backward(&logits, &targets, None);
         self.net.backward(theta, &trace, dlogits)
