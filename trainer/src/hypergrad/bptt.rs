@@ -33,6 +33,7 @@ pub fn hypergradient(
     optimizer: InnerOptimizer,
     steps: usize,
 ) -> BpttOutput {
+    let started = std::time::Instant::now();
     let phi_const = phi.clone().detach();
     let mut trajectory: Vec<(Tensor<1>, OptState)> = Vec::with_capacity(steps);
     let mut theta = theta0.clone().detach();
@@ -46,6 +47,7 @@ pub fn hypergradient(
     }
     let final_theta = theta.clone();
     let (mut theta_adjoint, val_loss) = validation_gradient(problem, &theta);
+    let forward_done = started.elapsed();
     let mut state_adjoint: Vec<Tensor<1>> = state.tensors().iter().map(zeros_like).collect();
     let mut hypergrad = zeros_like(phi);
     for k in (0..steps).rev() {
@@ -81,6 +83,12 @@ pub fn hypergradient(
             hypergrad = hypergrad + g;
         }
     }
+    tracing::debug!(
+        steps,
+        forward_s = forward_done.as_secs_f64(),
+        reverse_s = (started.elapsed() - forward_done).as_secs_f64(),
+        "bptt hypergradient"
+    );
     BpttOutput {
         val_loss,
         hypergrad,

@@ -1,9 +1,9 @@
 //! 2-D convolution with bias (square kernel, equal stride and padding on both axes).
-//! Backward: the input gradient is a transposed convolution, the weight gradient a batched
-//! matmul of the upstream gradient with the unfolded input; all differentiable.
+//! Backward: the input gradient is a transposed convolution, the weight gradient a convolution
+//! of the input with the upstream gradient; both differentiable.
 
-use burn::tensor::module::{conv_transpose2d, conv2d, unfold4d};
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, UnfoldOptions};
+use burn::tensor::module::{conv_transpose2d, conv2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 use super::Tensor;
 
@@ -62,19 +62,17 @@ pub fn backward(
             ),
         )
     });
-    // [batch, c_in*k*k, oh*ow]
-    let columns = unfold4d(
-        x.clone(),
-        [k, k],
-        UnfoldOptions::new([stride, stride], [padding, padding], [1, 1]),
-    );
+    // dw[o, i, kh, kw] = sum_{b, y, x} dy[b, o, y, x] * x_padded[b, i, y*s + kh, x*s + kw]: a
+    // convolution of the input (batch as channels) with dy as the kernel, dilated by the stride.
+    let dw = conv2d(
+        x.clone().swap_dims(0, 1),
+        dy.clone().swap_dims(0, 1),
+        None,
+        ConvOptions::new([1, 1], [padding, padding], [stride, stride], 1),
+    )
+    .slice([0..c_in, 0..c_out, 0..k, 0..k])
+    .swap_dims(0, 1);
     let dy_flat = dy.reshape([batch, c_out, oh * ow]);
-    // [batch, c_out, c_in*k*k] summed over the batch
-    let dw = dy_flat
-        .clone()
-        .matmul(columns.swap_dims(1, 2))
-        .sum_dim(0)
-        .reshape([c_out, c_in, k, k]);
     let db = dy_flat.sum_dims(&[0, 2]).reshape([c_out]);
     ConvGrads { dx, dw, db }
 }
