@@ -95,3 +95,54 @@ pub fn hypergradient(
         final_theta,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypergrad::scalar;
+    use crate::nn::testing::{device, values};
+    use burn::tensor::TensorData;
+
+    /// Inner loss 0.5 ||theta - phi||^2, validation loss 0.5 ||theta - c||^2.
+    struct Target {
+        c: f32,
+    }
+
+    impl InnerProblem for Target {
+        fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, _step: usize) -> Tensor<1> {
+            theta.clone() - phi.clone()
+        }
+
+        fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
+            (theta.clone().sub_scalar(self.c))
+                .powi_scalar(2)
+                .sum()
+                .mul_scalar(0.5)
+        }
+    }
+
+    #[test]
+    fn bptt_matches_the_closed_form_of_a_linear_inner_problem() {
+        // SGD from theta_0 = 0: theta_K = phi (1 - (1 - lr)^K), so
+        // dL_V/dphi = (theta_K - c)(1 - (1 - lr)^K).
+        let (lr, steps, phi_value, c) = (0.1f32, 7usize, 0.8f32, 2.0f32);
+        let problem = Target { c };
+        let phi = Tensor::<1>::from_data(TensorData::new(vec![phi_value], [1]), &device());
+        let theta0 = Tensor::<1>::zeros([1], &device());
+        let sgd = InnerOptimizer::Sgd {
+            lr: f64::from(lr),
+            momentum: 0.0,
+        };
+        let out = hypergradient(&problem, &theta0, &phi, sgd, steps);
+        let shrink = 1.0 - (1.0 - lr).powi(steps as i32);
+        let theta_k = phi_value * shrink;
+        assert!((values(&out.final_theta)[0] - theta_k).abs() < 1e-6);
+        assert!((out.val_loss - 0.5 * (theta_k - c).powi(2)).abs() < 1e-6);
+        let expected = (theta_k - c) * shrink;
+        assert!(
+            (scalar(&out.hypergrad) - expected).abs() < 1e-5,
+            "{} vs {expected}",
+            scalar(&out.hypergrad)
+        );
+    }
+}

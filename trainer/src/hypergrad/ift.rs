@@ -101,6 +101,63 @@ pub fn hypergradient(
     })
 }
 
+/// Online implicit differentiation: the student trains for `steps` inner steps and phi takes
+/// an outer step after every `every` of them (the paper's code: one Neumann term, a hyper-step
+/// after each student step).
+#[derive(Debug, Clone, Copy)]
+pub struct OnlineSchedule {
+    pub steps: usize,
+    pub every: usize,
+    pub method: InverseHessian,
+}
+
+/// The outcome of [`learn_online`].
+pub struct OnlineOutcome {
+    pub phi: Tensor<1>,
+    pub theta: Tensor<1>,
+    /// (inner step, L_V) at each hyper-step.
+    pub val_losses: Vec<(usize, f32)>,
+}
+
+/// Trains a student from `theta0` while learning phi by IFT hyper-steps; `on_hyper_step` sees
+/// each (inner step, L_V) as it happens and may stop early by returning false.
+pub fn learn_online(
+    problem: &dyn InnerProblem,
+    theta0: &Tensor<1>,
+    phi0: &Tensor<1>,
+    inner: super::optim::InnerOptimizer,
+    outer: super::optim::InnerOptimizer,
+    schedule: OnlineSchedule,
+    on_hyper_step: &mut dyn FnMut(usize, f32) -> bool,
+) -> Result<OnlineOutcome, IftError> {
+    use super::optim::OptState;
+    let every = schedule.every.max(1);
+    let (mut theta, mut phi) = (theta0.clone().detach(), phi0.clone().detach());
+    let (mut inner_state, mut outer_state) = (OptState::new(), OptState::new());
+    let mut val_losses = Vec::new();
+    for step in 0..schedule.steps {
+        let grad = problem.inner_gradient(&theta, &phi, step);
+        let (next, state) = inner.step(&theta, &inner_state, grad);
+        theta = next.detach();
+        inner_state = state.detached();
+        if (step + 1) % every == 0 {
+            let out = hypergradient(problem, &theta, &phi, step, schedule.method)?;
+            let (next, state) = outer.step(&phi, &outer_state, out.hypergrad);
+            phi = next.detach();
+            outer_state = state.detached();
+            val_losses.push((step, out.val_loss));
+            if !on_hyper_step(step, out.val_loss) {
+                break;
+            }
+        }
+    }
+    Ok(OnlineOutcome {
+        phi,
+        theta,
+        val_losses,
+    })
+}
+
 /// Solves (H + damping I) x = b by conjugate gradients.
 fn conjugate_gradient(
     hvp: &dyn Fn(&Tensor<1>) -> Tensor<1>,
@@ -181,6 +238,73 @@ mod tests {
         // p = A^-1 c = (0.5, 0.25); d/dphi [phi (A theta) . p] = (A theta) . p = 0.5 - 1.0.
         let value = scalar(&out.hypergrad);
         assert!((value - 0.5).abs() < 1e-5, "hypergradient {value}");
+    }
+
+    /// Inner loss 0.5 ||theta - phi||^2, validation loss 0.5 ||theta - c||^2: the best phi is c.
+    struct Target {
+        c: Vec<f32>,
+    }
+
+    impl InnerProblem for Target {
+        fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, _step: usize) -> Tensor<1> {
+            theta.clone() - phi.clone()
+        }
+
+        fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
+            let c =
+                Tensor::<1>::from_data(TensorData::new(self.c.clone(), [self.c.len()]), &device());
+            let d = theta.clone() - c;
+            dot(d.clone(), d).mul_scalar(0.5)
+        }
+    }
+
+    #[test]
+    fn online_ift_drives_phi_to_the_validation_optimum() {
+        use crate::hypergrad::optim::InnerOptimizer;
+        let problem = Target {
+            c: vec![1.0, -2.0, 0.5],
+        };
+        let zeros = Tensor::<1>::zeros([3], &device());
+        let schedule = OnlineSchedule {
+            steps: 400,
+            every: 1,
+            method: InverseHessian::Neumann {
+                terms: 1,
+                alpha: 0.5,
+            },
+        };
+        let sgd = InnerOptimizer::Sgd {
+            lr: 0.2,
+            momentum: 0.0,
+        };
+        let outer = InnerOptimizer::Sgd {
+            lr: 0.5,
+            momentum: 0.0,
+        };
+        let mut seen = 0;
+        let out = learn_online(
+            &problem,
+            &zeros,
+            &zeros,
+            sgd,
+            outer,
+            schedule,
+            &mut |_, _| {
+                seen += 1;
+                true
+            },
+        )
+        .expect("learn");
+        assert_eq!(seen, 400);
+        let phi = crate::nn::testing::values(&out.phi);
+        for (got, want) in phi.iter().zip(&problem.c) {
+            assert!((got - want).abs() < 1e-2, "phi {phi:?} vs {:?}", problem.c);
+        }
+        let (first, last) = (
+            out.val_losses[0].1,
+            out.val_losses[out.val_losses.len() - 1].1,
+        );
+        assert!(last < 1e-3 * first, "L_V {first} -> {last}");
     }
 
     #[test]
