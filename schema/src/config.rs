@@ -76,6 +76,17 @@ impl std::fmt::Display for Algorithm {
     }
 }
 
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bptt" => Ok(Self::Bptt),
+            "ift" => Ok(Self::Ift),
+            other => Err(format!("unknown algorithm {other:?}; expected bptt or ift")),
+        }
+    }
+}
+
 /// The student's inner optimiser, differentiated through in BPTT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -119,8 +130,43 @@ pub struct LearnConfig {
     pub hyper_step_every: u32,
     /// The student architecture used while learning.
     pub student: NetSpec,
+    /// The commentary network: the teacher (example weighting) or the mask network.
+    pub commentary_net: NetSpec,
+    /// Example weighting: give the teacher the label as a one-hot input to its last layer.
+    pub label_input: bool,
+    /// Example weighting: learn a per-example weight table instead of a teacher network.
+    pub tabular: bool,
     /// Stop learning after this many seconds and keep the best commentary so far.
     pub time_limit_s: Option<u64>,
+}
+
+impl std::str::FromStr for Optimizer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sgd" => Ok(Self::Sgd),
+            "adam" => Ok(Self::Adam),
+            other => Err(format!("unknown optimizer {other:?}; expected sgd or adam")),
+        }
+    }
+}
+
+impl LearnConfig {
+    /// How a commentary of `kind` is parameterised under this config.
+    pub fn commentary_spec(&self, kind: CommentaryKind) -> crate::arch::CommentarySpec {
+        use crate::arch::CommentarySpec;
+        match kind {
+            CommentaryKind::ExampleWeighting if self.tabular => CommentarySpec::Table,
+            CommentaryKind::ExampleWeighting => CommentarySpec::Teacher {
+                net: self.commentary_net.clone(),
+                label_input: self.label_input,
+            },
+            CommentaryKind::LabelBlending => CommentarySpec::BlendMatrix,
+            CommentaryKind::AttentionMask => CommentarySpec::MaskNet {
+                net: self.commentary_net.clone(),
+            },
+        }
+    }
 }
 
 impl Default for LearnConfig {
@@ -143,6 +189,9 @@ impl Default for LearnConfig {
             neumann_lr: 1e-2,
             hyper_step_every: 1,
             student: NetSpec::Cbr,
+            commentary_net: NetSpec::Cbr,
+            label_input: false,
+            tabular: false,
             time_limit_s: None,
         }
     }

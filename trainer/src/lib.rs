@@ -5,5 +5,6 @@ pub mod commentary;
 pub mod data;
 pub mod device;
 pub mod hypergrad;
+pub mod learn;
 pub mod models;
 pub mod nn;

@@ -5,6 +5,7 @@ mod artifact;
 mod bench;
 mod dataset;
 mod hypergrad;
+mod learn;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ pub enum Command {
     /// Work with commentary artifacts: verify.
     #[command(subcommand)]
     Artifact(artifact::ArtifactCommand),
+    /// Learn a commentary for a dataset and write the artifact.
+    Learn(learn::LearnArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Artifact(command) => artifact::run(command),
         Command::Hypergrad(args) => hypergrad::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::Learn(args) => learn::run(args),
     }
 }
 

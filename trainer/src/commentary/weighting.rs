@@ -86,18 +86,36 @@ pub struct TeacherWeighting {
     pub horizon: usize,
 }
 
+/// Teacher weights [batch] for `batch` at inner step `step` of a run of `horizon` steps (the
+/// time input i/T is clamped to 1).
+pub fn teacher_weights(
+    teacher: &Network,
+    label_input: bool,
+    horizon: usize,
+    phi: &Tensor<1>,
+    batch: &LabelledImages,
+    step: usize,
+) -> Tensor<1> {
+    let [b, _, h, w] = batch.images.dims();
+    let time = (step as f32 / horizon.max(1) as f32).min(1.0);
+    let time_channel = Tensor::<4>::full([b, 1, h, w], time, &batch.images.device());
+    let input = Tensor::cat(vec![batch.images.clone(), time_channel], 1);
+    let extra = label_input.then(|| batch.onehot.clone());
+    let (logits, _) = teacher.forward(phi, Input::Image(input), extra.as_ref());
+    sigmoid(logits).reshape([b])
+}
+
 impl TeacherWeighting {
     /// Teacher weights [batch] for `batch` at inner step `step`.
     pub fn weights(&self, phi: &Tensor<1>, batch: &LabelledImages, step: usize) -> Tensor<1> {
-        let [b, _, h, w] = batch.images.dims();
-        let time = (step as f32 / self.horizon.max(1) as f32).min(1.0);
-        let time_channel = Tensor::<4>::full([b, 1, h, w], time, &batch.images.device());
-        let input = Tensor::cat(vec![batch.images.clone(), time_channel], 1);
-        let extra = self.label_input.then(|| batch.onehot.clone());
-        let (logits, _) = self
-            .teacher
-            .forward(phi, Input::Image(input), extra.as_ref());
-        sigmoid(logits).reshape([b])
+        teacher_weights(
+            &self.teacher,
+            self.label_input,
+            self.horizon,
+            phi,
+            batch,
+            step,
+        )
     }
 }
 

@@ -1,0 +1,174 @@
+//! `commentary learn`: learn a commentary for a dataset and write the artifact.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use schema::arch::NetSpec;
+use schema::{Algorithm, CommentaryKind, LearnConfig, Optimizer};
+use trainer::data::{Dataset, Limits};
+use trainer::device::ComputeDevice;
+use trainer::learn::{LearnRequest, learn};
+
+#[derive(Debug, Args)]
+pub struct LearnArgs {
+    /// The dataset: a folder or a .tar, .tar.gz or .zip archive.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// example-weighting, label-blending or attention-mask.
+    #[arg(long)]
+    kind: CommentaryKind,
+    /// bptt (backpropagation through training) or ift (implicit differentiation).
+    #[arg(long, default_value = "bptt")]
+    algorithm: Algorithm,
+    /// The artifact directory to write (re-running with the same request resumes).
+    #[arg(long)]
+    out: PathBuf,
+    /// Stop after this long (e.g. 90s, 10m) and keep the best commentary so far.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    time_limit: Option<Duration>,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: ComputeDevice,
+    /// A LearnConfig file (TOML or JSON); flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: ConfigOverrides,
+}
+
+/// LearnConfig fields settable by flag (the rest through --config).
+#[derive(Debug, Args)]
+struct ConfigOverrides {
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Student steps per meta-step (K; also T in the teacher's time input).
+    #[arg(long)]
+    inner_steps: Option<u32>,
+    #[arg(long)]
+    meta_steps: Option<u32>,
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Train examples held out for the validation loss.
+    #[arg(long)]
+    validation_examples: Option<u32>,
+    /// Validation examples per evaluation of L_V.
+    #[arg(long)]
+    validation_batch_size: Option<u32>,
+    /// sgd or adam.
+    #[arg(long)]
+    inner_optimizer: Option<Optimizer>,
+    #[arg(long)]
+    inner_lr: Option<f64>,
+    #[arg(long)]
+    outer_lr: Option<f64>,
+    /// Student architecture: cbr, mlp or mlp:<width>,<width>...
+    #[arg(long, value_parser = NetSpec::parse)]
+    student: Option<NetSpec>,
+    /// Teacher or mask network: cbr, mlp or mlp:<width>,...
+    #[arg(long, value_parser = NetSpec::parse)]
+    commentary_net: Option<NetSpec>,
+    /// Give the teacher the label as an input.
+    #[arg(long)]
+    label_input: bool,
+}
+
+/// Reads a LearnConfig from TOML or JSON (by extension).
+fn read_config(path: &Path) -> anyhow::Result<LearnConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid LearnConfig", path.display()))?,
+        Some("json") => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid LearnConfig", path.display()))?,
+        _ => anyhow::bail!(
+            "{}: a config file must end in .toml or .json",
+            path.display()
+        ),
+    };
+    Ok(config)
+}
+
+impl ConfigOverrides {
+    fn apply(self, config: &mut LearnConfig) {
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = self.$field { config.$field = v; })* };
+        }
+        set!(
+            seed,
+            inner_steps,
+            meta_steps,
+            batch_size,
+            validation_examples,
+            validation_batch_size,
+            inner_optimizer,
+            inner_lr,
+            outer_lr,
+            student,
+            commentary_net
+        );
+        if self.label_input {
+            config.label_input = true;
+        }
+    }
+}
+
+pub fn run(args: LearnArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => read_config(path)?,
+        None => LearnConfig::default(),
+    };
+    args.overrides.apply(&mut config);
+    if let Some(limit) = args.time_limit {
+        config.time_limit_s = Some(limit.as_secs().max(1));
+    }
+    let dataset = Dataset::open(&args.dataset, Limits::default())
+        .with_context(|| format!("cannot read dataset {}", args.dataset.display()))?;
+    let request = LearnRequest {
+        kind: args.kind,
+        algorithm: args.algorithm,
+        config,
+        device: args.device,
+        run_id: None,
+    };
+    let bar = ProgressBar::new(u64::from(request.config.meta_steps));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} meta-steps  {msg}  [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let manifest = learn(&dataset, &request, &args.out, &mut |p| {
+        bar.set_position(p.meta_step as u64 + 1);
+        bar.set_message(format!(
+            "L_V {:.4} (best {:.4})",
+            p.val_loss, p.best_val_loss
+        ));
+        tracing::info!(
+            meta_step = p.meta_step,
+            val_loss = p.val_loss,
+            best = p.best_val_loss,
+            "meta-step"
+        );
+    })
+    .with_context(|| format!("cannot learn a {} commentary", args.kind))?;
+    bar.finish_and_clear();
+    println!(
+        "wrote {} ({} commentary for {}, best L_V {:.4} after {} meta-steps)",
+        args.out.display(),
+        manifest.kind,
+        manifest.dataset.digest,
+        manifest
+            .metrics
+            .get("best_val_loss")
+            .copied()
+            .unwrap_or(f64::NAN),
+        manifest
+            .metrics
+            .get("meta_steps_done")
+            .copied()
+            .unwrap_or(0.0)
+    );
+    Ok(())
+}

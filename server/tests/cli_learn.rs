@@ -1,0 +1,144 @@
+//! `commentary learn` end to end on real MNIST digits: learn -> artifact -> verify, resume after
+//! an interruption, and clear errors for requests that cannot work.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use schema::artifact::verify_artifact;
+use tempfile::TempDir;
+use tests::{MNIST_FIXTURE_DIGEST, mnist_fixture};
+
+/// Small, fast settings: MLP student and teacher, 10 inner steps.
+const FAST: &[&str] = &[
+    "--inner-steps",
+    "10",
+    "--student",
+    "mlp:32",
+    "--commentary-net",
+    "mlp:16",
+    "--validation-batch-size",
+    "128",
+];
+
+fn learn_command(out: &Path, meta_steps: u32) -> Command {
+    learn_command_holding_out(out, meta_steps, 500)
+}
+
+fn learn_command_holding_out(out: &Path, meta_steps: u32, validation: u32) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_commentary"));
+    command
+        .args(["-v", "learn", "--kind", "example-weighting", "--dataset"])
+        .arg(mnist_fixture())
+        .arg("--out")
+        .arg(out)
+        .args(["--meta-steps", &meta_steps.to_string()])
+        .args(["--validation-examples", &validation.to_string()])
+        .args(FAST);
+    command
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_teacher_is_learned_and_written_as_a_verified_artifact() {
+    let tmp = TempDir::new().expect("tmp");
+    let out_dir = tmp.path().join("weighting");
+    let out = learn_command(&out_dir, 3).output().expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let artifact = verify_artifact(&out_dir).expect("verified artifact");
+    let manifest = &artifact.manifest;
+    assert_eq!(manifest.dataset.digest.to_string(), MNIST_FIXTURE_DIGEST);
+    assert_eq!(manifest.validation_indices.len(), 500);
+    assert_eq!(manifest.metrics["meta_steps_done"], 3.0);
+    assert!(manifest.metrics["best_val_loss"] <= manifest.metrics["first_val_loss"]);
+    let weights = artifact.tensors["insight.weights"]
+        .as_f32()
+        .expect("weights");
+    assert_eq!(artifact.tensors["insight.weights"].shape(), [5, 256]);
+    assert!(weights.iter().all(|w| (0.0..=1.0).contains(w)));
+    assert_eq!(
+        artifact.tensors["insight.class_mean_weights"].shape(),
+        [5, 10]
+    );
+    assert!(!out_dir.join(".learn-checkpoint.safetensors").exists());
+}
+
+#[test]
+fn an_interrupted_run_resumes_from_its_checkpoint() {
+    let tmp = TempDir::new().expect("tmp");
+    let out_dir = tmp.path().join("resumed");
+    let checkpoint = out_dir.join(".learn-checkpoint.safetensors");
+    let mut child = learn_command(&out_dir, 1000)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpoint.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(checkpoint.exists(), "no checkpoint was written");
+    assert!(!out_dir.join("manifest.json").exists());
+
+    let out = learn_command(&out_dir, 200).output().expect("rerun");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming from checkpoint"), "{err}");
+    let manifest = verify_artifact(&out_dir).expect("artifact").manifest;
+    assert_eq!(manifest.metrics["meta_steps_done"], 200.0);
+}
+
+#[test]
+fn requests_that_cannot_work_are_refused_with_the_reason() {
+    let tmp = TempDir::new().expect("tmp");
+    let out = learn_command(&tmp.path().join("a"), 1)
+        .args(["--algorithm", "ift"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("learned by BPTT"), "{}", stderr(&out));
+
+    let out = learn_command_holding_out(&tmp.path().join("b"), 1, 9000)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("too few to hold out 9000"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
+        .args([
+            "learn",
+            "--kind",
+            "curriculum",
+            "--out",
+            "x",
+            "--dataset",
+            "y",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown commentary kind \"curriculum\""),
+        "{}",
+        stderr(&out)
+    );
+
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(&config, "inner_stpes = 3\n").expect("write");
+    let out = learn_command(&tmp.path().join("c"), 1)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("inner_stpes"), "{}", stderr(&out));
+}

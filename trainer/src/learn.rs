@@ -1,0 +1,523 @@
+//! `learn`: the meta-learning loop that turns a dataset into a commentary artifact.
+//!
+//! Example weighting (teacher network, BPTT): each meta-step initialises a fresh student, trains
+//! it K steps on batches from the training pool under the teacher's weights, measures L_V on the
+//! held-out validation examples, and moves the teacher along d L_V / d phi with Adam. The best
+//! teacher (lowest L_V) is kept, so a time limit or an interruption never loses progress; a
+//! checkpoint after every meta-step lets a restarted run resume where it stopped.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+use schema::arch::{ArchitectureSpec, CommentarySpec};
+use schema::artifact::{
+    ArtifactError, ArtifactManifest, DatasetRef, HypergradientMethod, Provenance,
+    Tensor as FileTensor, TensorMap, TensorValues, decode_tensors, encode_tensors, write_artifact,
+};
+use schema::{Algorithm, CommentaryKind, DatasetSummary, LearnConfig, Sha256};
+
+use crate::commentary::weighting::{
+    LabelledImages, TeacherWeighting, teacher_network, teacher_weights,
+};
+use crate::data::{DataError, Dataset, SplitData};
+use crate::device::ComputeDevice;
+use crate::hypergrad::bptt;
+use crate::hypergrad::optim::{InnerOptimizer, OptState};
+use crate::models::Network;
+use crate::nn::loss;
+
+/// Why learning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LearnError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// The request cannot work for this dataset or is not a valid combination.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What to learn.
+#[derive(Debug, Clone)]
+pub struct LearnRequest {
+    pub kind: CommentaryKind,
+    pub algorithm: Algorithm,
+    pub config: LearnConfig,
+    pub device: ComputeDevice,
+    pub run_id: Option<String>,
+}
+
+/// Reported after every meta-step.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub meta_step: usize,
+    pub meta_steps: usize,
+    pub val_loss: f32,
+    pub best_val_loss: f32,
+    pub elapsed: Duration,
+}
+
+/// The train split in canonical order, split into a training pool and validation examples.
+pub struct PreparedData {
+    pub summary: DatasetSummary,
+    pub train: LabelledImages,
+    /// Canonical indices of the validation examples (sorted).
+    pub validation_indices: Vec<u64>,
+    /// Canonical indices the student trains on.
+    pub pool: Vec<i64>,
+}
+
+/// Pixels (HWC u8) to a [n, c, h, w] tensor in [0, 1], labels to one-hot.
+pub fn to_tensors(split: &SplitData, classes: usize, device: &Device) -> LabelledImages {
+    let (h, w, c) = (
+        split.shape.height as usize,
+        split.shape.width as usize,
+        split.shape.channels as usize,
+    );
+    let n = split.len();
+    let mut chw = vec![0f32; split.pixels.len()];
+    for i in 0..n {
+        let image = split.image(i);
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    chw[((i * c + ch) * h + y) * w + x] =
+                        f32::from(image[(y * w + x) * c + ch]) / 255.0;
+                }
+            }
+        }
+    }
+    let labels: Vec<i64> = split.labels.iter().map(|&l| i64::from(l)).collect();
+    LabelledImages {
+        images: Tensor::from_data(TensorData::new(chw, [n, c, h, w]), device),
+        onehot: loss::one_hot(
+            &Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device),
+            classes,
+        ),
+    }
+}
+
+/// Loads the train split and holds out `config.validation_examples` of it (seeded).
+pub fn prepare(
+    dataset: &Dataset,
+    config: &LearnConfig,
+    device: &Device,
+) -> Result<PreparedData, LearnError> {
+    let summary = dataset.summarize()?;
+    let split = dataset.load_split("train")?;
+    let n = split.len();
+    let wanted = config.validation_examples as usize;
+    let batch = config.batch_size as usize;
+    if wanted == 0 || batch == 0 {
+        return Err(LearnError::Invalid(
+            "validation_examples and batch_size must be positive".into(),
+        ));
+    }
+    if n < wanted + batch {
+        return Err(LearnError::Invalid(format!(
+            "the train split has {n} examples: too few to hold out {wanted} for validation and still fill a batch of {batch} \
+             (lower validation_examples)"
+        )));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(config.seed));
+    let mut validation: Vec<u64> = order[..wanted].iter().map(|&i| i as u64).collect();
+    validation.sort_unstable();
+    let mut pool: Vec<i64> = order[wanted..].iter().map(|&i| i as i64).collect();
+    pool.sort_unstable();
+    Ok(PreparedData {
+        train: to_tensors(&split, summary.classes.len(), device),
+        summary,
+        validation_indices: validation,
+        pool,
+    })
+}
+
+fn indices(values: &[i64], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+/// The random stream of meta-step `step`: derived from the seed, so a resumed run continues
+/// exactly as an uninterrupted one.
+fn step_rng(seed: u64, step: usize) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64 + 1))
+}
+
+/// Checkpoint file inside the output directory.
+const CHECKPOINT: &str = ".learn-checkpoint.safetensors";
+
+struct Checkpoint {
+    next_step: usize,
+    phi: Vec<f32>,
+    best_phi: Vec<f32>,
+    best_val_loss: f32,
+    outer_m: Vec<f32>,
+    outer_v: Vec<f32>,
+    val_losses: Vec<f32>,
+}
+
+fn f32_tensor(values: &[f32]) -> Result<FileTensor, LearnError> {
+    FileTensor::f32(vec![values.len()], values.to_vec())
+        .map_err(|e| LearnError::Invalid(e.to_string()))
+}
+
+impl Checkpoint {
+    fn save(&self, dir: &Path, fingerprint: &str) -> Result<(), LearnError> {
+        let mut map = TensorMap::new();
+        map.insert("phi".into(), f32_tensor(&self.phi)?);
+        map.insert("best_phi".into(), f32_tensor(&self.best_phi)?);
+        map.insert("outer_m".into(), f32_tensor(&self.outer_m)?);
+        map.insert("outer_v".into(), f32_tensor(&self.outer_v)?);
+        map.insert("val_losses".into(), f32_tensor(&self.val_losses)?);
+        let metadata = [
+            ("next_step".to_owned(), self.next_step.to_string()),
+            ("best_val_loss".to_owned(), self.best_val_loss.to_string()),
+            ("fingerprint".to_owned(), fingerprint.to_owned()),
+        ];
+        let bytes =
+            encode_tensors(&map, metadata).map_err(|e| LearnError::Invalid(e.to_string()))?;
+        schema::artifact::write_atomically(&dir.join(CHECKPOINT), &bytes)?;
+        Ok(())
+    }
+
+    /// The checkpoint in `dir` if it belongs to the same request (same fingerprint).
+    fn load(dir: &Path, fingerprint: &str) -> Option<Self> {
+        let bytes = std::fs::read(dir.join(CHECKPOINT)).ok()?;
+        let metadata = schema::artifact::decode_metadata(&bytes).ok()?;
+        if metadata.get("fingerprint").map(String::as_str) != Some(fingerprint) {
+            return None;
+        }
+        let tensors = decode_tensors(&bytes).ok()?;
+        let values = |name: &str| match tensors.get(name).map(FileTensor::values) {
+            Some(TensorValues::F32(v)) => Some(v.clone()),
+            _ => None,
+        };
+        Some(Self {
+            next_step: metadata.get("next_step")?.parse().ok()?,
+            best_val_loss: metadata.get("best_val_loss")?.parse().ok()?,
+            phi: values("phi")?,
+            best_phi: values("best_phi")?,
+            outer_m: values("outer_m")?,
+            outer_v: values("outer_v")?,
+            val_losses: values("val_losses")?,
+        })
+    }
+}
+
+fn vector(values: &[f32], device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+fn to_vec(t: &Tensor<1>) -> Vec<f32> {
+    t.to_data().iter::<f32>().collect()
+}
+
+/// Learns a commentary on `dataset` and writes the artifact to `out`.
+pub fn learn(
+    dataset: &Dataset,
+    request: &LearnRequest,
+    out: &Path,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<ArtifactManifest, LearnError> {
+    let spec = request.config.commentary_spec(request.kind);
+    match (&spec, request.algorithm) {
+        (CommentarySpec::Teacher { .. }, Algorithm::Bptt) => {}
+        (CommentarySpec::Teacher { .. }, Algorithm::Ift) => {
+            return Err(LearnError::Invalid(
+                "example weighting with a teacher network is learned by BPTT (the teacher's time input i/T needs the \
+                 trajectory); use --algorithm bptt"
+                    .into(),
+            ));
+        }
+        (other, algorithm) => {
+            return Err(LearnError::Invalid(format!(
+                "learning {} ({:?}) by {algorithm} is not available in this build yet; example weighting with a \
+                 teacher network (bptt) is",
+                request.kind, other
+            )));
+        }
+    }
+    let CommentarySpec::Teacher {
+        net: teacher_net,
+        label_input,
+    } = &spec
+    else {
+        unreachable!("checked above")
+    };
+    let config = &request.config;
+    let device = crate::device::burn_device(request.device).autodiff();
+    let data = prepare(dataset, config, &device)?;
+    let shape = data.train.shape();
+    let classes = data.summary.classes.len();
+    let student = Network::new(&config.student, "student.", shape, 0, classes);
+    let teacher = teacher_network(teacher_net, shape, classes, *label_input);
+    let (steps, batch) = (
+        config.inner_steps.max(1) as usize,
+        config.batch_size as usize,
+    );
+    let validation_all: Vec<i64> = data.validation_indices.iter().map(|&i| i as i64).collect();
+    let inner = InnerOptimizer::from_config(config);
+    let outer = InnerOptimizer::Adam {
+        lr: config.outer_lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+
+    std::fs::create_dir_all(out).map_err(|source| ArtifactError::Io {
+        path: out.to_owned(),
+        source,
+    })?;
+    // A run may be resumed with more or fewer meta-steps or another time limit; anything else
+    // changed starts afresh.
+    let resumable = LearnConfig {
+        meta_steps: 0,
+        time_limit_s: None,
+        ..config.clone()
+    };
+    let fingerprint = Sha256::of(
+        format!(
+            "{}|{}|{}|{resumable:?}",
+            data.summary.digest, request.kind, request.algorithm
+        )
+        .as_bytes(),
+    )
+    .hex();
+    let (mut start_step, mut phi, mut best_phi, mut best_val_loss, mut outer_state, mut val_losses) =
+        match Checkpoint::load(out, &fingerprint) {
+            Some(c) if c.phi.len() == teacher.len() => {
+                tracing::info!(
+                    meta_step = c.next_step,
+                    "resuming from checkpoint at meta-step {}",
+                    c.next_step
+                );
+                let state = OptState {
+                    step: c.next_step,
+                    first: Some(vector(&c.outer_m, &device)),
+                    second: Some(vector(&c.outer_v, &device)),
+                };
+                (
+                    c.next_step,
+                    vector(&c.phi, &device),
+                    c.best_phi,
+                    c.best_val_loss,
+                    state,
+                    c.val_losses,
+                )
+            }
+            _ => {
+                let phi = teacher.init(&mut step_rng(config.seed, usize::MAX - 1), &device);
+                let initial = to_vec(&phi);
+                (0, phi, initial, f32::INFINITY, OptState::new(), Vec::new())
+            }
+        };
+    let started = Instant::now();
+    let limit = config.time_limit_s.map(Duration::from_secs);
+    let meta_steps = config.meta_steps as usize;
+    while start_step < meta_steps {
+        let step = start_step;
+        let mut rng = step_rng(config.seed, step);
+        let chosen: Vec<i64> = (0..steps * batch)
+            .map(|_| data.pool[rng.random_range(0..data.pool.len())])
+            .collect();
+        let batches = chosen.chunks(batch).map(|b| indices(b, &device)).collect();
+        let mut validation = validation_all.clone();
+        validation.shuffle(&mut rng);
+        validation.truncate(config.validation_batch_size.max(1) as usize);
+        let problem = TeacherWeighting {
+            student: student.clone(),
+            teacher: teacher.clone(),
+            label_input: *label_input,
+            train: data.train.clone(),
+            validation: data.train.select(&indices(&validation, &device)),
+            batches,
+            horizon: steps,
+        };
+        let theta0 = student.init(&mut rng, &device);
+        let result = bptt::hypergradient(&problem, &theta0, &phi, inner, steps);
+        if !result.val_loss.is_finite() {
+            return Err(LearnError::Invalid(format!(
+                "the validation loss became {} at meta-step {step}: lower inner_lr or outer_lr",
+                result.val_loss
+            )));
+        }
+        if result.val_loss < best_val_loss {
+            best_val_loss = result.val_loss;
+            best_phi = to_vec(&phi);
+        }
+        val_losses.push(result.val_loss);
+        let (next, state) = outer.step(&phi, &outer_state, result.hypergrad);
+        phi = next.detach();
+        outer_state = state.detached();
+        start_step += 1;
+        Checkpoint {
+            next_step: start_step,
+            phi: to_vec(&phi),
+            best_phi: best_phi.clone(),
+            best_val_loss,
+            outer_m: outer_state.first.as_ref().map(to_vec).unwrap_or_default(),
+            outer_v: outer_state.second.as_ref().map(to_vec).unwrap_or_default(),
+            val_losses: val_losses.clone(),
+        }
+        .save(out, &fingerprint)?;
+        on_progress(&Progress {
+            meta_step: step,
+            meta_steps,
+            val_loss: result.val_loss,
+            best_val_loss,
+            elapsed: started.elapsed(),
+        });
+        if limit.is_some_and(|l| started.elapsed() >= l) {
+            tracing::info!(
+                meta_step = step,
+                "time limit reached; keeping the best commentary so far"
+            );
+            break;
+        }
+    }
+    let best = vector(&best_phi, &device);
+    let mut tensors = parameter_tensors(&teacher, &best_phi)?;
+    weighting_insights(&teacher, *label_input, &best, &data, steps, &mut tensors)?;
+    let mut metrics = BTreeMap::new();
+    metrics.insert("best_val_loss".to_owned(), f64::from(best_val_loss));
+    if let (Some(first), Some(last)) = (val_losses.first(), val_losses.last()) {
+        metrics.insert("first_val_loss".to_owned(), f64::from(*first));
+        metrics.insert("last_val_loss".to_owned(), f64::from(*last));
+    }
+    metrics.insert("meta_steps_done".to_owned(), val_losses.len() as f64);
+    let manifest = ArtifactManifest {
+        format_version: schema::artifact::FORMAT_VERSION,
+        kind: request.kind,
+        algorithm: request.algorithm,
+        dataset: DatasetRef {
+            digest: data.summary.digest,
+            shape,
+            classes: data.summary.classes.clone(),
+            train_examples: data.train.len() as u64,
+        },
+        validation_indices: data.validation_indices.clone(),
+        architecture: ArchitectureSpec {
+            student: config.student.clone(),
+            commentary: spec.clone(),
+        },
+        config: config.clone(),
+        hypergradient: HypergradientMethod::Exact,
+        metrics,
+        provenance: Provenance {
+            trainer_version: env!("CARGO_PKG_VERSION").to_owned(),
+            backend: match request.device {
+                ComputeDevice::Cpu => "flex".to_owned(),
+                other => other.to_string(),
+            },
+            device: request.device.to_string(),
+            seed: config.seed,
+            run_id: request.run_id.clone(),
+            created_at: chrono::Utc::now(),
+        },
+        tensors_sha256: Sha256([0; 32]),
+    };
+    let written = write_artifact(out, manifest, &tensors)?;
+    let _ = std::fs::remove_file(out.join(CHECKPOINT));
+    Ok(written)
+}
+
+/// Splits flat parameters into the named tensors of `net`.
+fn parameter_tensors(net: &Network, values: &[f32]) -> Result<TensorMap, LearnError> {
+    let mut map = TensorMap::new();
+    for slot in net.params() {
+        let part = values[slot.offset..slot.offset + slot.len].to_vec();
+        let tensor = FileTensor::f32(slot.shape.clone(), part)
+            .map_err(|e| LearnError::Invalid(e.to_string()))?;
+        map.insert(slot.name.clone(), tensor);
+    }
+    Ok(map)
+}
+
+/// Examples whose weights the insight tensors record.
+const INSIGHT_SAMPLE: usize = 256;
+/// Points of the curriculum recorded (as fractions of T).
+const INSIGHT_POINTS: usize = 5;
+
+/// Weights of a fixed sample of training examples at several iterations, with their classes
+/// and canonical indices, and the mean weight per class at each iteration.
+fn weighting_insights(
+    teacher: &Network,
+    label_input: bool,
+    phi: &Tensor<1>,
+    data: &PreparedData,
+    horizon: usize,
+    tensors: &mut TensorMap,
+) -> Result<(), LearnError> {
+    let device = phi.device();
+    let mut sample = data.pool.clone();
+    sample.shuffle(&mut StdRng::seed_from_u64(0x1A51_6475));
+    sample.truncate(INSIGHT_SAMPLE);
+    sample.sort_unstable();
+    let batch = data.train.select(&indices(&sample, &device));
+    let classes = data.summary.classes.len();
+    let labels: Vec<i64> = batch
+        .onehot
+        .clone()
+        .argmax(1)
+        .squeeze_dim::<1>(1)
+        .to_data()
+        .iter::<i64>()
+        .collect();
+    let iterations: Vec<i64> = (0..INSIGHT_POINTS)
+        .map(|p| (p * horizon / (INSIGHT_POINTS - 1)) as i64)
+        .collect();
+    let mut weights = Vec::with_capacity(INSIGHT_POINTS * sample.len());
+    let mut class_means = Vec::with_capacity(INSIGHT_POINTS * classes);
+    for &iteration in &iterations {
+        let w = to_vec(&teacher_weights(
+            teacher,
+            label_input,
+            horizon,
+            &phi.clone().detach(),
+            &batch,
+            iteration as usize,
+        ));
+        for class in 0..classes {
+            let members: Vec<f32> = w
+                .iter()
+                .zip(&labels)
+                .filter(|(_, l)| **l == class as i64)
+                .map(|(w, _)| *w)
+                .collect();
+            class_means.push(if members.is_empty() {
+                f32::NAN
+            } else {
+                members.iter().sum::<f32>() / members.len() as f32
+            });
+        }
+        weights.extend(w);
+    }
+    let invalid = |e: schema::artifact::TensorError| LearnError::Invalid(e.to_string());
+    tensors.insert(
+        "insight.weights".into(),
+        FileTensor::f32(vec![INSIGHT_POINTS, sample.len()], weights).map_err(invalid)?,
+    );
+    tensors.insert(
+        "insight.class_mean_weights".into(),
+        FileTensor::f32(vec![INSIGHT_POINTS, classes], class_means).map_err(invalid)?,
+    );
+    tensors.insert(
+        "insight.iterations".into(),
+        FileTensor::new(vec![INSIGHT_POINTS], TensorValues::I64(iterations)).map_err(invalid)?,
+    );
+    tensors.insert(
+        "insight.indices".into(),
+        FileTensor::new(vec![sample.len()], TensorValues::I64(sample.clone())).map_err(invalid)?,
+    );
+    tensors.insert(
+        "insight.labels".into(),
+        FileTensor::new(vec![sample.len()], TensorValues::I64(labels)).map_err(invalid)?,
+    );
+    Ok(())
+}
