@@ -67,6 +67,60 @@ fn a_teacher_is_learned_and_written_as_a_verified_artifact() {
 }
 
 #[test]
+fn a_blend_matrix_is_learned_by_ift_while_the_student_trains() {
+    let tmp = TempDir::new().expect("tmp");
+    let out_dir = tmp.path().join("blending");
+    let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
+        .args([
+            "learn",
+            "--kind",
+            "label-blending",
+            "--algorithm",
+            "ift",
+            "--dataset",
+        ])
+        .arg(mnist_fixture())
+        .arg("--out")
+        .arg(&out_dir)
+        .args([
+            "--meta-steps",
+            "3",
+            "--batch-size",
+            "32",
+            "--validation-examples",
+            "500",
+        ])
+        .args(FAST)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let artifact = verify_artifact(&out_dir).expect("verified artifact");
+    assert_eq!(artifact.manifest.kind.to_string(), "label-blending");
+    assert_eq!(artifact.tensors["commentary.logits"].shape(), [10, 10]);
+    let blend = artifact.tensors["insight.blend"].as_f32().expect("blend");
+    assert!(blend.iter().all(|l| (0.5..=1.0).contains(l)), "{blend:?}");
+    // The matrix moved away from its all-zero start.
+    assert!(
+        artifact.tensors["commentary.logits"]
+            .as_f32()
+            .expect("f32")
+            .iter()
+            .any(|v| *v != 0.0)
+    );
+    let losses = &artifact.manifest.metrics;
+    assert!(
+        losses["last_val_loss"] < losses["first_val_loss"],
+        "{losses:?}"
+    );
+
+    let out = learn_command(&tmp.path().join("bptt"), 1)
+        .args(["--kind", "label-blending"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "--kind twice is a usage error");
+}
+
+#[test]
 fn an_interrupted_run_resumes_from_its_checkpoint() {
     let tmp = TempDir::new().expect("tmp");
     let out_dir = tmp.path().join("resumed");

@@ -21,13 +21,15 @@ use schema::artifact::{
 };
 use schema::{Algorithm, CommentaryKind, DatasetSummary, LearnConfig, Sha256};
 
+use crate::commentary::blending::{LabelBlending, blend_proportions};
 use crate::commentary::weighting::{
     LabelledImages, TeacherWeighting, teacher_network, teacher_weights,
 };
 use crate::data::{DataError, Dataset, SplitData};
 use crate::device::ComputeDevice;
-use crate::hypergrad::bptt;
+use crate::hypergrad::ift::{self, InverseHessian};
 use crate::hypergrad::optim::{InnerOptimizer, OptState};
+use crate::hypergrad::{InnerProblem, bptt};
 use crate::models::Network;
 use crate::nn::loss;
 
@@ -152,29 +154,23 @@ fn step_rng(seed: u64, step: usize) -> StdRng {
 /// Checkpoint file inside the output directory.
 const CHECKPOINT: &str = ".learn-checkpoint.safetensors";
 
+/// Everything a run needs to continue: the next meta-step, the best L_V so far, and named
+/// vectors (phi, best phi, optimiser moments, ...).
+#[derive(Default)]
 struct Checkpoint {
     next_step: usize,
-    phi: Vec<f32>,
-    best_phi: Vec<f32>,
     best_val_loss: f32,
-    outer_m: Vec<f32>,
-    outer_v: Vec<f32>,
-    val_losses: Vec<f32>,
-}
-
-fn f32_tensor(values: &[f32]) -> Result<FileTensor, LearnError> {
-    FileTensor::f32(vec![values.len()], values.to_vec())
-        .map_err(|e| LearnError::Invalid(e.to_string()))
+    vectors: BTreeMap<String, Vec<f32>>,
 }
 
 impl Checkpoint {
     fn save(&self, dir: &Path, fingerprint: &str) -> Result<(), LearnError> {
         let mut map = TensorMap::new();
-        map.insert("phi".into(), f32_tensor(&self.phi)?);
-        map.insert("best_phi".into(), f32_tensor(&self.best_phi)?);
-        map.insert("outer_m".into(), f32_tensor(&self.outer_m)?);
-        map.insert("outer_v".into(), f32_tensor(&self.outer_v)?);
-        map.insert("val_losses".into(), f32_tensor(&self.val_losses)?);
+        for (name, values) in &self.vectors {
+            let tensor = FileTensor::f32(vec![values.len()], values.clone())
+                .map_err(|e| LearnError::Invalid(e.to_string()))?;
+            map.insert(name.clone(), tensor);
+        }
         let metadata = [
             ("next_step".to_owned(), self.next_step.to_string()),
             ("best_val_loss".to_owned(), self.best_val_loss.to_string()),
@@ -193,20 +189,45 @@ impl Checkpoint {
         if metadata.get("fingerprint").map(String::as_str) != Some(fingerprint) {
             return None;
         }
-        let tensors = decode_tensors(&bytes).ok()?;
-        let values = |name: &str| match tensors.get(name).map(FileTensor::values) {
-            Some(TensorValues::F32(v)) => Some(v.clone()),
-            _ => None,
-        };
+        let vectors = decode_tensors(&bytes)
+            .ok()?
+            .into_iter()
+            .filter_map(|(name, t)| t.as_f32().map(|v| (name, v.to_vec())))
+            .collect();
         Some(Self {
             next_step: metadata.get("next_step")?.parse().ok()?,
             best_val_loss: metadata.get("best_val_loss")?.parse().ok()?,
-            phi: values("phi")?,
-            best_phi: values("best_phi")?,
-            outer_m: values("outer_m")?,
-            outer_v: values("outer_v")?,
-            val_losses: values("val_losses")?,
+            vectors,
         })
+    }
+
+    fn tensor(&self, name: &str, len: usize, device: &Device) -> Option<Tensor<1>> {
+        self.vectors
+            .get(name)
+            .filter(|v| v.len() == len)
+            .map(|v| vector(v, device))
+    }
+
+    fn put(&mut self, name: &str, t: &Tensor<1>) {
+        self.vectors.insert(name.to_owned(), to_vec(t));
+    }
+
+    /// An optimiser state stored under `prefix`.
+    fn state(&self, prefix: &str, len: usize, device: &Device) -> OptState {
+        OptState {
+            step: self.next_step,
+            first: self.tensor(&format!("{prefix}.first"), len, device),
+            second: self.tensor(&format!("{prefix}.second"), len, device),
+        }
+    }
+
+    fn put_state(&mut self, prefix: &str, state: &OptState) {
+        if let Some(t) = &state.first {
+            self.put(&format!("{prefix}.first"), t);
+        }
+        if let Some(t) = &state.second {
+            self.put(&format!("{prefix}.second"), t);
+        }
     }
 }
 
@@ -218,6 +239,49 @@ fn to_vec(t: &Tensor<1>) -> Vec<f32> {
     t.to_data().iter::<f32>().collect()
 }
 
+/// What every learning loop shares.
+struct Run<'a> {
+    request: &'a LearnRequest,
+    data: &'a PreparedData,
+    device: Device,
+    out: &'a Path,
+    fingerprint: String,
+    started: Instant,
+}
+
+impl Run<'_> {
+    fn config(&self) -> &LearnConfig {
+        &self.request.config
+    }
+
+    fn out_of_time(&self) -> bool {
+        self.config()
+            .time_limit_s
+            .is_some_and(|l| self.started.elapsed() >= Duration::from_secs(l))
+    }
+
+    /// A fixed sample of validation examples for L_V.
+    fn validation(&self, rng: &mut StdRng) -> LabelledImages {
+        let mut chosen: Vec<i64> = self
+            .data
+            .validation_indices
+            .iter()
+            .map(|&i| i as i64)
+            .collect();
+        chosen.shuffle(rng);
+        chosen.truncate(self.config().validation_batch_size.max(1) as usize);
+        self.data.train.select(&indices(&chosen, &self.device))
+    }
+}
+
+/// What a learning loop produced: the commentary's tensors (parameters and insights) and
+/// metrics.
+struct Learned {
+    tensors: TensorMap,
+    val_losses: Vec<f32>,
+    best_val_loss: f32,
+}
+
 /// Learns a commentary on `dataset` and writes the artifact to `out`.
 pub fn learn(
     dataset: &Dataset,
@@ -227,7 +291,8 @@ pub fn learn(
 ) -> Result<ArtifactManifest, LearnError> {
     let spec = request.config.commentary_spec(request.kind);
     match (&spec, request.algorithm) {
-        (CommentarySpec::Teacher { .. }, Algorithm::Bptt) => {}
+        (CommentarySpec::Teacher { .. }, Algorithm::Bptt)
+        | (CommentarySpec::BlendMatrix, Algorithm::Ift) => {}
         (CommentarySpec::Teacher { .. }, Algorithm::Ift) => {
             return Err(LearnError::Invalid(
                 "example weighting with a teacher network is learned by BPTT (the teacher's time input i/T needs the \
@@ -235,41 +300,23 @@ pub fn learn(
                     .into(),
             ));
         }
+        (CommentarySpec::BlendMatrix, Algorithm::Bptt) => {
+            return Err(LearnError::Invalid(
+                "label blending is learned by IFT while the student trains; use --algorithm ift"
+                    .into(),
+            ));
+        }
         (other, algorithm) => {
             return Err(LearnError::Invalid(format!(
-                "learning {} ({:?}) by {algorithm} is not available in this build yet; example weighting with a \
-                 teacher network (bptt) is",
-                request.kind, other
+                "learning {} ({other:?}) by {algorithm} is not available in this build yet; example weighting with a \
+                 teacher network (bptt) and label blending (ift) are",
+                request.kind
             )));
         }
     }
-    let CommentarySpec::Teacher {
-        net: teacher_net,
-        label_input,
-    } = &spec
-    else {
-        unreachable!("checked above")
-    };
     let config = &request.config;
     let device = crate::device::burn_device(request.device).autodiff();
     let data = prepare(dataset, config, &device)?;
-    let shape = data.train.shape();
-    let classes = data.summary.classes.len();
-    let student = Network::new(&config.student, "student.", shape, 0, classes);
-    let teacher = teacher_network(teacher_net, shape, classes, *label_input);
-    let (steps, batch) = (
-        config.inner_steps.max(1) as usize,
-        config.batch_size as usize,
-    );
-    let validation_all: Vec<i64> = data.validation_indices.iter().map(|&i| i as i64).collect();
-    let inner = InnerOptimizer::from_config(config);
-    let outer = InnerOptimizer::Adam {
-        lr: config.outer_lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
-
     std::fs::create_dir_all(out).map_err(|source| ArtifactError::Io {
         path: out.to_owned(),
         source,
@@ -289,108 +336,31 @@ pub fn learn(
         .as_bytes(),
     )
     .hex();
-    let (mut start_step, mut phi, mut best_phi, mut best_val_loss, mut outer_state, mut val_losses) =
-        match Checkpoint::load(out, &fingerprint) {
-            Some(c) if c.phi.len() == teacher.len() => {
-                tracing::info!(
-                    meta_step = c.next_step,
-                    "resuming from checkpoint at meta-step {}",
-                    c.next_step
-                );
-                let state = OptState {
-                    step: c.next_step,
-                    first: Some(vector(&c.outer_m, &device)),
-                    second: Some(vector(&c.outer_v, &device)),
-                };
-                (
-                    c.next_step,
-                    vector(&c.phi, &device),
-                    c.best_phi,
-                    c.best_val_loss,
-                    state,
-                    c.val_losses,
-                )
-            }
-            _ => {
-                let phi = teacher.init(&mut step_rng(config.seed, usize::MAX - 1), &device);
-                let initial = to_vec(&phi);
-                (0, phi, initial, f32::INFINITY, OptState::new(), Vec::new())
-            }
-        };
-    let started = Instant::now();
-    let limit = config.time_limit_s.map(Duration::from_secs);
-    let meta_steps = config.meta_steps as usize;
-    while start_step < meta_steps {
-        let step = start_step;
-        let mut rng = step_rng(config.seed, step);
-        let chosen: Vec<i64> = (0..steps * batch)
-            .map(|_| data.pool[rng.random_range(0..data.pool.len())])
-            .collect();
-        let batches = chosen.chunks(batch).map(|b| indices(b, &device)).collect();
-        let mut validation = validation_all.clone();
-        validation.shuffle(&mut rng);
-        validation.truncate(config.validation_batch_size.max(1) as usize);
-        let problem = TeacherWeighting {
-            student: student.clone(),
-            teacher: teacher.clone(),
-            label_input: *label_input,
-            train: data.train.clone(),
-            validation: data.train.select(&indices(&validation, &device)),
-            batches,
-            horizon: steps,
-        };
-        let theta0 = student.init(&mut rng, &device);
-        let result = bptt::hypergradient(&problem, &theta0, &phi, inner, steps);
-        if !result.val_loss.is_finite() {
-            return Err(LearnError::Invalid(format!(
-                "the validation loss became {} at meta-step {step}: lower inner_lr or outer_lr",
-                result.val_loss
-            )));
+    let run = Run {
+        request,
+        data: &data,
+        device,
+        out,
+        fingerprint,
+        started: Instant::now(),
+    };
+    let learned = match &spec {
+        CommentarySpec::Teacher { net, label_input } => {
+            learn_weighting(&run, net, *label_input, on_progress)?
         }
-        if result.val_loss < best_val_loss {
-            best_val_loss = result.val_loss;
-            best_phi = to_vec(&phi);
-        }
-        val_losses.push(result.val_loss);
-        let (next, state) = outer.step(&phi, &outer_state, result.hypergrad);
-        phi = next.detach();
-        outer_state = state.detached();
-        start_step += 1;
-        Checkpoint {
-            next_step: start_step,
-            phi: to_vec(&phi),
-            best_phi: best_phi.clone(),
-            best_val_loss,
-            outer_m: outer_state.first.as_ref().map(to_vec).unwrap_or_default(),
-            outer_v: outer_state.second.as_ref().map(to_vec).unwrap_or_default(),
-            val_losses: val_losses.clone(),
-        }
-        .save(out, &fingerprint)?;
-        on_progress(&Progress {
-            meta_step: step,
-            meta_steps,
-            val_loss: result.val_loss,
-            best_val_loss,
-            elapsed: started.elapsed(),
-        });
-        if limit.is_some_and(|l| started.elapsed() >= l) {
-            tracing::info!(
-                meta_step = step,
-                "time limit reached; keeping the best commentary so far"
-            );
-            break;
-        }
-    }
-    let best = vector(&best_phi, &device);
-    let mut tensors = parameter_tensors(&teacher, &best_phi)?;
-    weighting_insights(&teacher, *label_input, &best, &data, steps, &mut tensors)?;
+        _ => learn_blending(&run, on_progress)?,
+    };
+    let shape = data.train.shape();
     let mut metrics = BTreeMap::new();
-    metrics.insert("best_val_loss".to_owned(), f64::from(best_val_loss));
-    if let (Some(first), Some(last)) = (val_losses.first(), val_losses.last()) {
+    metrics.insert("best_val_loss".to_owned(), f64::from(learned.best_val_loss));
+    if let (Some(first), Some(last)) = (learned.val_losses.first(), learned.val_losses.last()) {
         metrics.insert("first_val_loss".to_owned(), f64::from(*first));
         metrics.insert("last_val_loss".to_owned(), f64::from(*last));
     }
-    metrics.insert("meta_steps_done".to_owned(), val_losses.len() as f64);
+    metrics.insert(
+        "meta_steps_done".to_owned(),
+        learned.val_losses.len() as f64,
+    );
     let manifest = ArtifactManifest {
         format_version: schema::artifact::FORMAT_VERSION,
         kind: request.kind,
@@ -422,9 +392,291 @@ pub fn learn(
         },
         tensors_sha256: Sha256([0; 32]),
     };
-    let written = write_artifact(out, manifest, &tensors)?;
+    let written = write_artifact(out, manifest, &learned.tensors)?;
     let _ = std::fs::remove_file(out.join(CHECKPOINT));
     Ok(written)
+}
+
+/// Example weighting: BPTT meta-steps, each with a fresh student.
+fn learn_weighting(
+    run: &Run<'_>,
+    teacher_net: &schema::arch::NetSpec,
+    label_input: bool,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Learned, LearnError> {
+    let (config, data, device) = (run.config(), run.data, &run.device);
+    let shape = data.train.shape();
+    let classes = data.summary.classes.len();
+    let student = Network::new(&config.student, "student.", shape, 0, classes);
+    let teacher = teacher_network(teacher_net, shape, classes, label_input);
+    let (steps, batch) = (
+        config.inner_steps.max(1) as usize,
+        config.batch_size as usize,
+    );
+    let inner = InnerOptimizer::from_config(config);
+    let outer = InnerOptimizer::Adam {
+        lr: config.outer_lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let mut checkpoint = match Checkpoint::load(run.out, &run.fingerprint) {
+        Some(c) if c.tensor("phi", teacher.len(), device).is_some() => {
+            tracing::info!(
+                meta_step = c.next_step,
+                "resuming from checkpoint at meta-step {}",
+                c.next_step
+            );
+            c
+        }
+        _ => {
+            let mut fresh = Checkpoint {
+                best_val_loss: f32::INFINITY,
+                ..Checkpoint::default()
+            };
+            let phi = teacher.init(&mut step_rng(config.seed, usize::MAX - 1), device);
+            fresh.put("phi", &phi);
+            fresh.put("best_phi", &phi);
+            fresh
+        }
+    };
+    let mut phi = checkpoint
+        .tensor("phi", teacher.len(), device)
+        .unwrap_or_else(|| Tensor::zeros([teacher.len()], device));
+    let mut outer_state = checkpoint.state("outer", teacher.len(), device);
+    let meta_steps = config.meta_steps as usize;
+    while checkpoint.next_step < meta_steps {
+        let step = checkpoint.next_step;
+        let mut rng = step_rng(config.seed, step);
+        let chosen: Vec<i64> = (0..steps * batch)
+            .map(|_| data.pool[rng.random_range(0..data.pool.len())])
+            .collect();
+        let problem = TeacherWeighting {
+            student: student.clone(),
+            teacher: teacher.clone(),
+            label_input,
+            train: data.train.clone(),
+            validation: run.validation(&mut rng),
+            batches: chosen.chunks(batch).map(|b| indices(b, device)).collect(),
+            horizon: steps,
+        };
+        let theta0 = student.init(&mut rng, device);
+        let result = bptt::hypergradient(&problem, &theta0, &phi, inner, steps);
+        if !result.val_loss.is_finite() {
+            return Err(LearnError::Invalid(format!(
+                "the validation loss became {} at meta-step {step}: lower inner_lr or outer_lr",
+                result.val_loss
+            )));
+        }
+        if result.val_loss < checkpoint.best_val_loss {
+            checkpoint.best_val_loss = result.val_loss;
+            checkpoint.put("best_phi", &phi);
+        }
+        let mut losses = checkpoint.vectors.remove("val_losses").unwrap_or_default();
+        losses.push(result.val_loss);
+        checkpoint.vectors.insert("val_losses".into(), losses);
+        let (next, state) = outer.step(&phi, &outer_state, result.hypergrad);
+        phi = next.detach();
+        outer_state = state.detached();
+        checkpoint.next_step = step + 1;
+        checkpoint.put("phi", &phi);
+        checkpoint.put_state("outer", &outer_state);
+        checkpoint.save(run.out, &run.fingerprint)?;
+        on_progress(&Progress {
+            meta_step: step,
+            meta_steps,
+            val_loss: result.val_loss,
+            best_val_loss: checkpoint.best_val_loss,
+            elapsed: run.started.elapsed(),
+        });
+        if run.out_of_time() {
+            tracing::info!(
+                meta_step = step,
+                "time limit reached; keeping the best commentary so far"
+            );
+            break;
+        }
+    }
+    let best_phi = checkpoint
+        .vectors
+        .get("best_phi")
+        .cloned()
+        .unwrap_or_default();
+    let mut tensors = parameter_tensors(&teacher, &best_phi)?;
+    weighting_insights(
+        &teacher,
+        label_input,
+        &vector(&best_phi, device),
+        data,
+        steps,
+        &mut tensors,
+    )?;
+    Ok(Learned {
+        tensors,
+        val_losses: checkpoint
+            .vectors
+            .get("val_losses")
+            .cloned()
+            .unwrap_or_default(),
+        best_val_loss: checkpoint.best_val_loss,
+    })
+}
+
+/// Label blending: the student trains `meta_steps` x `inner_steps` steps while phi takes an IFT
+/// hyper-step every `hyper_step_every` steps; progress and checkpoints come per block of
+/// `inner_steps`.
+fn learn_blending(
+    run: &Run<'_>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Learned, LearnError> {
+    let (config, data, device) = (run.config(), run.data, &run.device);
+    let shape = data.train.shape();
+    let classes = data.summary.classes.len();
+    let student = Network::new(&config.student, "student.", shape, 0, classes);
+    let mut rng = step_rng(config.seed, usize::MAX - 2);
+    let problem = LabelBlending {
+        student: student.clone(),
+        train: data.train.clone(),
+        validation: run.validation(&mut rng),
+        pool: data.pool.clone(),
+        batch_size: config.batch_size as usize,
+        seed: config.seed,
+    };
+    let inner = InnerOptimizer::from_config(config);
+    let outer = InnerOptimizer::Adam {
+        lr: config.outer_lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let method = InverseHessian::Neumann {
+        terms: config.neumann_terms as usize,
+        alpha: config.neumann_lr,
+    };
+    let every = config.hyper_step_every.max(1) as usize;
+    let block = config.inner_steps.max(1) as usize;
+    let phi_len = classes * classes;
+    let mut checkpoint = match Checkpoint::load(run.out, &run.fingerprint) {
+        Some(c)
+            if c.tensor("phi", phi_len, device).is_some()
+                && c.tensor("theta", student.len(), device).is_some() =>
+        {
+            tracing::info!(
+                meta_step = c.next_step,
+                "resuming from checkpoint at meta-step {}",
+                c.next_step
+            );
+            c
+        }
+        _ => {
+            let mut fresh = Checkpoint {
+                best_val_loss: f32::INFINITY,
+                ..Checkpoint::default()
+            };
+            // M = 0: lambda = 0.75 for every pair of classes to begin with.
+            let phi = Tensor::<1>::zeros([phi_len], device);
+            fresh.put("phi", &phi);
+            fresh.put("best_phi", &phi);
+            fresh.put("theta", &student.init(&mut rng, device));
+            fresh
+        }
+    };
+    let mut phi = checkpoint
+        .tensor("phi", phi_len, device)
+        .unwrap_or_else(|| Tensor::zeros([phi_len], device));
+    let mut theta = checkpoint
+        .tensor("theta", student.len(), device)
+        .unwrap_or_else(|| student.init(&mut rng, device));
+    let mut inner_state = OptState {
+        step: checkpoint.next_step * block,
+        ..checkpoint.state("inner", student.len(), device)
+    };
+    let mut outer_state = OptState {
+        step: checkpoint.next_step * block / every,
+        ..checkpoint.state("outer", phi_len, device)
+    };
+    let meta_steps = config.meta_steps as usize;
+    while checkpoint.next_step < meta_steps {
+        let block_index = checkpoint.next_step;
+        let mut block_losses = Vec::new();
+        for offset in 0..block {
+            let step = block_index * block + offset;
+            let grad = problem.inner_gradient(&theta, &phi, step);
+            let (next, state) = inner.step(&theta, &inner_state, grad);
+            theta = next.detach();
+            inner_state = state.detached();
+            if (step + 1) % every == 0 {
+                let out = ift::hypergradient(&problem, &theta, &phi, step, method)
+                    .map_err(|e| LearnError::Invalid(format!("at student step {step}: {e}")))?;
+                let (next, state) = outer.step(&phi, &outer_state, out.hypergrad);
+                phi = next.detach();
+                outer_state = state.detached();
+                block_losses.push(out.val_loss);
+            }
+        }
+        let val_loss = match block_losses.last() {
+            Some(&v) => v,
+            None => crate::hypergrad::scalar(&problem.validation_loss(&theta)),
+        };
+        if !val_loss.is_finite() {
+            return Err(LearnError::Invalid(format!(
+                "the validation loss became {val_loss} in block {block_index}: lower inner_lr or outer_lr"
+            )));
+        }
+        if val_loss < checkpoint.best_val_loss {
+            checkpoint.best_val_loss = val_loss;
+            checkpoint.put("best_phi", &phi);
+        }
+        let mut losses = checkpoint.vectors.remove("val_losses").unwrap_or_default();
+        losses.push(val_loss);
+        checkpoint.vectors.insert("val_losses".into(), losses);
+        checkpoint.next_step = block_index + 1;
+        checkpoint.put("phi", &phi);
+        checkpoint.put("theta", &theta);
+        checkpoint.put_state("inner", &inner_state);
+        checkpoint.put_state("outer", &outer_state);
+        checkpoint.save(run.out, &run.fingerprint)?;
+        on_progress(&Progress {
+            meta_step: block_index,
+            meta_steps,
+            val_loss,
+            best_val_loss: checkpoint.best_val_loss,
+            elapsed: run.started.elapsed(),
+        });
+        if run.out_of_time() {
+            tracing::info!(
+                meta_step = block_index,
+                "time limit reached; keeping the best commentary so far"
+            );
+            break;
+        }
+    }
+    let best_phi = checkpoint
+        .vectors
+        .get("best_phi")
+        .cloned()
+        .unwrap_or_default();
+    let mut tensors = TensorMap::new();
+    let invalid = |e: schema::artifact::TensorError| LearnError::Invalid(e.to_string());
+    tensors.insert(
+        "commentary.logits".into(),
+        FileTensor::f32(vec![classes, classes], best_phi.clone()).map_err(invalid)?,
+    );
+    let proportions =
+        to_vec(&blend_proportions(&vector(&best_phi, device), classes).reshape([phi_len]));
+    tensors.insert(
+        "insight.blend".into(),
+        FileTensor::f32(vec![classes, classes], proportions).map_err(invalid)?,
+    );
+    Ok(Learned {
+        tensors,
+        val_losses: checkpoint
+            .vectors
+            .get("val_losses")
+            .cloned()
+            .unwrap_or_default(),
+        best_val_loss: checkpoint.best_val_loss,
+    })
 }
 
 /// Splits flat parameters into the named tensors of `net`.

@@ -1,5 +1,7 @@
 //! The commentary kinds as inner problems for the hypergradient engine.
 //!
-//! - [`weighting`]: example weighting with a teacher network t(x, i/T) -> (0, 1).
+//! - [`weighting`]: example weighting with a teacher network t(x, i/T) -> (0, 1);
+//! - [`blending`]: label blending with a C x C matrix, learned by IFT.
 
+pub mod blending;
 pub mod weighting;

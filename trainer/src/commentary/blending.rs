@@ -1,0 +1,95 @@
+//! Label blending: a C x C logit matrix M; for an example i blended with its in-batch partner j,
+//! lambda = 1 - 0.5 sigmoid(M[y_i, y_j]), x~ = lambda x_i + (1 - lambda) x_j, and the loss is
+//! lambda CE(y_i) + (1 - lambda) CE(y_j) (a soft target). Learned by IFT while the student
+//! trains (the paper's code: one Neumann term, a hyper-step after each student step).
+
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+
+use super::weighting::LabelledImages;
+use crate::hypergrad::InnerProblem;
+use crate::models::{Input, Network};
+use crate::nn::loss;
+
+/// Blend proportions lambda [classes, classes] for the logits `phi` (flat C x C).
+pub fn blend_proportions(phi: &Tensor<1>, classes: usize) -> Tensor<2> {
+    sigmoid(phi.clone())
+        .mul_scalar(-0.5)
+        .add_scalar(1.0)
+        .reshape([classes, classes])
+}
+
+/// Blends `batch` with the partners `pairs` (an in-batch permutation) under `phi`: returns the
+/// blended images and soft targets.
+pub fn blend(
+    phi: &Tensor<1>,
+    batch: &LabelledImages,
+    pairs: &Tensor<1, Int>,
+) -> (Tensor<4>, Tensor<2>) {
+    let classes = batch.classes();
+    let partner = batch.select(pairs);
+    let labels = batch.onehot.clone().argmax(1).squeeze_dim::<1>(1);
+    let partner_labels = partner.onehot.clone().argmax(1).squeeze_dim::<1>(1);
+    let index = labels.mul_scalar(classes as i64) + partner_labels;
+    // [b]
+    let lambda = sigmoid(phi.clone().select(0, index))
+        .mul_scalar(-0.5)
+        .add_scalar(1.0);
+    let other = lambda.clone().neg().add_scalar(1.0);
+    let b = lambda.dims()[0];
+    let images = batch.images.clone() * lambda.clone().reshape([b, 1, 1, 1])
+        + partner.images.clone() * other.clone().reshape([b, 1, 1, 1]);
+    let targets =
+        batch.onehot.clone() * lambda.unsqueeze_dim(1) + partner.onehot * other.unsqueeze_dim(1);
+    (images, targets)
+}
+
+/// Training a student with learned label blending, as an inner problem for IFT.
+pub struct LabelBlending {
+    pub student: Network,
+    pub train: LabelledImages,
+    pub validation: LabelledImages,
+    /// Indices of the examples the student trains on (canonical order).
+    pub pool: Vec<i64>,
+    pub batch_size: usize,
+    /// Seeds the batch and partner choice of each step.
+    pub seed: u64,
+}
+
+impl LabelBlending {
+    /// The batch and in-batch partner permutation of inner step `step` (deterministic).
+    pub fn batch(&self, step: usize) -> (LabelledImages, Tensor<1, Int>) {
+        let device = self.train.images.device();
+        let mut rng =
+            StdRng::seed_from_u64(self.seed ^ (step as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let chosen: Vec<i64> = (0..self.batch_size)
+            .map(|_| self.pool[rng.random_range(0..self.pool.len())])
+            .collect();
+        let mut pairs: Vec<i64> = (0..self.batch_size as i64).collect();
+        pairs.shuffle(&mut rng);
+        let indices =
+            Tensor::<1, Int>::from_data(TensorData::new(chosen, [self.batch_size]), &device);
+        let pairs = Tensor::<1, Int>::from_data(TensorData::new(pairs, [self.batch_size]), &device);
+        (self.train.select(&indices), pairs)
+    }
+}
+
+impl InnerProblem for LabelBlending {
+    fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, step: usize) -> Tensor<1> {
+        let (batch, pairs) = self.batch(step);
+        let (images, targets) = blend(phi, &batch, &pairs);
+        let (logits, trace) = self.student.forward(theta, Input::Image(images), None);
+        let dlogits = loss::weighted_mean_backward(&logits, &targets, None);
+        self.student.backward(theta, &trace, dlogits)
+    }
+
+    fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
+        let (logits, _) =
+            self.student
+                .forward(theta, Input::Image(self.validation.images.clone()), None);
+        loss::weighted_mean(&logits, &self.validation.onehot, None)
+    }
+}
