@@ -27,7 +27,7 @@ use crate::commentary::weighting::{
 };
 use crate::data::{DataError, Dataset, SplitData};
 use crate::device::ComputeDevice;
-use crate::hypergrad::ift::{self, InverseHessian};
+use crate::hypergrad::ift::{self, InverseHessian, OnlineState};
 use crate::hypergrad::optim::{InnerOptimizer, OptState};
 use crate::hypergrad::{InnerProblem, bptt};
 use crate::models::Network;
@@ -581,42 +581,33 @@ fn learn_blending(
             fresh
         }
     };
-    let mut phi = checkpoint
-        .tensor("phi", phi_len, device)
-        .unwrap_or_else(|| Tensor::zeros([phi_len], device));
-    let mut theta = checkpoint
+    let theta = checkpoint
         .tensor("theta", student.len(), device)
         .unwrap_or_else(|| student.init(&mut rng, device));
-    let mut inner_state = OptState {
-        step: checkpoint.next_step * block,
-        ..checkpoint.state("inner", student.len(), device)
-    };
-    let mut outer_state = OptState {
-        step: checkpoint.next_step * block / every,
-        ..checkpoint.state("outer", phi_len, device)
+    let phi = checkpoint
+        .tensor("phi", phi_len, device)
+        .unwrap_or_else(|| Tensor::zeros([phi_len], device));
+    let mut state = OnlineState {
+        inner: OptState {
+            step: checkpoint.next_step * block,
+            ..checkpoint.state("inner", student.len(), device)
+        },
+        outer: OptState {
+            step: checkpoint.next_step * block / every,
+            ..checkpoint.state("outer", phi_len, device)
+        },
+        ..OnlineState::new(theta, phi)
     };
     let meta_steps = config.meta_steps as usize;
     while checkpoint.next_step < meta_steps {
         let block_index = checkpoint.next_step;
-        let mut block_losses = Vec::new();
-        for offset in 0..block {
-            let step = block_index * block + offset;
-            let grad = problem.inner_gradient(&theta, &phi, step);
-            let (next, state) = inner.step(&theta, &inner_state, grad);
-            theta = next.detach();
-            inner_state = state.detached();
-            if (step + 1) % every == 0 {
-                let out = ift::hypergradient(&problem, &theta, &phi, step, method)
-                    .map_err(|e| LearnError::Invalid(format!("at student step {step}: {e}")))?;
-                let (next, state) = outer.step(&phi, &outer_state, out.hypergrad);
-                phi = next.detach();
-                outer_state = state.detached();
-                block_losses.push(out.val_loss);
-            }
-        }
+        let steps = block_index * block..(block_index + 1) * block;
+        let block_losses =
+            ift::learn_online(&problem, &mut state, inner, outer, steps, every, method)
+                .map_err(|e| LearnError::Invalid(format!("in block {block_index}: {e}")))?;
         let val_loss = match block_losses.last() {
-            Some(&v) => v,
-            None => crate::hypergrad::scalar(&problem.validation_loss(&theta)),
+            Some(&(_, v)) => v,
+            None => crate::hypergrad::scalar(&problem.validation_loss(&state.theta)),
         };
         if !val_loss.is_finite() {
             return Err(LearnError::Invalid(format!(
@@ -625,16 +616,16 @@ fn learn_blending(
         }
         if val_loss < checkpoint.best_val_loss {
             checkpoint.best_val_loss = val_loss;
-            checkpoint.put("best_phi", &phi);
+            checkpoint.put("best_phi", &state.phi);
         }
         let mut losses = checkpoint.vectors.remove("val_losses").unwrap_or_default();
         losses.push(val_loss);
         checkpoint.vectors.insert("val_losses".into(), losses);
         checkpoint.next_step = block_index + 1;
-        checkpoint.put("phi", &phi);
-        checkpoint.put("theta", &theta);
-        checkpoint.put_state("inner", &inner_state);
-        checkpoint.put_state("outer", &outer_state);
+        checkpoint.put("phi", &state.phi);
+        checkpoint.put("theta", &state.theta);
+        checkpoint.put_state("inner", &state.inner);
+        checkpoint.put_state("outer", &state.outer);
         checkpoint.save(run.out, &run.fingerprint)?;
         on_progress(&Progress {
             meta_step: block_index,

@@ -101,61 +101,58 @@ pub fn hypergradient(
     })
 }
 
-/// Online implicit differentiation: the student trains for `steps` inner steps and phi takes
-/// an outer step after every `every` of them (the paper's code: one Neumann term, a hyper-step
-/// after each student step).
-#[derive(Debug, Clone, Copy)]
-pub struct OnlineSchedule {
-    pub steps: usize,
-    pub every: usize,
-    pub method: InverseHessian,
-}
-
-/// The outcome of [`learn_online`].
-pub struct OnlineOutcome {
-    pub phi: Tensor<1>,
+/// Where online learning stands: the student, the commentary and both optimisers' states.
+#[derive(Clone)]
+pub struct OnlineState {
     pub theta: Tensor<1>,
-    /// (inner step, L_V) at each hyper-step.
-    pub val_losses: Vec<(usize, f32)>,
+    pub phi: Tensor<1>,
+    pub inner: super::optim::OptState,
+    pub outer: super::optim::OptState,
 }
 
-/// Trains a student from `theta0` while learning phi by IFT hyper-steps; `on_hyper_step` sees
-/// each (inner step, L_V) as it happens and may stop early by returning false.
-pub fn learn_online(
-    problem: &dyn InnerProblem,
-    theta0: &Tensor<1>,
-    phi0: &Tensor<1>,
-    inner: super::optim::InnerOptimizer,
-    outer: super::optim::InnerOptimizer,
-    schedule: OnlineSchedule,
-    on_hyper_step: &mut dyn FnMut(usize, f32) -> bool,
-) -> Result<OnlineOutcome, IftError> {
-    use super::optim::OptState;
-    let every = schedule.every.max(1);
-    let (mut theta, mut phi) = (theta0.clone().detach(), phi0.clone().detach());
-    let (mut inner_state, mut outer_state) = (OptState::new(), OptState::new());
-    let mut val_losses = Vec::new();
-    for step in 0..schedule.steps {
-        let grad = problem.inner_gradient(&theta, &phi, step);
-        let (next, state) = inner.step(&theta, &inner_state, grad);
-        theta = next.detach();
-        inner_state = state.detached();
-        if (step + 1) % every == 0 {
-            let out = hypergradient(problem, &theta, &phi, step, schedule.method)?;
-            let (next, state) = outer.step(&phi, &outer_state, out.hypergrad);
-            phi = next.detach();
-            outer_state = state.detached();
-            val_losses.push((step, out.val_loss));
-            if !on_hyper_step(step, out.val_loss) {
-                break;
-            }
+impl OnlineState {
+    /// A fresh start from `theta` and `phi`.
+    pub fn new(theta: Tensor<1>, phi: Tensor<1>) -> Self {
+        use super::optim::OptState;
+        Self {
+            theta: theta.detach(),
+            phi: phi.detach(),
+            inner: OptState::new(),
+            outer: OptState::new(),
         }
     }
-    Ok(OnlineOutcome {
-        phi,
-        theta,
-        val_losses,
-    })
+}
+
+/// Online implicit differentiation: runs the student steps in `steps` (a range, so training can
+/// go on in blocks) and gives phi an outer step after every `every` of them (the paper's code:
+/// one Neumann term, a hyper-step after each student step). Returns (step, L_V) of each
+/// hyper-step.
+#[allow(clippy::too_many_arguments)]
+pub fn learn_online(
+    problem: &dyn InnerProblem,
+    state: &mut OnlineState,
+    inner: super::optim::InnerOptimizer,
+    outer: super::optim::InnerOptimizer,
+    steps: std::ops::Range<usize>,
+    every: usize,
+    method: InverseHessian,
+) -> Result<Vec<(usize, f32)>, IftError> {
+    let every = every.max(1);
+    let mut val_losses = Vec::new();
+    for step in steps {
+        let grad = problem.inner_gradient(&state.theta, &state.phi, step);
+        let (next, next_state) = inner.step(&state.theta, &state.inner, grad);
+        state.theta = next.detach();
+        state.inner = next_state.detached();
+        if (step + 1).is_multiple_of(every) {
+            let out = hypergradient(problem, &state.theta, &state.phi, step, method)?;
+            let (next, next_state) = outer.step(&state.phi, &state.outer, out.hypergrad);
+            state.phi = next.detach();
+            state.outer = next_state.detached();
+            val_losses.push((step, out.val_loss));
+        }
+    }
+    Ok(val_losses)
 }
 
 /// Solves (H + damping I) x = b by conjugate gradients.
@@ -265,14 +262,6 @@ mod tests {
             c: vec![1.0, -2.0, 0.5],
         };
         let zeros = Tensor::<1>::zeros([3], &device());
-        let schedule = OnlineSchedule {
-            steps: 400,
-            every: 1,
-            method: InverseHessian::Neumann {
-                terms: 1,
-                alpha: 0.5,
-            },
-        };
         let sgd = InnerOptimizer::Sgd {
             lr: 0.2,
             momentum: 0.0,
@@ -281,29 +270,23 @@ mod tests {
             lr: 0.5,
             momentum: 0.0,
         };
-        let mut seen = 0;
-        let out = learn_online(
-            &problem,
-            &zeros,
-            &zeros,
-            sgd,
-            outer,
-            schedule,
-            &mut |_, _| {
-                seen += 1;
-                true
-            },
-        )
-        .expect("learn");
-        assert_eq!(seen, 400);
-        let phi = crate::nn::testing::values(&out.phi);
+        let method = InverseHessian::Neumann {
+            terms: 1,
+            alpha: 0.5,
+        };
+        let mut state = OnlineState::new(zeros.clone(), zeros);
+        // In two blocks, as `learn` runs it.
+        let mut val_losses =
+            learn_online(&problem, &mut state, sgd, outer, 0..150, 1, method).expect("learn");
+        val_losses.extend(
+            learn_online(&problem, &mut state, sgd, outer, 150..400, 1, method).expect("learn"),
+        );
+        assert_eq!(val_losses.len(), 400);
+        let phi = crate::nn::testing::values(&state.phi);
         for (got, want) in phi.iter().zip(&problem.c) {
             assert!((got - want).abs() < 1e-2, "phi {phi:?} vs {:?}", problem.c);
         }
-        let (first, last) = (
-            out.val_losses[0].1,
-            out.val_losses[out.val_losses.len() - 1].1,
-        );
+        let (first, last) = (val_losses[0].1, val_losses[val_losses.len() - 1].1);
         assert!(last < 1e-3 * first, "L_V {first} -> {last}");
     }
 
