@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod config;
 pub mod dataset;
 pub mod digest;
+pub mod report;
 
 pub use config::{Algorithm, CommentaryKind, LearnConfig, Optimizer};
 pub use dataset::{DatasetFormat, DatasetSummary, ImageShape, SplitSummary};

@@ -196,3 +196,100 @@ fn requests_that_cannot_work_are_refused_with_the_reason() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("inner_stpes"), "{}", stderr(&out));
 }
+
+fn apply_command(dataset: &Path, commentary: &Path, report: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_commentary"));
+    command
+        .args(["apply", "--dataset"])
+        .arg(dataset)
+        .arg("--commentary")
+        .arg(commentary)
+        .arg("--report")
+        .arg(report)
+        .args([
+            "--seeds",
+            "1,2",
+            "--steps",
+            "40",
+            "--eval-every",
+            "10",
+            "--student",
+            "mlp:32",
+        ]);
+    command
+}
+
+#[test]
+fn a_learned_commentary_is_applied_side_by_side_with_a_baseline() {
+    let tmp = TempDir::new().expect("tmp");
+    let artifact = tmp.path().join("weighting");
+    let out = learn_command(&artifact, 2).output().expect("learn");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let report_path = tmp.path().join("report.json");
+    let out = apply_command(&mnist_fixture(), &artifact, &report_path)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("test accuracy: baseline"));
+    let report: schema::report::ApplyReport =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("report json");
+    assert_eq!(report.baseline.runs.len(), 2);
+    assert_eq!(report.with_commentary.runs.len(), 2);
+    assert_eq!(report.baseline.runs[0].curve.len(), 4);
+    assert_eq!(report.steps_to_baseline_accuracy.len(), 2);
+    assert!(!report.forced);
+    // Real digits: 40 steps of an MLP already beat chance (10%) by far.
+    assert!(
+        report.baseline.test_accuracy.mean > 0.5,
+        "{:?}",
+        report.baseline.test_accuracy
+    );
+    assert!(
+        report.with_commentary.test_accuracy.mean > 0.5,
+        "{:?}",
+        report.with_commentary.test_accuracy
+    );
+    // The artifact now carries the report and still verifies.
+    assert!(
+        verify_artifact(&artifact)
+            .expect("artifact")
+            .report
+            .is_some()
+    );
+
+    // Another dataset (one pixel changed): refused unless forced.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).expect("dir");
+    for entry in std::fs::read_dir(mnist_fixture()).expect("fixture") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, other.join(path.file_name().expect("name"))).expect("copy");
+    }
+    let images = other.join("t10k-images-idx3-ubyte.gz");
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&images).expect("open")),
+        &mut raw,
+    )
+    .expect("gunzip");
+    raw[16 + 300] ^= 0xff;
+    tests::write_maybe_gz(&images, &raw, true);
+    let out = apply_command(&other, &artifact, &tmp.path().join("r2.json"))
+        .output()
+        .expect("apply");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Use --force to apply it anyway"),
+        "{}",
+        stderr(&out)
+    );
+    let out = apply_command(&other, &artifact, &tmp.path().join("r3.json"))
+        .arg("--force")
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: schema::report::ApplyReport =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("r3.json")).expect("report"))
+            .expect("json");
+    assert!(report.forced);
+}

@@ -1,6 +1,7 @@
 //! The trainer: decodes datasets and computes their content digest (`data`), and learns and
 //! applies commentaries with burn (later modules: `nn`, `models`, `hypergrad`, `commentary`).
 
+pub mod apply;
 pub mod commentary;
 pub mod data;
 pub mod device;

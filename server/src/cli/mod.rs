@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand group, each with its own clap arguments.
 //! DESIGN.md's command table lists the commands; `commentary <command> --help` documents each.
 
+mod apply;
 mod artifact;
 mod bench;
 mod dataset;
@@ -30,6 +31,8 @@ pub enum Command {
     Artifact(artifact::ArtifactCommand),
     /// Learn a commentary for a dataset and write the artifact.
     Learn(learn::LearnArgs),
+    /// Train fresh students with and without a commentary; report the difference.
+    Apply(apply::ApplyArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -45,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hypergrad(args) => hypergrad::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Learn(args) => learn::run(args),
+        Command::Apply(args) => apply::run(args),
     }
 }
 

@@ -1,0 +1,79 @@
+//! `report.json`: what applying a commentary did, fresh students trained with and without it
+//! side by side.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{CommentaryKind, Sha256};
+
+/// One evaluation point of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CurvePoint {
+    pub step: u64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+}
+
+/// One student trained from one seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunReport {
+    pub seed: u64,
+    pub curve: Vec<CurvePoint>,
+    pub final_val_accuracy: f64,
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub wall_s: f64,
+}
+
+/// Mean and sample standard deviation over seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Spread {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = if values.len() > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        Self {
+            mean,
+            std: var.sqrt(),
+        }
+    }
+}
+
+/// All runs of one arm (baseline or with the commentary).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArmReport {
+    pub runs: Vec<RunReport>,
+    pub test_accuracy: Spread,
+    pub final_val_accuracy: Spread,
+}
+
+/// The apply report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApplyReport {
+    pub kind: CommentaryKind,
+    pub dataset: Sha256,
+    /// The student architecture trained (may differ from the one used for learning).
+    pub student: String,
+    pub steps: u64,
+    pub eval_every: u64,
+    pub batch_size: u64,
+    pub baseline: ArmReport,
+    pub with_commentary: ArmReport,
+    /// Per seed: the first evaluated step at which the run with the commentary reached the
+    /// baseline's final validation accuracy (same seed), or null if it never did.
+    pub steps_to_baseline_accuracy: Vec<Option<u64>>,
+    /// with_commentary.test_accuracy.mean - baseline.test_accuracy.mean
+    pub test_accuracy_gain: f64,
+    /// True when the commentary was applied to a dataset with another digest (--force).
+    pub forced: bool,
+    pub wall_s: f64,
+}

@@ -1,0 +1,82 @@
+//! `commentary apply`: train fresh students with and without a commentary and report the
+//! difference (also saved in the artifact as report.json).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use schema::arch::NetSpec;
+use schema::artifact::{REPORT_FILE, write_atomically};
+use trainer::apply::{ApplyOptions, apply};
+use trainer::data::{Dataset, Limits};
+use trainer::device::ComputeDevice;
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The dataset to train on: a folder or a .tar, .tar.gz or .zip archive.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// The commentary artifact directory.
+    #[arg(long)]
+    commentary: PathBuf,
+    /// Where to write the report (JSON).
+    #[arg(long)]
+    report: PathBuf,
+    /// Student architecture (cbr, mlp, mlp:<width>,...); default: the one used for learning.
+    #[arg(long, value_parser = NetSpec::parse)]
+    student: Option<NetSpec>,
+    /// Seeds of the fresh students, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    seeds: Vec<u64>,
+    /// Student training steps.
+    #[arg(long, default_value_t = 500)]
+    steps: usize,
+    /// Evaluate on the validation examples every this many steps.
+    #[arg(long, default_value_t = 50)]
+    eval_every: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Adam learning rate of the students.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: ComputeDevice,
+    /// Apply even if the dataset's digest differs from the commentary's.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
+    let dataset = Dataset::open(&args.dataset, Limits::default())
+        .with_context(|| format!("cannot read dataset {}", args.dataset.display()))?;
+    let options = ApplyOptions {
+        student: args.student,
+        seeds: args.seeds,
+        steps: args.steps,
+        eval_every: args.eval_every,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        device: args.device,
+        force: args.force,
+    };
+    let report = apply(&dataset, &args.commentary, &options, &mut |arm, seed| {
+        eprintln!("training a student ({arm}, seed {seed})");
+    })
+    .with_context(|| format!("cannot apply {}", args.commentary.display()))?;
+    let json = serde_json::to_vec_pretty(&report)?;
+    std::fs::write(&args.report, &json)
+        .with_context(|| format!("cannot write {}", args.report.display()))?;
+    write_atomically(&args.commentary.join(REPORT_FILE), &json)?;
+    println!(
+        "test accuracy: baseline {:.4} +- {:.4}, with commentary {:.4} +- {:.4} (gain {:+.4}); steps to the baseline's \
+         final validation accuracy: {:?}",
+        report.baseline.test_accuracy.mean,
+        report.baseline.test_accuracy.std,
+        report.with_commentary.test_accuracy.mean,
+        report.with_commentary.test_accuracy.std,
+        report.test_accuracy_gain,
+        report.steps_to_baseline_accuracy
+    );
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! `apply`: train fresh students with and without a commentary, side by side, and report how
+//! much the commentary helps (accuracy curves, final test accuracy, steps to reach the
+//! baseline's final validation accuracy).
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+use schema::arch::{CommentarySpec, NetSpec};
+use schema::artifact::{ArtifactError, verify_artifact};
+use schema::report::{ApplyReport, ArmReport, CurvePoint, RunReport, Spread};
+
+use crate::commentary::blending::blend;
+use crate::commentary::weighting::{LabelledImages, teacher_network, teacher_weights};
+use crate::data::{DataError, Dataset};
+use crate::device::ComputeDevice;
+use crate::hypergrad::optim::{InnerOptimizer, OptState};
+use crate::learn::to_tensors;
+use crate::models::{Input, Network};
+use crate::nn::loss;
+
+/// Why a commentary could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How to train the students.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The student to train; None trains the one the commentary was learned with.
+    pub student: Option<NetSpec>,
+    pub seeds: Vec<u64>,
+    pub steps: usize,
+    pub eval_every: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub device: ComputeDevice,
+    /// Apply even when the dataset's digest differs from the commentary's.
+    pub force: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            student: None,
+            seeds: vec![1, 2, 3],
+            steps: 500,
+            eval_every: 50,
+            batch_size: 32,
+            lr: 1e-3,
+            device: ComputeDevice::Cpu,
+            force: false,
+        }
+    }
+}
+
+/// A loaded commentary, ready to shape a student's training.
+enum Commentary {
+    Weighting {
+        teacher: Network,
+        label_input: bool,
+        phi: Tensor<1>,
+        horizon: usize,
+    },
+    Blending {
+        phi: Tensor<1>,
+    },
+}
+
+/// Examples evaluated per forward pass (bounds memory on large splits).
+const EVAL_CHUNK: usize = 500;
+
+fn accuracy_and_loss(net: &Network, theta: &Tensor<1>, data: &LabelledImages) -> (f64, f64) {
+    let n = data.len();
+    let (mut correct, mut loss_sum) = (0f64, 0f64);
+    let mut start = 0;
+    while start < n {
+        let len = EVAL_CHUNK.min(n - start);
+        let images = data.images.clone().narrow(0, start, len);
+        let onehot = data.onehot.clone().narrow(0, start, len);
+        let (logits, _) = net.forward(theta, Input::Image(images), None);
+        let hits = logits
+            .clone()
+            .argmax(1)
+            .equal(onehot.clone().argmax(1))
+            .int()
+            .sum()
+            .into_scalar::<i64>();
+        correct += hits as f64;
+        loss_sum += f64::from(loss::weighted_mean(&logits, &onehot, None).into_scalar::<f32>())
+            * len as f64;
+        start += len;
+    }
+    (correct / n.max(1) as f64, loss_sum / n.max(1) as f64)
+}
+
+struct Splits {
+    train: LabelledImages,
+    pool: Vec<i64>,
+    validation: LabelledImages,
+    test: LabelledImages,
+}
+
+fn index_tensor(values: &[i64], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+/// Trains one student from `seed`, with the commentary or without.
+fn train_student(
+    student: &Network,
+    splits: &Splits,
+    commentary: Option<&Commentary>,
+    seed: u64,
+    options: &ApplyOptions,
+    device: &Device,
+) -> RunReport {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut theta = student.init(&mut rng, device);
+    let adam = InnerOptimizer::Adam {
+        lr: options.lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let mut state = OptState::new();
+    let mut curve = Vec::new();
+    let b = options.batch_size;
+    for step in 0..options.steps {
+        let chosen: Vec<i64> = (0..b)
+            .map(|_| splits.pool[rng.random_range(0..splits.pool.len())])
+            .collect();
+        let batch = splits.train.select(&index_tensor(&chosen, device));
+        let (images, targets, weights) = match commentary {
+            None => (batch.images, batch.onehot, None),
+            Some(Commentary::Weighting {
+                teacher,
+                label_input,
+                phi,
+                horizon,
+            }) => {
+                let w =
+                    teacher_weights(teacher, *label_input, *horizon, phi, &batch, step).detach();
+                (batch.images, batch.onehot, Some(w))
+            }
+            Some(Commentary::Blending { phi }) => {
+                let mut pairs: Vec<i64> = (0..b as i64).collect();
+                pairs.shuffle(&mut rng);
+                let (images, targets) = blend(phi, &batch, &index_tensor(&pairs, device));
+                (images.detach(), targets.detach(), None)
+            }
+        };
+        let (logits, trace) = student.forward(&theta, Input::Image(images), None);
+        let dlogits = loss::weighted_mean_backward(&logits, &targets, weights.as_ref());
+        let grad = student.backward(&theta, &trace, dlogits);
+        let (next, next_state) = adam.step(&theta, &state, grad);
+        theta = next.detach();
+        state = next_state.detached();
+        if (step + 1) % options.eval_every.max(1) == 0 || step + 1 == options.steps {
+            let (val_accuracy, val_loss) = accuracy_and_loss(student, &theta, &splits.validation);
+            curve.push(CurvePoint {
+                step: step as u64 + 1,
+                val_loss,
+                val_accuracy,
+            });
+        }
+    }
+    let (test_accuracy, test_loss) = accuracy_and_loss(student, &theta, &splits.test);
+    RunReport {
+        seed,
+        final_val_accuracy: curve.last().map_or(0.0, |p| p.val_accuracy),
+        curve,
+        test_accuracy,
+        test_loss,
+        wall_s: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn arm(runs: Vec<RunReport>) -> ArmReport {
+    let test: Vec<f64> = runs.iter().map(|r| r.test_accuracy).collect();
+    let val: Vec<f64> = runs.iter().map(|r| r.final_val_accuracy).collect();
+    ArmReport {
+        test_accuracy: Spread::of(&test),
+        final_val_accuracy: Spread::of(&val),
+        runs,
+    }
+}
+
+/// Applies the commentary in `artifact_dir` to `dataset` and returns the report (also written to
+/// the artifact as `report.json` by the caller).
+pub fn apply(
+    dataset: &Dataset,
+    artifact_dir: &Path,
+    options: &ApplyOptions,
+    on_run: &mut dyn FnMut(&str, u64),
+) -> Result<ApplyReport, ApplyError> {
+    let started = Instant::now();
+    if options.seeds.is_empty() || options.steps == 0 || options.batch_size == 0 {
+        return Err(ApplyError::Invalid(
+            "apply needs at least one seed, one step and a positive batch size".into(),
+        ));
+    }
+    let artifact = verify_artifact(artifact_dir)?;
+    let manifest = &artifact.manifest;
+    let summary = dataset.summarize()?;
+    let forced = summary.digest != manifest.dataset.digest;
+    if forced && !options.force {
+        return Err(ApplyError::Invalid(format!(
+            "the commentary was learned on dataset {} but this dataset is {}; a commentary is tied to its data (its \
+             validation indices and per-example parameters refer to it). Use --force to apply it anyway",
+            manifest.dataset.digest, summary.digest
+        )));
+    }
+    let device = crate::device::burn_device(options.device).autodiff();
+    let classes = summary.classes.len();
+    let train_split = dataset.load_split("train")?;
+    let shape = train_split.shape;
+    if shape != manifest.dataset.shape || classes != manifest.dataset.classes.len() {
+        return Err(ApplyError::Invalid(format!(
+            "the commentary was learned on {} images with {} classes; this dataset has {shape} images with {classes} classes",
+            manifest.dataset.shape,
+            manifest.dataset.classes.len()
+        )));
+    }
+    let test_split = dataset.load_split("test").map_err(|_| {
+        ApplyError::Invalid(format!(
+            "the dataset has no test split (its splits are {:?})",
+            dataset.split_names()
+        ))
+    })?;
+    let train = to_tensors(&train_split, classes, &device);
+    let n = train.len() as u64;
+    let validation_indices: Vec<i64> = if forced {
+        let mut order: Vec<i64> = (0..n as i64).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(manifest.config.seed));
+        order.truncate(
+            manifest
+                .validation_indices
+                .len()
+                .min(train.len() / 5)
+                .max(1),
+        );
+        order.sort_unstable();
+        order
+    } else {
+        manifest
+            .validation_indices
+            .iter()
+            .map(|&i| i as i64)
+            .collect()
+    };
+    let held_out: std::collections::HashSet<i64> = validation_indices.iter().copied().collect();
+    let pool: Vec<i64> = (0..n as i64).filter(|i| !held_out.contains(i)).collect();
+    if pool.is_empty() {
+        return Err(ApplyError::Invalid(
+            "no training examples are left after the validation split".into(),
+        ));
+    }
+    let splits = Splits {
+        validation: train.select(&index_tensor(&validation_indices, &device)),
+        test: to_tensors(&test_split, classes, &device),
+        train,
+        pool,
+    };
+    let phi = |names: &[String]| -> Result<Tensor<1>, ApplyError> {
+        let mut values = Vec::new();
+        for name in names {
+            let tensor = artifact
+                .tensors
+                .get(name)
+                .and_then(|t| t.as_f32())
+                .ok_or_else(|| ApplyError::Invalid(format!("tensor {name:?} is missing")))?;
+            values.extend_from_slice(tensor);
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(values.clone(), [values.len()]),
+            &device,
+        ))
+    };
+    let commentary = match &manifest.architecture.commentary {
+        CommentarySpec::Teacher { net, label_input } => {
+            let teacher = teacher_network(net, shape, classes, *label_input);
+            let names: Vec<String> = teacher.params().iter().map(|p| p.name.clone()).collect();
+            Commentary::Weighting {
+                phi: phi(&names)?,
+                teacher,
+                label_input: *label_input,
+                horizon: manifest.config.inner_steps.max(1) as usize,
+            }
+        }
+        CommentarySpec::BlendMatrix => Commentary::Blending {
+            phi: phi(&["commentary.logits".to_owned()])?,
+        },
+        other => {
+            return Err(ApplyError::Invalid(format!(
+                "applying a {} commentary ({other:?}) is not available in this build yet",
+                manifest.kind
+            )));
+        }
+    };
+    let student_spec = options
+        .student
+        .clone()
+        .unwrap_or_else(|| manifest.architecture.student.clone());
+    let student = Network::new(&student_spec, "student.", shape, 0, classes);
+    let mut baseline = Vec::new();
+    let mut with = Vec::new();
+    for &seed in &options.seeds {
+        on_run("baseline", seed);
+        baseline.push(train_student(
+            &student, &splits, None, seed, options, &device,
+        ));
+        on_run("with commentary", seed);
+        with.push(train_student(
+            &student,
+            &splits,
+            Some(&commentary),
+            seed,
+            options,
+            &device,
+        ));
+    }
+    let steps_to_baseline_accuracy = baseline
+        .iter()
+        .zip(&with)
+        .map(|(b, w)| {
+            w.curve
+                .iter()
+                .find(|p| p.val_accuracy >= b.final_val_accuracy)
+                .map(|p| p.step)
+        })
+        .collect();
+    let (baseline, with_commentary) = (arm(baseline), arm(with));
+    Ok(ApplyReport {
+        kind: manifest.kind,
+        dataset: summary.digest,
+        student: student_spec.to_string(),
+        steps: options.steps as u64,
+        eval_every: options.eval_every as u64,
+        batch_size: options.batch_size as u64,
+        test_accuracy_gain: with_commentary.test_accuracy.mean - baseline.test_accuracy.mean,
+        baseline,
+        with_commentary,
+        steps_to_baseline_accuracy,
+        forced,
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
