@@ -208,6 +208,30 @@ impl Checkpoint {
             .map(|v| vector(v, device))
     }
 
+    /// A stored vector, empty when absent.
+    fn vector(&self, name: &str) -> Vec<f32> {
+        self.vectors.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Records the L_V of meta-step `step`, measured with `phi`, keeping the best phi so far.
+    fn record(&mut self, step: usize, val_loss: f32, phi: &Tensor<1>) -> Result<(), LearnError> {
+        if !val_loss.is_finite() {
+            return Err(LearnError::Invalid(format!(
+                "the validation loss became {val_loss} at meta-step {step}: lower inner_lr or outer_lr"
+            )));
+        }
+        if val_loss < self.best_val_loss {
+            self.best_val_loss = val_loss;
+            self.put("best_phi", phi);
+        }
+        self.vectors
+            .entry("val_losses".to_owned())
+            .or_default()
+            .push(val_loss);
+        self.next_step = step + 1;
+        Ok(())
+    }
+
     fn put(&mut self, name: &str, t: &Tensor<1>) {
         self.vectors.insert(name.to_owned(), to_vec(t));
     }
@@ -258,6 +282,32 @@ impl Run<'_> {
         self.config()
             .time_limit_s
             .is_some_and(|l| self.started.elapsed() >= Duration::from_secs(l))
+    }
+
+    /// Saves the checkpoint, reports progress, and says whether to stop (time is up).
+    fn end_meta_step(
+        &self,
+        checkpoint: &Checkpoint,
+        step: usize,
+        val_loss: f32,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<bool, LearnError> {
+        checkpoint.save(self.out, &self.fingerprint)?;
+        on_progress(&Progress {
+            meta_step: step,
+            meta_steps: self.config().meta_steps as usize,
+            val_loss,
+            best_val_loss: checkpoint.best_val_loss,
+            elapsed: self.started.elapsed(),
+        });
+        let stop = self.out_of_time();
+        if stop {
+            tracing::info!(
+                meta_step = step,
+                "time limit reached; keeping the best commentary so far"
+            );
+        }
+        Ok(stop)
     }
 
     /// A fixed sample of validation examples for L_V.
@@ -462,46 +512,17 @@ fn learn_weighting(
         };
         let theta0 = student.init(&mut rng, device);
         let result = bptt::hypergradient(&problem, &theta0, &phi, inner, steps);
-        if !result.val_loss.is_finite() {
-            return Err(LearnError::Invalid(format!(
-                "the validation loss became {} at meta-step {step}: lower inner_lr or outer_lr",
-                result.val_loss
-            )));
-        }
-        if result.val_loss < checkpoint.best_val_loss {
-            checkpoint.best_val_loss = result.val_loss;
-            checkpoint.put("best_phi", &phi);
-        }
-        let mut losses = checkpoint.vectors.remove("val_losses").unwrap_or_default();
-        losses.push(result.val_loss);
-        checkpoint.vectors.insert("val_losses".into(), losses);
+        checkpoint.record(step, result.val_loss, &phi)?;
         let (next, state) = outer.step(&phi, &outer_state, result.hypergrad);
         phi = next.detach();
         outer_state = state.detached();
-        checkpoint.next_step = step + 1;
         checkpoint.put("phi", &phi);
         checkpoint.put_state("outer", &outer_state);
-        checkpoint.save(run.out, &run.fingerprint)?;
-        on_progress(&Progress {
-            meta_step: step,
-            meta_steps,
-            val_loss: result.val_loss,
-            best_val_loss: checkpoint.best_val_loss,
-            elapsed: run.started.elapsed(),
-        });
-        if run.out_of_time() {
-            tracing::info!(
-                meta_step = step,
-                "time limit reached; keeping the best commentary so far"
-            );
+        if run.end_meta_step(&checkpoint, step, result.val_loss, on_progress)? {
             break;
         }
     }
-    let best_phi = checkpoint
-        .vectors
-        .get("best_phi")
-        .cloned()
-        .unwrap_or_default();
+    let best_phi = checkpoint.vector("best_phi");
     let mut tensors = parameter_tensors(&teacher, &best_phi)?;
     weighting_insights(
         &teacher,
@@ -513,11 +534,7 @@ fn learn_weighting(
     )?;
     Ok(Learned {
         tensors,
-        val_losses: checkpoint
-            .vectors
-            .get("val_losses")
-            .cloned()
-            .unwrap_or_default(),
+        val_losses: checkpoint.vector("val_losses"),
         best_val_loss: checkpoint.best_val_loss,
     })
 }
@@ -609,44 +626,16 @@ fn learn_blending(
             Some(&(_, v)) => v,
             None => crate::hypergrad::scalar(&problem.validation_loss(&state.theta)),
         };
-        if !val_loss.is_finite() {
-            return Err(LearnError::Invalid(format!(
-                "the validation loss became {val_loss} in block {block_index}: lower inner_lr or outer_lr"
-            )));
-        }
-        if val_loss < checkpoint.best_val_loss {
-            checkpoint.best_val_loss = val_loss;
-            checkpoint.put("best_phi", &state.phi);
-        }
-        let mut losses = checkpoint.vectors.remove("val_losses").unwrap_or_default();
-        losses.push(val_loss);
-        checkpoint.vectors.insert("val_losses".into(), losses);
-        checkpoint.next_step = block_index + 1;
+        checkpoint.record(block_index, val_loss, &state.phi)?;
         checkpoint.put("phi", &state.phi);
         checkpoint.put("theta", &state.theta);
         checkpoint.put_state("inner", &state.inner);
         checkpoint.put_state("outer", &state.outer);
-        checkpoint.save(run.out, &run.fingerprint)?;
-        on_progress(&Progress {
-            meta_step: block_index,
-            meta_steps,
-            val_loss,
-            best_val_loss: checkpoint.best_val_loss,
-            elapsed: run.started.elapsed(),
-        });
-        if run.out_of_time() {
-            tracing::info!(
-                meta_step = block_index,
-                "time limit reached; keeping the best commentary so far"
-            );
+        if run.end_meta_step(&checkpoint, block_index, val_loss, on_progress)? {
             break;
         }
     }
-    let best_phi = checkpoint
-        .vectors
-        .get("best_phi")
-        .cloned()
-        .unwrap_or_default();
+    let best_phi = checkpoint.vector("best_phi");
     let mut tensors = TensorMap::new();
     let invalid = |e: schema::artifact::TensorError| LearnError::Invalid(e.to_string());
     tensors.insert(
@@ -661,11 +650,7 @@ fn learn_blending(
     );
     Ok(Learned {
         tensors,
-        val_losses: checkpoint
-            .vectors
-            .get("val_losses")
-            .cloned()
-            .unwrap_or_default(),
+        val_losses: checkpoint.vector("val_losses"),
         best_val_loss: checkpoint.best_val_loss,
     })
 }
@@ -704,14 +689,7 @@ fn weighting_insights(
     sample.sort_unstable();
     let batch = data.train.select(&indices(&sample, &device));
     let classes = data.summary.classes.len();
-    let labels: Vec<i64> = batch
-        .onehot
-        .clone()
-        .argmax(1)
-        .squeeze_dim::<1>(1)
-        .to_data()
-        .iter::<i64>()
-        .collect();
+    let labels = batch.labels();
     let iterations: Vec<i64> = (0..INSIGHT_POINTS)
         .map(|p| (p * horizon / (INSIGHT_POINTS - 1)) as i64)
         .collect();

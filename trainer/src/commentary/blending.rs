@@ -87,9 +87,6 @@ impl InnerProblem for LabelBlending {
     }
 
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
-        let (logits, _) =
-            self.student
-                .forward(theta, Input::Image(self.validation.images.clone()), None);
-        loss::weighted_mean(&logits, &self.validation.onehot, None)
+        self.validation.mean_loss(&self.student, theta)
     }
 }

@@ -44,6 +44,17 @@ impl LabelledImages {
         self.onehot.dims()[1]
     }
 
+    /// Mean cross-entropy of `net` (parameters `theta`) on these examples: L_V.
+    pub fn mean_loss(&self, net: &Network, theta: &Tensor<1>) -> Tensor<1> {
+        let (logits, _) = net.forward(theta, Input::Image(self.images.clone()), None);
+        loss::weighted_mean(&logits, &self.onehot, None)
+    }
+
+    /// Label ids (from the one-hot rows).
+    pub fn labels(&self) -> Vec<i64> {
+        loss::labels_of(&self.onehot)
+    }
+
     /// The examples at `indices`.
     pub fn select(&self, indices: &Tensor<1, Int>) -> Self {
         Self {
@@ -131,9 +142,6 @@ impl InnerProblem for TeacherWeighting {
     }
 
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
-        let (logits, _) =
-            self.student
-                .forward(theta, Input::Image(self.validation.images.clone()), None);
-        loss::weighted_mean(&logits, &self.validation.onehot, None)
+        self.validation.mean_loss(&self.student, theta)
     }
 }

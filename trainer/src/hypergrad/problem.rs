@@ -530,14 +530,7 @@ impl BlendedMlp {
     fn new(net: Network, data: MlpData, pairs: &[i64], classes: usize, device: &Device) -> Self {
         let pairs_t =
             Tensor::<1, Int>::from_data(TensorData::new(pairs.to_vec(), [pairs.len()]), device);
-        let labels: Vec<i64> = data
-            .onehot
-            .clone()
-            .argmax(1)
-            .squeeze_dim::<1>(1)
-            .to_data()
-            .iter::<i64>()
-            .collect();
+        let labels = loss::labels_of(&data.onehot);
         let phi_index: Vec<i64> = labels
             .iter()
             .zip(pairs)

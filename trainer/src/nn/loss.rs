@@ -46,6 +46,17 @@ pub fn weighted_mean_backward(
     scaled.div_scalar(batch as f32)
 }
 
+/// Label ids of one-hot (or soft) target rows: the argmax of each row.
+pub fn labels_of(targets: &Tensor<2>) -> Vec<i64> {
+    targets
+        .clone()
+        .argmax(1)
+        .squeeze_dim::<1>(1)
+        .to_data()
+        .iter::<i64>()
+        .collect()
+}
+
 /// One-hot targets [batch, classes] for integer labels.
 pub fn one_hot(labels: &Tensor<1, burn::tensor::Int>, classes: usize) -> Tensor<2> {
     labels.clone().one_hot(classes).float()
