@@ -220,7 +220,7 @@ pub fn apply(
             manifest.dataset.digest, summary.digest
         )));
     }
-    let device = crate::device::burn_device(options.device).autodiff();
+    let device = crate::device::burn_device(options.device);
     let classes = summary.classes.len();
     let train_split = dataset.load_split("train")?;
     let shape = train_split.shape;

@@ -365,7 +365,7 @@ pub fn learn(
         }
     }
     let config = &request.config;
-    let device = crate::device::burn_device(request.device).autodiff();
+    let device = crate::device::burn_device(request.device);
     let data = prepare(dataset, config, &device)?;
     std::fs::create_dir_all(out).map_err(|source| ArtifactError::Io {
         path: out.to_owned(),

@@ -70,7 +70,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         args.inner_steps > 0 && args.meta_steps > 0 && args.batch_size > 0,
         "--inner-steps, --meta-steps and --batch-size must be positive"
     );
-    let device = burn_device(args.device).autodiff();
+    let device = burn_device(args.device);
     let mut rng = StdRng::seed_from_u64(args.seed);
     let train = random_images(&mut rng, args.inner_steps * args.batch_size, &device);
     let validation = random_images(&mut rng, args.validation_examples, &device);

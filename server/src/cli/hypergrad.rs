@@ -26,7 +26,7 @@ pub struct HypergradArgs {
 
 pub fn run(args: HypergradArgs) -> anyhow::Result<()> {
     let problem = Problem::load(&args.spec)?;
-    let device = burn_device(args.device).autodiff();
+    let device = burn_device(args.device);
     let solution = problem
         .solve_with(&device, args.approximate)
         .with_context(|| format!("cannot solve {}", args.spec.display()))?;

@@ -9,8 +9,8 @@
 
 use burn::tensor::Tensor;
 
-use super::dot;
 use super::ift::InverseHessian;
+use super::{dot, leaf};
 
 /// An inner problem known only through its losses (first-order differentiable).
 pub trait LossProblem {
@@ -25,9 +25,10 @@ pub trait LossProblem {
 const STEP: f32 = 1e-3;
 
 fn gradient(loss: impl Fn(&Tensor<1>) -> Tensor<1>, at: &Tensor<1>) -> Tensor<1> {
-    let leaf = at.clone().detach().require_grad();
-    let grads = loss(&leaf).backward();
-    leaf.grad(&grads)
+    let at_leaf = leaf(at);
+    let grads = loss(&at_leaf).backward();
+    at_leaf
+        .grad(&grads)
         .unwrap_or_else(|| Tensor::zeros(at.dims(), &at.device()))
 }
 
@@ -66,7 +67,7 @@ pub fn hypergradient(
     method: InverseHessian,
 ) -> (Tensor<1>, f32) {
     let theta = theta.clone().detach();
-    let val_leaf = theta.clone().require_grad();
+    let val_leaf = leaf(&theta);
     let val_loss = problem.validation_loss(&val_leaf);
     let value = super::scalar(&val_loss);
     let grads = val_loss.backward();
@@ -86,7 +87,7 @@ pub fn hypergradient(
     }
     let p = sum.mul_scalar(alpha);
     let eps = epsilon(&theta, &p);
-    let phi_leaf = phi.clone().detach().require_grad();
+    let phi_leaf = leaf(phi);
     let difference = (problem.inner_loss(
         &(theta.clone() + p.clone().mul_scalar(eps)),
         &phi_leaf,

@@ -9,7 +9,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{InnerProblem, dot, scalar, validation_gradient};
+use super::{InnerProblem, dot, leaf, plain, scalar, validation_gradient};
 
 /// How the inverse Hessian is approximated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,10 +51,11 @@ pub fn hessian_vector_product(
     step: usize,
     v: &Tensor<1>,
 ) -> Tensor<1> {
-    let leaf = theta.clone().detach().require_grad();
-    let grad = problem.inner_gradient(&leaf, &phi.clone().detach(), step);
-    let grads = dot(grad, v.clone().detach()).backward();
-    leaf.grad(&grads)
+    let theta_leaf = leaf(theta);
+    let grad = problem.inner_gradient(&theta_leaf, &plain(phi), step);
+    let grads = dot(grad, plain(v)).backward();
+    theta_leaf
+        .grad(&grads)
         .unwrap_or_else(|| Tensor::zeros(theta.dims(), &theta.device()))
 }
 
@@ -85,9 +86,9 @@ pub fn hypergradient(
             tolerance,
         } => conjugate_gradient(&hvp, &v0, iterations, damping as f32, tolerance as f32)?,
     };
-    let phi_leaf = phi.clone().detach().require_grad();
-    let grad = problem.inner_gradient(&theta.clone().detach(), &phi_leaf, step);
-    let grads = dot(grad, p.detach()).backward();
+    let phi_leaf = leaf(phi);
+    let grad = problem.inner_gradient(&plain(theta), &phi_leaf, step);
+    let grads = dot(grad, plain(&p)).backward();
     let hypergrad = phi_leaf
         .grad(&grads)
         .map(Tensor::neg)

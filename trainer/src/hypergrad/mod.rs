@@ -27,7 +27,7 @@ pub trait InnerProblem {
 
 /// d L_V / d theta at `theta`, and L_V.
 pub fn validation_gradient(problem: &dyn InnerProblem, theta: &Tensor<1>) -> (Tensor<1>, f32) {
-    let leaf = theta.clone().detach().require_grad();
+    let leaf = leaf(theta);
     let loss = problem.validation_loss(&leaf);
     let value = scalar(&loss);
     let grads = loss.backward();
@@ -35,6 +35,19 @@ pub fn validation_gradient(problem: &dyn InnerProblem, theta: &Tensor<1>) -> (Te
         .grad(&grads)
         .unwrap_or_else(|| Tensor::zeros(theta.dims(), &theta.device()));
     (grad, value)
+}
+
+/// A fresh autodiff leaf holding `t`'s values. The engine keeps everything else without
+/// autodiff (burn's autodiff retains the state of every op until a backward pass, so a
+/// K-step forward trajectory run under it would grow memory with K); leaves are lifted only
+/// where a gradient is taken, and tensors without autodiff act as constants there.
+pub fn leaf(t: &Tensor<1>) -> Tensor<1> {
+    t.clone().detach().autodiff().require_grad()
+}
+
+/// `t` without autodiff tracking (a no-op for tensors that have none).
+pub fn plain(t: &Tensor<1>) -> Tensor<1> {
+    t.clone().detach().without_autodiff()
 }
 
 /// The value of a one-element tensor.
