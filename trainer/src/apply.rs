@@ -10,28 +10,20 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use schema::arch::{CommentarySpec, NetSpec};
-use schema::artifact::{ArtifactError, verify_artifact};
+use schema::artifact::verify_artifact;
 use schema::report::{ApplyReport, ArmReport, CurvePoint, RunReport, Spread};
 
 use crate::commentary::blending::blend;
 use crate::commentary::weighting::{LabelledImages, teacher_network, teacher_weights};
-use crate::data::{DataError, Dataset};
+use crate::data::Dataset;
 use crate::device::ComputeDevice;
 use crate::hypergrad::optim::{InnerOptimizer, OptState};
 use crate::learn::to_tensors;
 use crate::models::{Input, Network};
 use crate::nn::loss;
 
-/// Why a commentary could not be applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error(transparent)]
-    Data(#[from] DataError),
-    #[error(transparent)]
-    Artifact(#[from] ArtifactError),
-    #[error("{0}")]
-    Invalid(String),
-}
+/// Why a commentary could not be applied: the same kinds of failure as learning.
+pub use crate::learn::LearnError as ApplyError;
 
 /// How to train the students.
 #[derive(Debug, Clone)]

@@ -33,7 +33,7 @@ use crate::hypergrad::{InnerProblem, bptt};
 use crate::models::Network;
 use crate::nn::loss;
 
-/// Why learning failed.
+/// Why learning (or applying) a commentary failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LearnError {
     #[error(transparent)]
@@ -284,6 +284,33 @@ impl Run<'_> {
             .is_some_and(|l| self.started.elapsed() >= Duration::from_secs(l))
     }
 
+    /// The checkpoint of an interrupted run of the same request when `usable`, else a fresh one
+    /// that `start` fills.
+    fn resume_or_start(
+        &self,
+        usable: impl Fn(&Checkpoint) -> bool,
+        start: impl FnOnce(&mut Checkpoint),
+    ) -> Checkpoint {
+        match Checkpoint::load(self.out, &self.fingerprint) {
+            Some(checkpoint) if usable(&checkpoint) => {
+                let step = checkpoint.next_step;
+                tracing::info!(
+                    meta_step = step,
+                    "resuming from checkpoint at meta-step {step}"
+                );
+                checkpoint
+            }
+            _ => {
+                let mut fresh = Checkpoint {
+                    best_val_loss: f32::INFINITY,
+                    ..Checkpoint::default()
+                };
+                start(&mut fresh);
+                fresh
+            }
+        }
+    }
+
     /// Saves the checkpoint, reports progress, and says whether to stop (time is up).
     fn end_meta_step(
         &self,
@@ -470,26 +497,14 @@ fn learn_weighting(
         beta2: 0.999,
         eps: 1e-8,
     };
-    let mut checkpoint = match Checkpoint::load(run.out, &run.fingerprint) {
-        Some(c) if c.tensor("phi", teacher.len(), device).is_some() => {
-            tracing::info!(
-                meta_step = c.next_step,
-                "resuming from checkpoint at meta-step {}",
-                c.next_step
-            );
-            c
-        }
-        _ => {
-            let mut fresh = Checkpoint {
-                best_val_loss: f32::INFINITY,
-                ..Checkpoint::default()
-            };
+    let mut checkpoint = run.resume_or_start(
+        |c| c.tensor("phi", teacher.len(), device).is_some(),
+        |fresh| {
             let phi = teacher.init(&mut step_rng(config.seed, usize::MAX - 1), device);
             fresh.put("phi", &phi);
             fresh.put("best_phi", &phi);
-            fresh
-        }
-    };
+        },
+    );
     let mut phi = checkpoint
         .tensor("phi", teacher.len(), device)
         .unwrap_or_else(|| Tensor::zeros([teacher.len()], device));
@@ -573,31 +588,19 @@ fn learn_blending(
     let every = config.hyper_step_every.max(1) as usize;
     let block = config.inner_steps.max(1) as usize;
     let phi_len = classes * classes;
-    let mut checkpoint = match Checkpoint::load(run.out, &run.fingerprint) {
-        Some(c)
-            if c.tensor("phi", phi_len, device).is_some()
-                && c.tensor("theta", student.len(), device).is_some() =>
-        {
-            tracing::info!(
-                meta_step = c.next_step,
-                "resuming from checkpoint at meta-step {}",
-                c.next_step
-            );
-            c
-        }
-        _ => {
-            let mut fresh = Checkpoint {
-                best_val_loss: f32::INFINITY,
-                ..Checkpoint::default()
-            };
+    let mut checkpoint = run.resume_or_start(
+        |c| {
+            c.tensor("phi", phi_len, device).is_some()
+                && c.tensor("theta", student.len(), device).is_some()
+        },
+        |fresh| {
             // M = 0: lambda = 0.75 for every pair of classes to begin with.
             let phi = Tensor::<1>::zeros([phi_len], device);
             fresh.put("phi", &phi);
             fresh.put("best_phi", &phi);
             fresh.put("theta", &student.init(&mut rng, device));
-            fresh
-        }
-    };
+        },
+    );
     let theta = checkpoint
         .tensor("theta", student.len(), device)
         .unwrap_or_else(|| student.init(&mut rng, device));
