@@ -121,6 +121,43 @@ fn a_blend_matrix_is_learned_by_ift_while_the_student_trains() {
 }
 
 #[test]
+fn attention_masks_are_learned_by_ift_and_applied() {
+    let tmp = TempDir::new().expect("tmp");
+    let out_dir = tmp.path().join("masks");
+    let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
+        .args(["learn", "--kind", "attention-mask", "--algorithm", "ift", "--dataset"])
+        .arg(mnist_fixture())
+        .arg("--out")
+        .arg(&out_dir)
+        .args(["--meta-steps", "2", "--batch-size", "32", "--validation-examples", "500"])
+        .args(FAST)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let artifact = verify_artifact(&out_dir).expect("verified artifact");
+    assert_eq!(artifact.tensors["insight.masks"].shape(), [32, 28, 28]);
+    let masks = artifact.tensors["insight.masks"].as_f32().expect("masks");
+    assert!(masks.iter().all(|m| (0.0..=1.0).contains(m)));
+    assert_eq!(artifact.tensors["insight.images"].shape(), [32, 1, 28, 28]);
+    // The mask network's last layer has one output per pixel.
+    assert_eq!(artifact.tensors["commentary.layers.1.weight"].shape(), [784, 16]);
+
+    let report = tmp.path().join("report.json");
+    let out = apply_command(&mnist_fixture(), &out_dir, &report).output().expect("apply");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
+        .args(["learn", "--kind", "attention-mask", "--algorithm", "bptt", "--dataset"])
+        .arg(mnist_fixture())
+        .arg("--out")
+        .arg(tmp.path().join("bptt"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not available in this build yet"), "{}", stderr(&out));
+}
+
+#[test]
 fn an_interrupted_run_resumes_from_its_checkpoint() {
     let tmp = TempDir::new().expect("tmp");
     let out_dir = tmp.path().join("resumed");

@@ -14,6 +14,7 @@ use schema::artifact::verify_artifact;
 use schema::report::{ApplyReport, ArmReport, CurvePoint, RunReport, Spread};
 
 use crate::commentary::blending::blend;
+use crate::commentary::masks::{apply_masks, mask_network};
 use crate::commentary::weighting::{LabelledImages, teacher_network, teacher_weights};
 use crate::data::Dataset;
 use crate::device::ComputeDevice;
@@ -64,6 +65,10 @@ enum Commentary {
         horizon: usize,
     },
     Blending {
+        phi: Tensor<1>,
+    },
+    Masks {
+        mask_net: Network,
         phi: Tensor<1>,
     },
 }
@@ -143,6 +148,10 @@ fn train_student(
                 let w =
                     teacher_weights(teacher, *label_input, *horizon, phi, &batch, step).detach();
                 (batch.images, batch.onehot, Some(w))
+            }
+            Some(Commentary::Masks { mask_net, phi }) => {
+                let masked = apply_masks(mask_net, phi, &batch.images).detach();
+                (masked, batch.onehot, None)
             }
             Some(Commentary::Blending { phi }) => {
                 let mut pairs: Vec<i64> = (0..b as i64).collect();
@@ -287,6 +296,14 @@ pub fn apply(
                 teacher,
                 label_input: *label_input,
                 horizon: manifest.config.inner_steps.max(1) as usize,
+            }
+        }
+        CommentarySpec::MaskNet { net } => {
+            let mask_net = mask_network(net, shape);
+            let names: Vec<String> = mask_net.params().iter().map(|p| p.name.clone()).collect();
+            Commentary::Masks {
+                phi: phi(&names)?,
+                mask_net,
             }
         }
         CommentarySpec::BlendMatrix => Commentary::Blending {

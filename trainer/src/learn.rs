@@ -22,6 +22,7 @@ use schema::artifact::{
 use schema::{Algorithm, CommentaryKind, DatasetSummary, LearnConfig, Sha256};
 
 use crate::commentary::blending::{LabelBlending, blend_proportions};
+use crate::commentary::masks::{AttentionMasking, mask_network, masks};
 use crate::commentary::weighting::{
     LabelledImages, TeacherWeighting, teacher_network, teacher_weights,
 };
@@ -369,7 +370,8 @@ pub fn learn(
     let spec = request.config.commentary_spec(request.kind);
     match (&spec, request.algorithm) {
         (CommentarySpec::Teacher { .. }, Algorithm::Bptt)
-        | (CommentarySpec::BlendMatrix, Algorithm::Ift) => {}
+        | (CommentarySpec::BlendMatrix, Algorithm::Ift)
+        | (CommentarySpec::MaskNet { .. }, Algorithm::Ift) => {}
         (CommentarySpec::Teacher { .. }, Algorithm::Ift) => {
             return Err(LearnError::Invalid(
                 "example weighting with a teacher network is learned by BPTT (the teacher's time input i/T needs the \
@@ -386,7 +388,7 @@ pub fn learn(
         (other, algorithm) => {
             return Err(LearnError::Invalid(format!(
                 "learning {} ({other:?}) by {algorithm} is not available in this build yet; example weighting with a \
-                 teacher network (bptt) and label blending (ift) are",
+                 teacher network (bptt), label blending (ift) and attention masks (ift) are",
                 request.kind
             )));
         }
@@ -425,6 +427,7 @@ pub fn learn(
         CommentarySpec::Teacher { net, label_input } => {
             learn_weighting(&run, net, *label_input, on_progress)?
         }
+        CommentarySpec::MaskNet { net } => learn_masks(&run, net, on_progress)?,
         _ => learn_blending(&run, on_progress)?,
     };
     let shape = data.train.shape();
@@ -554,26 +557,25 @@ fn learn_weighting(
     })
 }
 
-/// Label blending: the student trains `meta_steps` x `inner_steps` steps while phi takes an IFT
-/// hyper-step every `hyper_step_every` steps; progress and checkpoints come per block of
-/// `inner_steps`.
-fn learn_blending(
+/// What an online IFT run produced.
+struct OnlineResult {
+    best_phi: Vec<f32>,
+    val_losses: Vec<f32>,
+    best_val_loss: f32,
+}
+
+/// Online IFT, shared by label blending and attention masks: one student trains
+/// `meta_steps` x `inner_steps` steps while phi takes a hyper-step every `hyper_step_every`
+/// steps; progress and checkpoints come per block of `inner_steps`.
+fn learn_online_ift(
     run: &Run<'_>,
+    problem: &dyn InnerProblem,
+    student: &Network,
+    initial_phi: Tensor<1>,
+    rng: &mut StdRng,
     on_progress: &mut dyn FnMut(&Progress),
-) -> Result<Learned, LearnError> {
-    let (config, data, device) = (run.config(), run.data, &run.device);
-    let shape = data.train.shape();
-    let classes = data.summary.classes.len();
-    let student = Network::new(&config.student, "student.", shape, 0, classes);
-    let mut rng = step_rng(config.seed, usize::MAX - 2);
-    let problem = LabelBlending {
-        student: student.clone(),
-        train: data.train.clone(),
-        validation: run.validation(&mut rng),
-        pool: data.pool.clone(),
-        batch_size: config.batch_size as usize,
-        seed: config.seed,
-    };
+) -> Result<OnlineResult, LearnError> {
+    let (config, device) = (run.config(), &run.device);
     let inner = InnerOptimizer::from_config(config);
     let outer = InnerOptimizer::Adam {
         lr: config.outer_lr,
@@ -587,23 +589,21 @@ fn learn_blending(
     };
     let every = config.hyper_step_every.max(1) as usize;
     let block = config.inner_steps.max(1) as usize;
-    let phi_len = classes * classes;
+    let phi_len = initial_phi.dims()[0];
     let mut checkpoint = run.resume_or_start(
         |c| {
             c.tensor("phi", phi_len, device).is_some()
                 && c.tensor("theta", student.len(), device).is_some()
         },
         |fresh| {
-            // M = 0: lambda = 0.75 for every pair of classes to begin with.
-            let phi = Tensor::<1>::zeros([phi_len], device);
-            fresh.put("phi", &phi);
-            fresh.put("best_phi", &phi);
-            fresh.put("theta", &student.init(&mut rng, device));
+            fresh.put("phi", &initial_phi);
+            fresh.put("best_phi", &initial_phi);
+            fresh.put("theta", &student.init(rng, device));
         },
     );
     let theta = checkpoint
         .tensor("theta", student.len(), device)
-        .unwrap_or_else(|| student.init(&mut rng, device));
+        .unwrap_or_else(|| student.init(rng, device));
     let phi = checkpoint
         .tensor("phi", phi_len, device)
         .unwrap_or_else(|| Tensor::zeros([phi_len], device));
@@ -623,7 +623,7 @@ fn learn_blending(
         let block_index = checkpoint.next_step;
         let steps = block_index * block..(block_index + 1) * block;
         let block_losses =
-            ift::learn_online(&problem, &mut state, inner, outer, steps, every, method)
+            ift::learn_online(problem, &mut state, inner, outer, steps, every, method)
                 .map_err(|e| LearnError::Invalid(format!("in block {block_index}: {e}")))?;
         let val_loss = match block_losses.last() {
             Some(&(_, v)) => v,
@@ -638,23 +638,127 @@ fn learn_blending(
             break;
         }
     }
-    let best_phi = checkpoint.vector("best_phi");
+    Ok(OnlineResult {
+        best_phi: checkpoint.vector("best_phi"),
+        val_losses: checkpoint.vector("val_losses"),
+        best_val_loss: checkpoint.best_val_loss,
+    })
+}
+
+fn insight_error(e: schema::artifact::TensorError) -> LearnError {
+    LearnError::Invalid(e.to_string())
+}
+
+/// Label blending by online IFT, starting from M = 0 (lambda = 0.75 for every pair).
+fn learn_blending(
+    run: &Run<'_>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Learned, LearnError> {
+    let (config, data, device) = (run.config(), run.data, &run.device);
+    let classes = data.summary.classes.len();
+    let student = Network::new(&config.student, "student.", data.train.shape(), 0, classes);
+    let mut rng = step_rng(config.seed, usize::MAX - 2);
+    let problem = LabelBlending {
+        student: student.clone(),
+        train: data.train.clone(),
+        validation: run.validation(&mut rng),
+        pool: data.pool.clone(),
+        batch_size: config.batch_size as usize,
+        seed: config.seed,
+    };
+    let phi_len = classes * classes;
+    let result = learn_online_ift(
+        run,
+        &problem,
+        &student,
+        Tensor::zeros([phi_len], device),
+        &mut rng,
+        on_progress,
+    )?;
     let mut tensors = TensorMap::new();
-    let invalid = |e: schema::artifact::TensorError| LearnError::Invalid(e.to_string());
     tensors.insert(
         "commentary.logits".into(),
-        FileTensor::f32(vec![classes, classes], best_phi.clone()).map_err(invalid)?,
+        FileTensor::f32(vec![classes, classes], result.best_phi.clone()).map_err(insight_error)?,
     );
     let proportions =
-        to_vec(&blend_proportions(&vector(&best_phi, device), classes).reshape([phi_len]));
+        to_vec(&blend_proportions(&vector(&result.best_phi, device), classes).reshape([phi_len]));
     tensors.insert(
         "insight.blend".into(),
-        FileTensor::f32(vec![classes, classes], proportions).map_err(invalid)?,
+        FileTensor::f32(vec![classes, classes], proportions).map_err(insight_error)?,
     );
     Ok(Learned {
         tensors,
-        val_losses: checkpoint.vector("val_losses"),
-        best_val_loss: checkpoint.best_val_loss,
+        val_losses: result.val_losses,
+        best_val_loss: result.best_val_loss,
+    })
+}
+
+/// Examples whose masks the insight tensors record.
+const MASK_SAMPLE: usize = 32;
+
+/// Attention masks by online IFT.
+fn learn_masks(
+    run: &Run<'_>,
+    mask_spec: &schema::arch::NetSpec,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Learned, LearnError> {
+    let (config, data, device) = (run.config(), run.data, &run.device);
+    let shape = data.train.shape();
+    let classes = data.summary.classes.len();
+    let student = Network::new(&config.student, "student.", shape, 0, classes);
+    let mask_net = mask_network(mask_spec, shape);
+    let mut rng = step_rng(config.seed, usize::MAX - 3);
+    let problem = AttentionMasking {
+        student: student.clone(),
+        mask_net: mask_net.clone(),
+        train: data.train.clone(),
+        validation: run.validation(&mut rng),
+        pool: data.pool.clone(),
+        batch_size: config.batch_size as usize,
+        seed: config.seed,
+    };
+    let initial = mask_net.init(&mut rng, device);
+    let result = learn_online_ift(run, &problem, &student, initial, &mut rng, on_progress)?;
+    let mut tensors = parameter_tensors(&mask_net, &result.best_phi)?;
+    let mut sample: Vec<i64> = data.validation_indices.iter().map(|&i| i as i64).collect();
+    sample.truncate(MASK_SAMPLE);
+    let examples = data.train.select(&indices(&sample, device));
+    let n = sample.len();
+    let (h, w, c) = (
+        shape.height as usize,
+        shape.width as usize,
+        shape.channels as usize,
+    );
+    let masks = masks(
+        &mask_net,
+        &vector(&result.best_phi, device),
+        &examples.images,
+    );
+    tensors.insert(
+        "insight.masks".into(),
+        FileTensor::f32(vec![n, h, w], to_vec(&masks.reshape([n * h * w])))
+            .map_err(insight_error)?,
+    );
+    tensors.insert(
+        "insight.images".into(),
+        FileTensor::f32(
+            vec![n, c, h, w],
+            to_vec(&examples.images.clone().reshape([n * c * h * w])),
+        )
+        .map_err(insight_error)?,
+    );
+    tensors.insert(
+        "insight.indices".into(),
+        FileTensor::new(vec![n], TensorValues::I64(sample)).map_err(insight_error)?,
+    );
+    tensors.insert(
+        "insight.labels".into(),
+        FileTensor::new(vec![n], TensorValues::I64(examples.labels())).map_err(insight_error)?,
+    );
+    Ok(Learned {
+        tensors,
+        val_losses: result.val_losses,
+        best_val_loss: result.best_val_loss,
     })
 }
 
