@@ -125,11 +125,25 @@ fn attention_masks_are_learned_by_ift_and_applied() {
     let tmp = TempDir::new().expect("tmp");
     let out_dir = tmp.path().join("masks");
     let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
-        .args(["learn", "--kind", "attention-mask", "--algorithm", "ift", "--dataset"])
+        .args([
+            "learn",
+            "--kind",
+            "attention-mask",
+            "--algorithm",
+            "ift",
+            "--dataset",
+        ])
         .arg(mnist_fixture())
         .arg("--out")
         .arg(&out_dir)
-        .args(["--meta-steps", "2", "--batch-size", "32", "--validation-examples", "500"])
+        .args([
+            "--meta-steps",
+            "2",
+            "--batch-size",
+            "32",
+            "--validation-examples",
+            "500",
+        ])
         .args(FAST)
         .output()
         .expect("run");
@@ -140,21 +154,59 @@ fn attention_masks_are_learned_by_ift_and_applied() {
     assert!(masks.iter().all(|m| (0.0..=1.0).contains(m)));
     assert_eq!(artifact.tensors["insight.images"].shape(), [32, 1, 28, 28]);
     // The mask network's last layer has one output per pixel.
-    assert_eq!(artifact.tensors["commentary.layers.1.weight"].shape(), [784, 16]);
+    assert_eq!(
+        artifact.tensors["commentary.layers.1.weight"].shape(),
+        [784, 16]
+    );
 
     let report = tmp.path().join("report.json");
-    let out = apply_command(&mnist_fixture(), &out_dir, &report).output().expect("apply");
+    let out = apply_command(&mnist_fixture(), &out_dir, &report)
+        .output()
+        .expect("apply");
     assert!(out.status.success(), "{}", stderr(&out));
 
     let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
-        .args(["learn", "--kind", "attention-mask", "--algorithm", "bptt", "--dataset"])
+        .args([
+            "learn",
+            "--kind",
+            "attention-mask",
+            "--algorithm",
+            "bptt",
+            "--dataset",
+        ])
         .arg(mnist_fixture())
         .arg("--out")
         .arg(tmp.path().join("bptt"))
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not available in this build yet"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not available in this build yet"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_per_example_weight_table_is_learned_and_applied_only_to_its_dataset() {
+    let tmp = TempDir::new().expect("tmp");
+    let out_dir = tmp.path().join("table");
+    let out = learn_command(&out_dir, 2)
+        .arg("--tabular")
+        .output()
+        .expect("learn");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let artifact = verify_artifact(&out_dir).expect("verified artifact");
+    assert_eq!(artifact.tensors["commentary.logits"].shape(), [8004]);
+    // (Whether the kept table moved from its start depends on which meta-step had the best
+    // L_V; the table's hypergradient itself is checked in tests/tests/hypergrad.rs.)
+    assert_eq!(artifact.manifest.metrics["meta_steps_done"], 2.0);
+    assert_eq!(artifact.tensors["insight.weights"].shape(), [5, 256]);
+    let report = tmp.path().join("report.json");
+    let out = apply_command(&mnist_fixture(), &out_dir, &report)
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]

@@ -15,7 +15,7 @@ use schema::report::{ApplyReport, ArmReport, CurvePoint, RunReport, Spread};
 
 use crate::commentary::blending::blend;
 use crate::commentary::masks::{apply_masks, mask_network};
-use crate::commentary::weighting::{LabelledImages, teacher_network, teacher_weights};
+use crate::commentary::weighting::{LabelledImages, WeightSource, teacher_network};
 use crate::data::Dataset;
 use crate::device::ComputeDevice;
 use crate::hypergrad::optim::{InnerOptimizer, OptState};
@@ -59,10 +59,8 @@ impl Default for ApplyOptions {
 /// A loaded commentary, ready to shape a student's training.
 enum Commentary {
     Weighting {
-        teacher: Network,
-        label_input: bool,
+        source: WeightSource,
         phi: Tensor<1>,
-        horizon: usize,
     },
     Blending {
         phi: Tensor<1>,
@@ -136,17 +134,12 @@ fn train_student(
         let chosen: Vec<i64> = (0..b)
             .map(|_| splits.pool[rng.random_range(0..splits.pool.len())])
             .collect();
-        let batch = splits.train.select(&index_tensor(&chosen, device));
+        let batch_indices = index_tensor(&chosen, device);
+        let batch = splits.train.select(&batch_indices);
         let (images, targets, weights) = match commentary {
             None => (batch.images, batch.onehot, None),
-            Some(Commentary::Weighting {
-                teacher,
-                label_input,
-                phi,
-                horizon,
-            }) => {
-                let w =
-                    teacher_weights(teacher, *label_input, *horizon, phi, &batch, step).detach();
+            Some(Commentary::Weighting { source, phi }) => {
+                let w = source.weights(phi, &batch, &batch_indices, step).detach();
                 (batch.images, batch.onehot, Some(w))
             }
             Some(Commentary::Masks { mask_net, phi }) => {
@@ -291,13 +284,27 @@ pub fn apply(
         CommentarySpec::Teacher { net, label_input } => {
             let teacher = teacher_network(net, shape, classes, *label_input);
             let names: Vec<String> = teacher.params().iter().map(|p| p.name.clone()).collect();
+            let horizon = manifest.config.inner_steps.max(1) as usize;
             Commentary::Weighting {
                 phi: phi(&names)?,
-                teacher,
-                label_input: *label_input,
-                horizon: manifest.config.inner_steps.max(1) as usize,
+                source: WeightSource::Teacher {
+                    net: teacher,
+                    label_input: *label_input,
+                    horizon,
+                },
             }
         }
+        CommentarySpec::Table if forced => {
+            return Err(ApplyError::Invalid(
+                "a per-example weight table names examples of the dataset it was learned on; it cannot be applied to \
+                 another dataset, even with --force"
+                    .into(),
+            ));
+        }
+        CommentarySpec::Table => Commentary::Weighting {
+            phi: phi(&["commentary.logits".to_owned()])?,
+            source: WeightSource::Table,
+        },
         CommentarySpec::MaskNet { net } => {
             let mask_net = mask_network(net, shape);
             let names: Vec<String> = mask_net.params().iter().map(|p| p.name.clone()).collect();
@@ -309,12 +316,6 @@ pub fn apply(
         CommentarySpec::BlendMatrix => Commentary::Blending {
             phi: phi(&["commentary.logits".to_owned()])?,
         },
-        other => {
-            return Err(ApplyError::Invalid(format!(
-                "applying a {} commentary ({other:?}) is not available in this build yet",
-                manifest.kind
-            )));
-        }
     };
     let student_spec = options
         .student

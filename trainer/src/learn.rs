@@ -24,7 +24,7 @@ use schema::{Algorithm, CommentaryKind, DatasetSummary, LearnConfig, Sha256};
 use crate::commentary::blending::{LabelBlending, blend_proportions};
 use crate::commentary::masks::{AttentionMasking, mask_network, masks};
 use crate::commentary::weighting::{
-    LabelledImages, TeacherWeighting, teacher_network, teacher_weights,
+    LabelledImages, TeacherWeighting, WeightSource, teacher_network,
 };
 use crate::data::{DataError, Dataset, SplitData};
 use crate::device::ComputeDevice;
@@ -369,7 +369,7 @@ pub fn learn(
 ) -> Result<ArtifactManifest, LearnError> {
     let spec = request.config.commentary_spec(request.kind);
     match (&spec, request.algorithm) {
-        (CommentarySpec::Teacher { .. }, Algorithm::Bptt)
+        (CommentarySpec::Teacher { .. } | CommentarySpec::Table, Algorithm::Bptt)
         | (CommentarySpec::BlendMatrix, Algorithm::Ift)
         | (CommentarySpec::MaskNet { .. }, Algorithm::Ift) => {}
         (CommentarySpec::Teacher { .. }, Algorithm::Ift) => {
@@ -388,7 +388,7 @@ pub fn learn(
         (other, algorithm) => {
             return Err(LearnError::Invalid(format!(
                 "learning {} ({other:?}) by {algorithm} is not available in this build yet; example weighting with a \
-                 teacher network (bptt), label blending (ift) and attention masks (ift) are",
+                 teacher network or a table (bptt), label blending (ift) and attention masks (ift) are",
                 request.kind
             )));
         }
@@ -425,8 +425,9 @@ pub fn learn(
     };
     let learned = match &spec {
         CommentarySpec::Teacher { net, label_input } => {
-            learn_weighting(&run, net, *label_input, on_progress)?
+            learn_weighting(&run, Some((net, *label_input)), on_progress)?
         }
+        CommentarySpec::Table => learn_weighting(&run, None, on_progress)?,
         CommentarySpec::MaskNet { net } => learn_masks(&run, net, on_progress)?,
         _ => learn_blending(&run, on_progress)?,
     };
@@ -477,22 +478,36 @@ pub fn learn(
     Ok(written)
 }
 
-/// Example weighting: BPTT meta-steps, each with a fresh student.
+/// Example weighting: BPTT meta-steps, each with a fresh student. `teacher` None learns a
+/// per-example table instead of a teacher network.
 fn learn_weighting(
     run: &Run<'_>,
-    teacher_net: &schema::arch::NetSpec,
-    label_input: bool,
+    teacher: Option<(&schema::arch::NetSpec, bool)>,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Learned, LearnError> {
     let (config, data, device) = (run.config(), run.data, &run.device);
     let shape = data.train.shape();
     let classes = data.summary.classes.len();
     let student = Network::new(&config.student, "student.", shape, 0, classes);
-    let teacher = teacher_network(teacher_net, shape, classes, label_input);
     let (steps, batch) = (
         config.inner_steps.max(1) as usize,
         config.batch_size as usize,
     );
+    let teacher = teacher.map(|(net, label_input)| {
+        (
+            teacher_network(net, shape, classes, label_input),
+            label_input,
+        )
+    });
+    let source = match &teacher {
+        Some((net, label_input)) => WeightSource::Teacher {
+            net: net.clone(),
+            label_input: *label_input,
+            horizon: steps,
+        },
+        None => WeightSource::Table,
+    };
+    let phi_len = source.phi_len(data.train.len());
     let inner = InnerOptimizer::from_config(config);
     let outer = InnerOptimizer::Adam {
         lr: config.outer_lr,
@@ -501,17 +516,21 @@ fn learn_weighting(
         eps: 1e-8,
     };
     let mut checkpoint = run.resume_or_start(
-        |c| c.tensor("phi", teacher.len(), device).is_some(),
+        |c| c.tensor("phi", phi_len, device).is_some(),
         |fresh| {
-            let phi = teacher.init(&mut step_rng(config.seed, usize::MAX - 1), device);
+            // A table starts at w = 0.5 for every example.
+            let phi = match &teacher {
+                Some((net, _)) => net.init(&mut step_rng(config.seed, usize::MAX - 1), device),
+                None => Tensor::zeros([phi_len], device),
+            };
             fresh.put("phi", &phi);
             fresh.put("best_phi", &phi);
         },
     );
     let mut phi = checkpoint
-        .tensor("phi", teacher.len(), device)
-        .unwrap_or_else(|| Tensor::zeros([teacher.len()], device));
-    let mut outer_state = checkpoint.state("outer", teacher.len(), device);
+        .tensor("phi", phi_len, device)
+        .unwrap_or_else(|| Tensor::zeros([phi_len], device));
+    let mut outer_state = checkpoint.state("outer", phi_len, device);
     let meta_steps = config.meta_steps as usize;
     while checkpoint.next_step < meta_steps {
         let step = checkpoint.next_step;
@@ -521,12 +540,10 @@ fn learn_weighting(
             .collect();
         let problem = TeacherWeighting {
             student: student.clone(),
-            teacher: teacher.clone(),
-            label_input,
+            source: source.clone(),
             train: data.train.clone(),
             validation: run.validation(&mut rng),
             batches: chosen.chunks(batch).map(|b| indices(b, device)).collect(),
-            horizon: steps,
         };
         let theta0 = student.init(&mut rng, device);
         let result = bptt::hypergradient(&problem, &theta0, &phi, inner, steps);
@@ -541,10 +558,19 @@ fn learn_weighting(
         }
     }
     let best_phi = checkpoint.vector("best_phi");
-    let mut tensors = parameter_tensors(&teacher, &best_phi)?;
+    let mut tensors = match &teacher {
+        Some((net, _)) => parameter_tensors(net, &best_phi)?,
+        None => {
+            let mut map = TensorMap::new();
+            map.insert(
+                "commentary.logits".into(),
+                FileTensor::f32(vec![phi_len], best_phi.clone()).map_err(insight_error)?,
+            );
+            map
+        }
+    };
     weighting_insights(
-        &teacher,
-        label_input,
+        &source,
         &vector(&best_phi, device),
         data,
         steps,
@@ -782,8 +808,7 @@ const INSIGHT_POINTS: usize = 5;
 /// Weights of a fixed sample of training examples at several iterations, with their classes
 /// and canonical indices, and the mean weight per class at each iteration.
 fn weighting_insights(
-    teacher: &Network,
-    label_input: bool,
+    source: &WeightSource,
     phi: &Tensor<1>,
     data: &PreparedData,
     horizon: usize,
@@ -794,7 +819,8 @@ fn weighting_insights(
     sample.shuffle(&mut StdRng::seed_from_u64(0x1A51_6475));
     sample.truncate(INSIGHT_SAMPLE);
     sample.sort_unstable();
-    let batch = data.train.select(&indices(&sample, &device));
+    let sample_indices = indices(&sample, &device);
+    let batch = data.train.select(&sample_indices);
     let classes = data.summary.classes.len();
     let labels = batch.labels();
     let iterations: Vec<i64> = (0..INSIGHT_POINTS)
@@ -803,12 +829,10 @@ fn weighting_insights(
     let mut weights = Vec::with_capacity(INSIGHT_POINTS * sample.len());
     let mut class_means = Vec::with_capacity(INSIGHT_POINTS * classes);
     for &iteration in &iterations {
-        let w = to_vec(&teacher_weights(
-            teacher,
-            label_input,
-            horizon,
+        let w = to_vec(&source.weights(
             &phi.clone().detach(),
             &batch,
+            &sample_indices,
             iteration as usize,
         ));
         for class in 0..classes {

@@ -10,7 +10,9 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use schema::ImageShape;
 use schema::arch::NetSpec;
-use trainer::commentary::weighting::{LabelledImages, TeacherWeighting, teacher_network};
+use trainer::commentary::weighting::{
+    LabelledImages, TeacherWeighting, WeightSource, teacher_network,
+};
 use trainer::device::{ComputeDevice, burn_device};
 use trainer::hypergrad::optim::{InnerOptimizer, OptState};
 use trainer::hypergrad::{bptt, scalar};
@@ -82,14 +84,17 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             Tensor::<1, Int>::from_data(TensorData::new(indices, [args.batch_size]), &device)
         })
         .collect();
+    let teacher = teacher_network(&NetSpec::Cbr, SHAPE, CLASSES, false);
     let problem = TeacherWeighting {
         student: Network::new(&NetSpec::Cbr, "student.", SHAPE, 0, CLASSES),
-        teacher: teacher_network(&NetSpec::Cbr, SHAPE, CLASSES, false),
-        label_input: false,
+        source: WeightSource::Teacher {
+            net: teacher.clone(),
+            label_input: false,
+            horizon: args.inner_steps,
+        },
         train,
         validation,
         batches,
-        horizon: args.inner_steps,
     };
     let inner = InnerOptimizer::Adam {
         lr: 1e-4,
@@ -103,13 +108,13 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         beta2: 0.999,
         eps: 1e-8,
     };
-    let mut phi = problem.teacher.init(&mut rng, &device);
+    let mut phi = teacher.init(&mut rng, &device);
     let mut outer_state = OptState::new();
     let mut seconds = Vec::with_capacity(args.meta_steps);
     println!(
         "meta-step benchmark: CBR student ({} params), CBR teacher ({} params), K={}, batch={}, validation={}, device={}",
         problem.student.len(),
-        problem.teacher.len(),
+        teacher.len(),
         args.inner_steps,
         args.batch_size,
         args.validation_examples,

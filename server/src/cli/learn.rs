@@ -73,6 +73,9 @@ struct ConfigOverrides {
     /// Give the teacher the label as an input.
     #[arg(long)]
     label_input: bool,
+    /// Example weighting: learn a per-example weight table instead of a teacher network.
+    #[arg(long)]
+    tabular: bool,
 }
 
 /// Reads a LearnConfig from TOML or JSON (by extension).
@@ -110,9 +113,8 @@ impl ConfigOverrides {
             student,
             commentary_net
         );
-        if self.label_input {
-            config.label_input = true;
-        }
+        config.label_input |= self.label_input;
+        config.tabular |= self.tabular;
     }
 }
 

@@ -1,4 +1,5 @@
-//! Example weighting: a teacher network t(x, i/T; phi) -> (0, 1) weights each example of the
+//! Example weighting: a teacher network t(x, i/T; phi) -> (0, 1) (or a per-example table of
+//! logits) weights each example of the
 //! student's batch; inner loss = mean_i w_i CE_i. The teacher sees the image with the iteration
 //! i/T (clamped to 1) as an extra channel, and optionally the label as a one-hot input to its
 //! last layer. Only the student needs explicit backward passes: the teacher enters the inner
@@ -84,17 +85,55 @@ pub fn teacher_network(
     )
 }
 
-/// Training a student under teacher weights, as an inner problem for BPTT.
+/// Where per-example weights come from.
+#[derive(Clone)]
+pub enum WeightSource {
+    /// A teacher t(x, i/T) over `horizon` steps (phi = the teacher's parameters).
+    Teacher {
+        net: Network,
+        label_input: bool,
+        horizon: usize,
+    },
+    /// One logit per train example in canonical order: w_i = sigmoid(phi_i).
+    Table,
+}
+
+impl WeightSource {
+    /// The length of phi for a train split of `train_examples`.
+    pub fn phi_len(&self, train_examples: usize) -> usize {
+        match self {
+            Self::Teacher { net, .. } => net.len(),
+            Self::Table => train_examples,
+        }
+    }
+
+    /// Weights [batch] for `batch` (canonical train `indices`) at inner step `step`.
+    pub fn weights(
+        &self,
+        phi: &Tensor<1>,
+        batch: &LabelledImages,
+        indices: &Tensor<1, Int>,
+        step: usize,
+    ) -> Tensor<1> {
+        match self {
+            Self::Teacher {
+                net,
+                label_input,
+                horizon,
+            } => teacher_weights(net, *label_input, *horizon, phi, batch, step),
+            Self::Table => sigmoid(phi.clone().select(0, indices.clone())),
+        }
+    }
+}
+
+/// Training a student under per-example weights, as an inner problem for BPTT.
 pub struct TeacherWeighting {
     pub student: Network,
-    pub teacher: Network,
-    pub label_input: bool,
+    pub source: WeightSource,
     pub train: LabelledImages,
     pub validation: LabelledImages,
-    /// The indices of each inner step's batch.
+    /// The canonical indices of each inner step's batch.
     pub batches: Vec<Tensor<1, Int>>,
-    /// T in the teacher's time input i/T.
-    pub horizon: usize,
 }
 
 /// Teacher weights [batch] for `batch` at inner step `step` of a run of `horizon` steps (the
@@ -116,24 +155,11 @@ pub fn teacher_weights(
     sigmoid(logits).reshape([b])
 }
 
-impl TeacherWeighting {
-    /// Teacher weights [batch] for `batch` at inner step `step`.
-    pub fn weights(&self, phi: &Tensor<1>, batch: &LabelledImages, step: usize) -> Tensor<1> {
-        teacher_weights(
-            &self.teacher,
-            self.label_input,
-            self.horizon,
-            phi,
-            batch,
-            step,
-        )
-    }
-}
-
 impl InnerProblem for TeacherWeighting {
     fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, step: usize) -> Tensor<1> {
-        let batch = self.train.select(&self.batches[step % self.batches.len()]);
-        let weights = self.weights(phi, &batch, step);
+        let indices = &self.batches[step % self.batches.len()];
+        let batch = self.train.select(indices);
+        let weights = self.source.weights(phi, &batch, indices, step);
         let (logits, trace) = self
             .student
             .forward(theta, Input::Image(batch.images.clone()), None);
