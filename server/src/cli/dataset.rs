@@ -28,6 +28,23 @@ pub enum DatasetCommand {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Write the spurious-background variant: images centred on a larger canvas with a bright
+    /// patch on its border, at a class-determined position in train and a random one in test.
+    Spurious {
+        /// The source dataset.
+        path: PathBuf,
+        /// The folder to write (gzipped IDX).
+        #[arg(long)]
+        out: PathBuf,
+        /// Side of the square canvas in pixels.
+        #[arg(long, default_value_t = 40)]
+        canvas: usize,
+        /// Seed of the test split's random patch positions.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
 }
 
 /// Caps on what decoding may use; the defaults suit datasets up to ImageNet-32 scale.
@@ -60,6 +77,24 @@ pub fn run(command: DatasetCommand) -> anyhow::Result<()> {
         DatasetCommand::Hash { path, limits } => {
             let summary = summarize(&path, &limits)?;
             println!("{}", summary.digest);
+        }
+        DatasetCommand::Spurious {
+            path,
+            out,
+            canvas,
+            seed,
+            limits,
+        } => {
+            let dataset = Dataset::open(&path, limits.limits())
+                .with_context(|| format!("cannot read dataset {}", path.display()))?;
+            trainer::data::spurious::write_spurious(
+                &dataset,
+                &out,
+                trainer::data::spurious::SpuriousOptions { canvas, seed },
+            )
+            .with_context(|| format!("cannot write the spurious variant to {}", out.display()))?;
+            let summary = summarize(&out, &limits)?;
+            println!("wrote {} ({})", out.display(), summary.digest);
         }
         DatasetCommand::Inspect { path, json, limits } => {
             let summary = summarize(&path, &limits)?;

@@ -261,6 +261,48 @@ impl IdxSplit {
     }
 }
 
+/// Writes `<prefix>-images-idx3-ubyte.gz` (or idx4 for colour) and
+/// `<prefix>-labels-idx1-ubyte.gz` into `dir`; labels must be below 256.
+pub(crate) fn write_gz(
+    dir: &Path,
+    prefix: &str,
+    shape: ImageShape,
+    labels: &[u32],
+    pixels: &[u8],
+) -> Result<(), DataError> {
+    use std::io::Write as _;
+    let write = |name: String, dims: &[u32], payload: &[u8]| -> Result<(), DataError> {
+        let path = dir.join(name);
+        let file = File::create(&path).map_err(|e| DataError::io(&path, e))?;
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut header = vec![0, 0, UBYTE, dims.len() as u8];
+        for d in dims {
+            header.extend_from_slice(&d.to_be_bytes());
+        }
+        gz.write_all(&header)
+            .and_then(|()| gz.write_all(payload))
+            .and_then(|()| gz.finish().map(drop))
+            .map_err(|e| DataError::io(&path, e))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let n = labels.len() as u32;
+    let label_bytes = labels
+        .iter()
+        .map(|&l| {
+            u8::try_from(l).map_err(|_| {
+                DataError::invalid(dir, format!("label {l} does not fit IDX's u8 labels"))
+            })
+        })
+        .collect::<Result<Vec<u8>, _>>()?;
+    let (kind, dims) = if shape.channels == 1 {
+        (3, vec![n, shape.height, shape.width])
+    } else {
+        (4, vec![n, shape.height, shape.width, shape.channels])
+    };
+    write(format!("{prefix}-images-idx{kind}-ubyte.gz"), &dims, pixels)?;
+    write(format!("{prefix}-labels-idx1-ubyte.gz"), &[n], &label_bytes)
+}
+
 /// Recognises IDX file names: `<prefix>-images-idx3-ubyte`, `<prefix>-labels-idx1-ubyte`, with
 /// `.` allowed for the separators (as in `train-images.idx3-ubyte`) and an optional `.gz`.
 /// Returns the prefix and whether the file holds images.

@@ -14,6 +14,7 @@ mod idx;
 mod image_folder;
 mod layout;
 mod limits;
+pub mod spurious;
 
 use std::path::{Path, PathBuf};
 
