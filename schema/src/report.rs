@@ -71,6 +71,9 @@ pub struct ApplyReport {
     /// Per seed: the first evaluated step at which the run with the commentary reached the
     /// baseline's final validation accuracy (same seed), or null if it never did.
     pub steps_to_baseline_accuracy: Vec<Option<u64>>,
+    /// Label blending only: students trained with random blending (lambda ~ U(0.5, 1) per pair,
+    /// drawn each batch), the baseline a learned blend matrix must beat.
+    pub random_blending: Option<ArmReport>,
     /// with_commentary.test_accuracy.mean - baseline.test_accuracy.mean
     pub test_accuracy_gain: f64,
     /// True when the commentary was applied to a dataset with another digest (--force).

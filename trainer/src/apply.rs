@@ -13,7 +13,7 @@ use schema::arch::{CommentarySpec, NetSpec};
 use schema::artifact::verify_artifact;
 use schema::report::{ApplyReport, ArmReport, CurvePoint, RunReport, Spread};
 
-use crate::commentary::blending::blend;
+use crate::commentary::blending::{blend, blend_with};
 use crate::commentary::masks::{apply_masks, mask_network};
 use crate::commentary::weighting::{LabelledImages, WeightSource, teacher_network};
 use crate::data::Dataset;
@@ -39,6 +39,8 @@ pub struct ApplyOptions {
     pub device: ComputeDevice,
     /// Apply even when the dataset's digest differs from the commentary's.
     pub force: bool,
+    /// Train on a seeded random subset of this many examples (a small-data regime).
+    pub train_examples: Option<usize>,
 }
 
 impl Default for ApplyOptions {
@@ -49,6 +51,7 @@ impl Default for ApplyOptions {
             steps: 500,
             eval_every: 50,
             batch_size: 32,
+            train_examples: None,
             lr: 1e-3,
             device: ComputeDevice::Cpu,
             force: false,
@@ -69,6 +72,8 @@ enum Commentary {
         mask_net: Network,
         phi: Tensor<1>,
     },
+    /// The "random blending" baseline: lambda ~ U(0.5, 1) per pair, drawn each batch.
+    RandomBlending,
 }
 
 /// Examples evaluated per forward pass (bounds memory on large splits).
@@ -145,6 +150,17 @@ fn train_student(
             Some(Commentary::Masks { mask_net, phi }) => {
                 let masked = apply_masks(mask_net, phi, &batch.images).detach();
                 (masked, batch.onehot, None)
+            }
+            Some(Commentary::RandomBlending) => {
+                let mut pairs: Vec<i64> = (0..b as i64).collect();
+                pairs.shuffle(&mut rng);
+                let lambda: Vec<f32> = (0..b).map(|_| rng.random_range(0.5f32..1.0)).collect();
+                let (images, targets) = blend_with(
+                    &batch,
+                    &index_tensor(&pairs, device),
+                    Tensor::from_data(TensorData::new(lambda, [b]), device),
+                );
+                (images, targets, None)
             }
             Some(Commentary::Blending { phi }) => {
                 let mut pairs: Vec<i64> = (0..b as i64).collect();
@@ -253,7 +269,12 @@ pub fn apply(
             .collect()
     };
     let held_out: std::collections::HashSet<i64> = validation_indices.iter().copied().collect();
-    let pool: Vec<i64> = (0..n as i64).filter(|i| !held_out.contains(i)).collect();
+    let mut pool: Vec<i64> = (0..n as i64).filter(|i| !held_out.contains(i)).collect();
+    if let Some(keep) = options.train_examples {
+        pool.shuffle(&mut StdRng::seed_from_u64(manifest.config.seed ^ 0x5EED));
+        pool.truncate(keep);
+        pool.sort_unstable();
+    }
     if pool.is_empty() {
         return Err(ApplyError::Invalid(
             "no training examples are left after the validation split".into(),
@@ -324,7 +345,20 @@ pub fn apply(
     let student = Network::new(&student_spec, "student.", shape, 0, classes);
     let mut baseline = Vec::new();
     let mut with = Vec::new();
+    let mut random = Vec::new();
+    let random_blending = matches!(commentary, Commentary::Blending { .. });
     for &seed in &options.seeds {
+        if random_blending {
+            on_run("random blending", seed);
+            random.push(train_student(
+                &student,
+                &splits,
+                Some(&Commentary::RandomBlending),
+                seed,
+                options,
+                &device,
+            ));
+        }
         on_run("baseline", seed);
         baseline.push(train_student(
             &student, &splits, None, seed, options, &device,
@@ -350,6 +384,7 @@ pub fn apply(
         })
         .collect();
     let (baseline, with_commentary) = (arm(baseline), arm(with));
+    let random_blending = random_blending.then(|| arm(random));
     Ok(ApplyReport {
         kind: manifest.kind,
         dataset: summary.digest,
@@ -361,6 +396,7 @@ pub fn apply(
         baseline,
         with_commentary,
         steps_to_baseline_accuracy,
+        random_blending,
         forced,
         wall_s: started.elapsed().as_secs_f64(),
     })

@@ -45,6 +45,9 @@ pub struct ApplyArgs {
     /// Apply even if the dataset's digest differs from the commentary's.
     #[arg(long)]
     force: bool,
+    /// Train on a seeded subset of this many examples (a small-data regime).
+    #[arg(long)]
+    train_examples: Option<usize>,
 }
 
 pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
@@ -59,6 +62,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         lr: args.lr,
         device: args.device,
         force: args.force,
+        train_examples: args.train_examples,
     };
     let report = apply(&dataset, &args.commentary, &options, &mut |arm, seed| {
         eprintln!("training a student ({arm}, seed {seed})");
@@ -68,6 +72,12 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     std::fs::write(&args.report, &json)
         .with_context(|| format!("cannot write {}", args.report.display()))?;
     write_atomically(&args.commentary.join(REPORT_FILE), &json)?;
+    if let Some(random) = &report.random_blending {
+        println!(
+            "random blending: test accuracy {:.4} +- {:.4}",
+            random.test_accuracy.mean, random.test_accuracy.std
+        );
+    }
     println!(
         "test accuracy: baseline {:.4} +- {:.4}, with commentary {:.4} +- {:.4} (gain {:+.4}); steps to the baseline's \
          final validation accuracy: {:?}",

@@ -30,14 +30,29 @@ pub fn blend(
     pairs: &Tensor<1, Int>,
 ) -> (Tensor<4>, Tensor<2>) {
     let classes = batch.classes();
-    let partner = batch.select(pairs);
     let labels = batch.onehot.clone().argmax(1).squeeze_dim::<1>(1);
-    let partner_labels = partner.onehot.clone().argmax(1).squeeze_dim::<1>(1);
+    let partner_labels = batch
+        .onehot
+        .clone()
+        .select(0, pairs.clone())
+        .argmax(1)
+        .squeeze_dim::<1>(1);
     let index = labels.mul_scalar(classes as i64) + partner_labels;
     // [b]
     let lambda = sigmoid(phi.clone().select(0, index))
         .mul_scalar(-0.5)
         .add_scalar(1.0);
+    blend_with(batch, pairs, lambda)
+}
+
+/// Blends `batch` with its partners `pairs` in the proportions `lambda` [b] (the share of each
+/// example's own image and label).
+pub fn blend_with(
+    batch: &LabelledImages,
+    pairs: &Tensor<1, Int>,
+    lambda: Tensor<1>,
+) -> (Tensor<4>, Tensor<2>) {
+    let partner = batch.select(pairs);
     let other = lambda.clone().neg().add_scalar(1.0);
     let b = lambda.dims()[0];
     let images = batch.images.clone() * lambda.clone().reshape([b, 1, 1, 1])
