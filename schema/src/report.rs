@@ -56,6 +56,19 @@ pub struct ArmReport {
     pub final_val_accuracy: Spread,
 }
 
+/// Mask quality on the test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MaskReport {
+    /// Mean share of each image's mask mass inside the object's bounding box.
+    pub mass_in_box: f64,
+    /// Share of pixels removed in the removal test.
+    pub removed_fraction: f64,
+    /// Baseline students' test accuracy with the most-masked pixels removed (over seeds).
+    pub accuracy_most_masked_removed: Spread,
+    /// ... and with the same number of random pixels removed.
+    pub accuracy_random_removed: Spread,
+}
+
 /// The apply report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ApplyReport {
@@ -74,6 +87,8 @@ pub struct ApplyReport {
     /// Label blending only: students trained with random blending (lambda ~ U(0.5, 1) per pair,
     /// drawn each batch), the baseline a learned blend matrix must beat.
     pub random_blending: Option<ArmReport>,
+    /// Attention masks only: where the masks point, and what removing it does.
+    pub masks: Option<MaskReport>,
     /// with_commentary.test_accuracy.mean - baseline.test_accuracy.mean
     pub test_accuracy_gain: f64,
     /// True when the commentary was applied to a dataset with another digest (--force).

@@ -11,10 +11,10 @@ use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use schema::arch::{CommentarySpec, NetSpec};
 use schema::artifact::verify_artifact;
-use schema::report::{ApplyReport, ArmReport, CurvePoint, RunReport, Spread};
+use schema::report::{ApplyReport, ArmReport, CurvePoint, MaskReport, RunReport, Spread};
 
 use crate::commentary::blending::{blend, blend_with};
-use crate::commentary::masks::{apply_masks, mask_network};
+use crate::commentary::masks::{apply_masks, mask_network, masks};
 use crate::commentary::weighting::{LabelledImages, WeightSource, teacher_network};
 use crate::data::Dataset;
 use crate::device::ComputeDevice;
@@ -122,7 +122,7 @@ fn train_student(
     seed: u64,
     options: &ApplyOptions,
     device: &Device,
-) -> RunReport {
+) -> (RunReport, Tensor<1>) {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut theta = student.init(&mut rng, device);
@@ -185,13 +185,109 @@ fn train_student(
         }
     }
     let (test_accuracy, test_loss) = accuracy_and_loss(student, &theta, &splits.test);
-    RunReport {
+    let report = RunReport {
         seed,
         final_val_accuracy: curve.last().map_or(0.0, |p| p.val_accuracy),
         curve,
         test_accuracy,
         test_loss,
         wall_s: started.elapsed().as_secs_f64(),
+    };
+    (report, theta)
+}
+
+/// Share of the image removed in the removal test.
+const REMOVED_FRACTION: f64 = 0.25;
+
+/// Mask quality on the test split: the share of mask mass inside each digit's bounding box
+/// (pixels brighter than 0.1 away from the border band where spurious patches sit), and the
+/// accuracy of the baseline students when the most-masked 25% of pixels are removed versus a
+/// random 25%.
+fn mask_report(
+    mask_net: &Network,
+    phi: &Tensor<1>,
+    student: &Network,
+    baselines: &[Tensor<1>],
+    test: &LabelledImages,
+    seed: u64,
+) -> MaskReport {
+    let [n, _, h, w] = test.images.dims();
+    let device = test.images.device();
+    let band = crate::data::spurious::PATCH;
+    let mut in_box = 0f64;
+    let mut removed_masked = Vec::new();
+    let mut removed_random = Vec::new();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let remove = (REMOVED_FRACTION * (h * w) as f64).round() as usize;
+    let mut start = 0;
+    let (mut keep_masked, mut keep_random) =
+        (Vec::with_capacity(n * h * w), Vec::with_capacity(n * h * w));
+    while start < n {
+        let len = EVAL_CHUNK.min(n - start);
+        let images = test.images.clone().narrow(0, start, len);
+        let m: Vec<f32> = masks(mask_net, phi, &images)
+            .reshape([len * h * w])
+            .to_data()
+            .iter::<f32>()
+            .collect();
+        // The brightest channel decides whether a pixel belongs to the object.
+        let x: Vec<f32> = images
+            .max_dim(1)
+            .reshape([len * h * w])
+            .to_data()
+            .iter::<f32>()
+            .collect();
+        for i in 0..len {
+            let (mi, xi) = (
+                &m[i * h * w..(i + 1) * h * w],
+                &x[i * h * w..(i + 1) * h * w],
+            );
+            let (mut top, mut left, mut bottom, mut right) = (h, w, 0, 0);
+            for y in band.min(h)..h.saturating_sub(band) {
+                for xx in band.min(w)..w.saturating_sub(band) {
+                    if xi[y * w + xx] > 0.1 {
+                        (top, left, bottom, right) =
+                            (top.min(y), left.min(xx), bottom.max(y), right.max(xx));
+                    }
+                }
+            }
+            let total: f64 = mi.iter().map(|&v| f64::from(v)).sum();
+            let inside: f64 = if top <= bottom {
+                (top..=bottom)
+                    .flat_map(|y| (left..=right).map(move |xx| y * w + xx))
+                    .map(|p| f64::from(mi[p]))
+                    .sum()
+            } else {
+                0.0
+            };
+            in_box += if total > 0.0 { inside / total } else { 0.0 };
+            let mut order: Vec<usize> = (0..h * w).collect();
+            order.sort_by(|&a, &b| mi[b].total_cmp(&mi[a]));
+            let mut keep = vec![1f32; h * w];
+            order[..remove].iter().for_each(|&p| keep[p] = 0.0);
+            keep_masked.extend_from_slice(&keep);
+            order.shuffle(&mut rng);
+            let mut keep = vec![1f32; h * w];
+            order[..remove].iter().for_each(|&p| keep[p] = 0.0);
+            keep_random.extend_from_slice(&keep);
+        }
+        start += len;
+    }
+    let apply_keep = |keep: Vec<f32>| LabelledImages {
+        images: test.images.clone()
+            * Tensor::<4>::from_data(TensorData::new(keep, [n, 1, h, w]), &device),
+        onehot: test.onehot.clone(),
+    };
+    let (masked_removed, random_removed) = (apply_keep(keep_masked), apply_keep(keep_random));
+    for theta in baselines {
+        removed_masked.push(accuracy_and_loss(student, theta, &masked_removed).0);
+        removed_random.push(accuracy_and_loss(student, theta, &random_removed).0);
+    }
+    MaskReport {
+        mass_in_box: in_box / n.max(1) as f64,
+        removed_fraction: REMOVED_FRACTION,
+        accuracy_most_masked_removed: Spread::of(&removed_masked),
+        accuracy_random_removed: Spread::of(&removed_random),
     }
 }
 
@@ -346,32 +442,29 @@ pub fn apply(
     let mut baseline = Vec::new();
     let mut with = Vec::new();
     let mut random = Vec::new();
+    let mut baseline_thetas = Vec::new();
     let random_blending = matches!(commentary, Commentary::Blending { .. });
     for &seed in &options.seeds {
         if random_blending {
             on_run("random blending", seed);
-            random.push(train_student(
-                &student,
-                &splits,
-                Some(&Commentary::RandomBlending),
-                seed,
-                options,
-                &device,
-            ));
+            random.push(
+                train_student(
+                    &student,
+                    &splits,
+                    Some(&Commentary::RandomBlending),
+                    seed,
+                    options,
+                    &device,
+                )
+                .0,
+            );
         }
         on_run("baseline", seed);
-        baseline.push(train_student(
-            &student, &splits, None, seed, options, &device,
-        ));
+        let (report, theta) = train_student(&student, &splits, None, seed, options, &device);
+        baseline.push(report);
+        baseline_thetas.push(theta);
         on_run("with commentary", seed);
-        with.push(train_student(
-            &student,
-            &splits,
-            Some(&commentary),
-            seed,
-            options,
-            &device,
-        ));
+        with.push(train_student(&student, &splits, Some(&commentary), seed, options, &device).0);
     }
     let steps_to_baseline_accuracy = baseline
         .iter()
@@ -385,6 +478,17 @@ pub fn apply(
         .collect();
     let (baseline, with_commentary) = (arm(baseline), arm(with));
     let random_blending = random_blending.then(|| arm(random));
+    let masks = match &commentary {
+        Commentary::Masks { mask_net, phi } => Some(mask_report(
+            mask_net,
+            phi,
+            &student,
+            &baseline_thetas,
+            &splits.test,
+            manifest.config.seed,
+        )),
+        _ => None,
+    };
     Ok(ApplyReport {
         kind: manifest.kind,
         dataset: summary.digest,
@@ -397,6 +501,7 @@ pub fn apply(
         with_commentary,
         steps_to_baseline_accuracy,
         random_blending,
+        masks,
         forced,
         wall_s: started.elapsed().as_secs_f64(),
     })
