@@ -46,8 +46,13 @@ def main(folder):
     print(f"| attention masks (spurious variant) | {m['student']} | mask mass inside the digit's box | – | {mk['mass_in_box']:.3f} |")
     print(f"| attention masks (spurious variant) | {m['student']} | baseline accuracy, {mk['removed_fraction']:.0%} of pixels removed | "
           f"random: {spread(mk['accuracy_random_removed'])} | most-masked: {spread(mk['accuracy_most_masked_removed'])} |")
-    print("\nWhere a commentary does not help, the table says so; see the issue notes for the "
-          "configuration's limits (small MLP students, short learning runs on CPU).")
+    print("\nReading the table: steps to the baseline's final validation accuracy are evaluated every "
+          f"{w['eval_every']} steps (the baseline needs all {w['steps']} by definition). On the spurious variant the "
+          "validation examples come from the train split and share its shortcut, so L_V rewards "
+          "the patch; the removal test shows where the masks point (removing the most-masked "
+          "pixels versus random ones). Where a commentary does not help, the table says so; the "
+          "configuration (small MLP students, short learning runs on 2 CPU cores) is in "
+          "`bench/quality_report.sh`, with a larger GPU configuration in its header.")
 
 
 if __name__ == "__main__":
