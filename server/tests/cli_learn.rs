@@ -382,3 +382,161 @@ fn a_learned_commentary_is_applied_side_by_side_with_a_baseline() {
             .expect("json");
     assert!(report.forced);
 }
+
+/// A tiny RGB image-folder dataset: 8x8 images, 3 classes told apart by their dominant colour.
+fn tiny_rgb_dataset(dir: &Path) {
+    let mut state = 7u32;
+    let mut noise = move || {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (state >> 26) as u8
+    };
+    for (split, count) in [("train", 40), ("test", 10)] {
+        for (class, name) in ["red", "green", "blue"].iter().enumerate() {
+            let folder = dir.join(split).join(name);
+            std::fs::create_dir_all(&folder).expect("dir");
+            for i in 0..count {
+                let mut pixels = Vec::with_capacity(8 * 8 * 3);
+                for _ in 0..64 {
+                    for channel in 0..3 {
+                        pixels.push(if channel == class {
+                            160 + noise()
+                        } else {
+                            noise()
+                        });
+                    }
+                }
+                image::save_buffer(
+                    folder.join(format!("{i}.png")),
+                    &pixels,
+                    8,
+                    8,
+                    image::ExtendedColorType::Rgb8,
+                )
+                .expect("png");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_kind_learns_and_applies_on_a_small_rgb_image_folder() {
+    let tmp = TempDir::new().expect("tmp");
+    let data = tmp.path().join("rgb");
+    tiny_rgb_dataset(&data);
+    for (kind, algorithm) in [
+        ("example-weighting", "bptt"),
+        ("label-blending", "ift"),
+        ("attention-mask", "ift"),
+    ] {
+        let out_dir = tmp.path().join(kind);
+        let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
+            .args([
+                "learn",
+                "--kind",
+                kind,
+                "--algorithm",
+                algorithm,
+                "--dataset",
+            ])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out_dir)
+            .args([
+                "--student",
+                "cbr",
+                "--commentary-net",
+                "mlp:8",
+                "--inner-steps",
+                "4",
+                "--meta-steps",
+                "2",
+            ])
+            .args([
+                "--batch-size",
+                "8",
+                "--validation-examples",
+                "30",
+                "--validation-batch-size",
+                "30",
+            ])
+            .output()
+            .expect("learn");
+        assert!(out.status.success(), "{kind}: {}", stderr(&out));
+        let manifest = verify_artifact(&out_dir).expect("artifact").manifest;
+        assert_eq!(manifest.dataset.shape.to_string(), "8x8x3");
+        assert_eq!(manifest.dataset.classes, ["blue", "green", "red"]);
+        let report = tmp.path().join(format!("{kind}.json"));
+        let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
+            .args(["apply", "--dataset"])
+            .arg(&data)
+            .arg("--commentary")
+            .arg(&out_dir)
+            .arg("--report")
+            .arg(&report)
+            .args([
+                "--seeds",
+                "1",
+                "--steps",
+                "10",
+                "--eval-every",
+                "5",
+                "--batch-size",
+                "8",
+            ])
+            .output()
+            .expect("apply");
+        assert!(out.status.success(), "{kind}: {}", stderr(&out));
+    }
+
+    // A commentary for 8x8x3 images with 3 classes does not fit MNIST, even forced.
+    let out = apply_command(
+        &mnist_fixture(),
+        &tmp.path().join("label-blending"),
+        &tmp.path().join("x.json"),
+    )
+    .arg("--force")
+    .output()
+    .expect("apply");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("learned on 8x8x3 images with 3 classes"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A time limit stops learning early and keeps the best commentary so far.
+    let out_dir = tmp.path().join("limited");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
+        .args(["learn", "--kind", "example-weighting", "--dataset"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out_dir)
+        .args([
+            "--student",
+            "mlp:8",
+            "--commentary-net",
+            "mlp:8",
+            "--inner-steps",
+            "4",
+            "--meta-steps",
+            "1000000",
+        ])
+        .args([
+            "--batch-size",
+            "8",
+            "--validation-examples",
+            "30",
+            "--time-limit",
+            "2s",
+        ])
+        .output()
+        .expect("learn");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let done = verify_artifact(&out_dir)
+        .expect("artifact")
+        .manifest
+        .metrics["meta_steps_done"];
+    assert!(done >= 1.0 && done < 1_000_000.0, "{done}");
+}
