@@ -104,8 +104,9 @@ pub enum Optimizer {
 pub struct LearnConfig {
     /// Seed for the validation split, initialisations and batch order.
     pub seed: u64,
-    /// Examples split off the train split for the validation loss L_V.
-    pub validation_examples: u32,
+    /// Examples split off the train split for the validation loss L_V; unset: a fifth of the
+    /// train split, at most 1,000.
+    pub validation_examples: Option<u32>,
     /// Student (inner) steps per meta-step; also T in the teacher's time input i/T.
     pub inner_steps: u32,
     /// Meta-steps (outer updates of the commentary parameters).
@@ -173,7 +174,7 @@ impl Default for LearnConfig {
     fn default() -> Self {
         Self {
             seed: 0,
-            validation_examples: 1000,
+            validation_examples: None,
             inner_steps: 100,
             meta_steps: 20,
             batch_size: 32,

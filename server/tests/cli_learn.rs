@@ -159,12 +159,22 @@ fn attention_masks_are_learned_by_ift_and_applied() {
         [784, 16]
     );
 
-    let report = tmp.path().join("report.json");
-    let out = apply_command(&mnist_fixture(), &out_dir, &report)
+    let report_path = tmp.path().join("report.json");
+    let out = apply_command(&mnist_fixture(), &out_dir, &report_path)
         .output()
         .expect("apply");
     assert!(out.status.success(), "{}", stderr(&out));
+    let report: schema::report::ApplyReport =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
+    let masks = report
+        .masks
+        .expect("mask metrics for an attention-mask commentary");
+    assert!((0.0..=1.0).contains(&masks.mass_in_box), "{masks:?}");
+    assert!(masks.accuracy_random_removed.mean.is_finite());
+    assert!(masks.accuracy_most_masked_removed.mean <= 1.0);
 
+    // Masks can be learned by BPTT too.
+    let bptt_dir = tmp.path().join("bptt");
     let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
         .args([
             "learn",
@@ -176,15 +186,22 @@ fn attention_masks_are_learned_by_ift_and_applied() {
         ])
         .arg(mnist_fixture())
         .arg("--out")
-        .arg(tmp.path().join("bptt"))
+        .arg(&bptt_dir)
+        .args([
+            "--meta-steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--validation-examples",
+            "500",
+        ])
+        .args(FAST)
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("not available in this build yet"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifest = verify_artifact(&bptt_dir).expect("artifact").manifest;
+    assert_eq!(manifest.algorithm.to_string(), "bptt");
+    assert_eq!(manifest.metrics["meta_steps_done"], 2.0);
 }
 
 #[test]

@@ -115,7 +115,10 @@ pub fn prepare(
     let summary = dataset.summarize()?;
     let split = dataset.load_split("train")?;
     let n = split.len();
-    let wanted = config.validation_examples as usize;
+    let wanted = match config.validation_examples {
+        Some(explicit) => explicit as usize,
+        None => (n / 5).clamp(1, 1000),
+    };
     let batch = config.batch_size as usize;
     if wanted == 0 || batch == 0 {
         return Err(LearnError::Invalid(
@@ -371,7 +374,7 @@ pub fn learn(
     match (&spec, request.algorithm) {
         (CommentarySpec::Teacher { .. } | CommentarySpec::Table, Algorithm::Bptt)
         | (CommentarySpec::BlendMatrix, Algorithm::Ift)
-        | (CommentarySpec::MaskNet { .. }, Algorithm::Ift) => {}
+        | (CommentarySpec::MaskNet { .. }, _) => {}
         (CommentarySpec::Teacher { .. }, Algorithm::Ift) => {
             return Err(LearnError::Invalid(
                 "example weighting with a teacher network is learned by BPTT (the teacher's time input i/T needs the \
@@ -388,7 +391,7 @@ pub fn learn(
         (other, algorithm) => {
             return Err(LearnError::Invalid(format!(
                 "learning {} ({other:?}) by {algorithm} is not available in this build yet; example weighting with a \
-                 teacher network or a table (bptt), label blending (ift) and attention masks (ift) are",
+                 teacher network or a table (bptt), label blending (ift) and attention masks (ift or bptt) are",
                 request.kind
             )));
         }
@@ -428,7 +431,7 @@ pub fn learn(
             learn_weighting(&run, Some((net, *label_input)), on_progress)?
         }
         CommentarySpec::Table => learn_weighting(&run, None, on_progress)?,
-        CommentarySpec::MaskNet { net } => learn_masks(&run, net, on_progress)?,
+        CommentarySpec::MaskNet { net } => learn_masks(&run, net, request.algorithm, on_progress)?,
         _ => learn_blending(&run, on_progress)?,
     };
     let shape = data.train.shape();
@@ -478,6 +481,61 @@ pub fn learn(
     Ok(written)
 }
 
+/// BPTT meta-steps, shared by example weighting and attention masks: each meta-step builds its
+/// inner problem with `make_problem` (fresh batches from the step's seeded stream), trains a
+/// fresh student K steps, and moves phi along d L_V / d phi with Adam.
+fn learn_bptt<'a>(
+    run: &Run<'_>,
+    phi_len: usize,
+    initial_phi: impl FnOnce() -> Tensor<1>,
+    steps: usize,
+    on_progress: &mut dyn FnMut(&Progress),
+    make_problem: &dyn Fn(&mut StdRng) -> Box<dyn InnerProblem + 'a>,
+    student: &Network,
+) -> Result<OnlineResult, LearnError> {
+    let (config, device) = (run.config(), &run.device);
+    let inner = InnerOptimizer::from_config(config);
+    let outer = InnerOptimizer::Adam {
+        lr: config.outer_lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let mut checkpoint = run.resume_or_start(
+        |c| c.tensor("phi", phi_len, device).is_some(),
+        |fresh| {
+            let phi = initial_phi();
+            fresh.put("phi", &phi);
+            fresh.put("best_phi", &phi);
+        },
+    );
+    let mut phi = checkpoint
+        .tensor("phi", phi_len, device)
+        .unwrap_or_else(|| Tensor::zeros([phi_len], device));
+    let mut outer_state = checkpoint.state("outer", phi_len, device);
+    while checkpoint.next_step < config.meta_steps as usize {
+        let step = checkpoint.next_step;
+        let mut rng = step_rng(config.seed, step);
+        let problem = make_problem(&mut rng);
+        let theta0 = student.init(&mut rng, device);
+        let result = bptt::hypergradient(problem.as_ref(), &theta0, &phi, inner, steps);
+        checkpoint.record(step, result.val_loss, &phi)?;
+        let (next, state) = outer.step(&phi, &outer_state, result.hypergrad);
+        phi = next.detach();
+        outer_state = state.detached();
+        checkpoint.put("phi", &phi);
+        checkpoint.put_state("outer", &outer_state);
+        if run.end_meta_step(&checkpoint, step, result.val_loss, on_progress)? {
+            break;
+        }
+    }
+    Ok(OnlineResult {
+        best_phi: checkpoint.vector("best_phi"),
+        val_losses: checkpoint.vector("val_losses"),
+        best_val_loss: checkpoint.best_val_loss,
+    })
+}
+
 /// Example weighting: BPTT meta-steps, each with a fresh student. `teacher` None learns a
 /// per-example table instead of a teacher network.
 fn learn_weighting(
@@ -508,56 +566,32 @@ fn learn_weighting(
         None => WeightSource::Table,
     };
     let phi_len = source.phi_len(data.train.len());
-    let inner = InnerOptimizer::from_config(config);
-    let outer = InnerOptimizer::Adam {
-        lr: config.outer_lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
+    let initial_phi = || match &teacher {
+        Some((net, _)) => net.init(&mut step_rng(config.seed, usize::MAX - 1), device),
+        // A table starts at w = 0.5 for every example.
+        None => Tensor::zeros([phi_len], device),
     };
-    let mut checkpoint = run.resume_or_start(
-        |c| c.tensor("phi", phi_len, device).is_some(),
-        |fresh| {
-            // A table starts at w = 0.5 for every example.
-            let phi = match &teacher {
-                Some((net, _)) => net.init(&mut step_rng(config.seed, usize::MAX - 1), device),
-                None => Tensor::zeros([phi_len], device),
-            };
-            fresh.put("phi", &phi);
-            fresh.put("best_phi", &phi);
+    let result = learn_bptt(
+        run,
+        phi_len,
+        initial_phi,
+        steps,
+        on_progress,
+        &|rng| {
+            let chosen: Vec<i64> = (0..steps * batch)
+                .map(|_| data.pool[rng.random_range(0..data.pool.len())])
+                .collect();
+            Box::new(TeacherWeighting {
+                student: student.clone(),
+                source: source.clone(),
+                train: data.train.clone(),
+                validation: run.validation(rng),
+                batches: chosen.chunks(batch).map(|b| indices(b, device)).collect(),
+            })
         },
-    );
-    let mut phi = checkpoint
-        .tensor("phi", phi_len, device)
-        .unwrap_or_else(|| Tensor::zeros([phi_len], device));
-    let mut outer_state = checkpoint.state("outer", phi_len, device);
-    let meta_steps = config.meta_steps as usize;
-    while checkpoint.next_step < meta_steps {
-        let step = checkpoint.next_step;
-        let mut rng = step_rng(config.seed, step);
-        let chosen: Vec<i64> = (0..steps * batch)
-            .map(|_| data.pool[rng.random_range(0..data.pool.len())])
-            .collect();
-        let problem = TeacherWeighting {
-            student: student.clone(),
-            source: source.clone(),
-            train: data.train.clone(),
-            validation: run.validation(&mut rng),
-            batches: chosen.chunks(batch).map(|b| indices(b, device)).collect(),
-        };
-        let theta0 = student.init(&mut rng, device);
-        let result = bptt::hypergradient(&problem, &theta0, &phi, inner, steps);
-        checkpoint.record(step, result.val_loss, &phi)?;
-        let (next, state) = outer.step(&phi, &outer_state, result.hypergrad);
-        phi = next.detach();
-        outer_state = state.detached();
-        checkpoint.put("phi", &phi);
-        checkpoint.put_state("outer", &outer_state);
-        if run.end_meta_step(&checkpoint, step, result.val_loss, on_progress)? {
-            break;
-        }
-    }
-    let best_phi = checkpoint.vector("best_phi");
+        &student,
+    )?;
+    let best_phi = result.best_phi;
     let mut tensors = match &teacher {
         Some((net, _)) => parameter_tensors(net, &best_phi)?,
         None => {
@@ -578,12 +612,12 @@ fn learn_weighting(
     )?;
     Ok(Learned {
         tensors,
-        val_losses: checkpoint.vector("val_losses"),
-        best_val_loss: checkpoint.best_val_loss,
+        val_losses: result.val_losses,
+        best_val_loss: result.best_val_loss,
     })
 }
 
-/// What an online IFT run produced.
+/// What a learning loop (BPTT or online IFT) produced.
 struct OnlineResult {
     best_phi: Vec<f32>,
     val_losses: Vec<f32>,
@@ -726,6 +760,7 @@ const MASK_SAMPLE: usize = 32;
 fn learn_masks(
     run: &Run<'_>,
     mask_spec: &schema::arch::NetSpec,
+    algorithm: Algorithm,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Learned, LearnError> {
     let (config, data, device) = (run.config(), run.data, &run.device);
@@ -744,7 +779,31 @@ fn learn_masks(
         seed: config.seed,
     };
     let initial = mask_net.init(&mut rng, device);
-    let result = learn_online_ift(run, &problem, &student, initial, &mut rng, on_progress)?;
+    let result = match algorithm {
+        Algorithm::Ift => {
+            learn_online_ift(run, &problem, &student, initial, &mut rng, on_progress)?
+        }
+        Algorithm::Bptt => {
+            let steps = config.inner_steps.max(1) as usize;
+            let make_problem = |rng: &mut StdRng| -> Box<dyn InnerProblem + '_> {
+                // Each meta-step draws its own batches.
+                Box::new(AttentionMasking {
+                    seed: rng.random(),
+                    validation: run.validation(rng),
+                    ..problem.clone()
+                })
+            };
+            learn_bptt(
+                run,
+                initial.dims()[0],
+                || initial,
+                steps,
+                on_progress,
+                &make_problem,
+                &student,
+            )?
+        }
+    };
     let mut tensors = parameter_tensors(&mask_net, &result.best_phi)?;
     let mut sample: Vec<i64> = data.validation_indices.iter().map(|&i| i as i64).collect();
     sample.truncate(MASK_SAMPLE);

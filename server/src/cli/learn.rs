@@ -100,12 +100,14 @@ impl ConfigOverrides {
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(v) = self.$field { config.$field = v; })* };
         }
+        if self.validation_examples.is_some() {
+            config.validation_examples = self.validation_examples;
+        }
         set!(
             seed,
             inner_steps,
             meta_steps,
             batch_size,
-            validation_examples,
             validation_batch_size,
             inner_optimizer,
             inner_lr,

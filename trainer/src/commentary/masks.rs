@@ -39,6 +39,7 @@ pub fn apply_masks(mask_net: &Network, phi: &Tensor<1>, images: &Tensor<4>) -> T
 }
 
 /// Training a student on masked images, as an inner problem.
+#[derive(Clone)]
 pub struct AttentionMasking {
     pub student: Network,
     pub mask_net: Network,
