@@ -113,6 +113,25 @@ fn a_blend_matrix_is_learned_by_ift_while_the_student_trains() {
         "{losses:?}"
     );
 
+    // Applied in a small-data regime, beside random blending.
+    let report_path = tmp.path().join("report.json");
+    let out = apply_command(&mnist_fixture(), &out_dir, &report_path)
+        .args(["--train-examples", "1000"])
+        .output()
+        .expect("apply");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: schema::report::ApplyReport =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report")).expect("json");
+    let random = report
+        .random_blending
+        .expect("a random-blending arm for label blending");
+    assert_eq!(random.runs.len(), 2);
+    assert!(
+        random.test_accuracy.mean > 0.3,
+        "{:?}",
+        random.test_accuracy
+    );
+
     let out = learn_command(&tmp.path().join("bptt"), 1)
         .args(["--kind", "label-blending"])
         .output()
