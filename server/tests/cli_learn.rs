@@ -282,6 +282,27 @@ fn requests_that_cannot_work_are_refused_with_the_reason() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("learned by BPTT"), "{}", stderr(&out));
 
+    let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
+        .args([
+            "learn",
+            "--kind",
+            "label-blending",
+            "--algorithm",
+            "bptt",
+            "--dataset",
+        ])
+        .arg(mnist_fixture())
+        .arg("--out")
+        .arg(tmp.path().join("d"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("label blending is learned by IFT"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = learn_command_holding_out(&tmp.path().join("b"), 1, 9000)
         .output()
         .expect("run");
