@@ -495,12 +495,7 @@ fn learn_bptt<'a>(
 ) -> Result<OnlineResult, LearnError> {
     let (config, device) = (run.config(), &run.device);
     let inner = InnerOptimizer::from_config(config);
-    let outer = InnerOptimizer::Adam {
-        lr: config.outer_lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
+    let outer = outer_optimizer(config);
     let mut checkpoint = run.resume_or_start(
         |c| c.tensor("phi", phi_len, device).is_some(),
         |fresh| {
@@ -617,6 +612,16 @@ fn learn_weighting(
     })
 }
 
+/// Adam on the commentary parameters.
+fn outer_optimizer(config: &LearnConfig) -> InnerOptimizer {
+    InnerOptimizer::Adam {
+        lr: config.outer_lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    }
+}
+
 /// What a learning loop (BPTT or online IFT) produced.
 struct OnlineResult {
     best_phi: Vec<f32>,
@@ -637,12 +642,7 @@ fn learn_online_ift(
 ) -> Result<OnlineResult, LearnError> {
     let (config, device) = (run.config(), &run.device);
     let inner = InnerOptimizer::from_config(config);
-    let outer = InnerOptimizer::Adam {
-        lr: config.outer_lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
+    let outer = outer_optimizer(config);
     let method = InverseHessian::Neumann {
         terms: config.neumann_terms as usize,
         alpha: config.neumann_lr,

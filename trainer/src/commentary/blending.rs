@@ -5,9 +5,7 @@
 
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Int, Tensor, TensorData};
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
-use rand::{Rng as _, SeedableRng as _};
 
 use super::weighting::LabelledImages;
 use crate::hypergrad::InnerProblem;
@@ -78,11 +76,7 @@ impl LabelBlending {
     /// The batch and in-batch partner permutation of inner step `step` (deterministic).
     pub fn batch(&self, step: usize) -> (LabelledImages, Tensor<1, Int>) {
         let device = self.train.images.device();
-        let mut rng =
-            StdRng::seed_from_u64(self.seed ^ (step as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
-        let chosen: Vec<i64> = (0..self.batch_size)
-            .map(|_| self.pool[rng.random_range(0..self.pool.len())])
-            .collect();
+        let (chosen, mut rng) = super::step_batch(&self.pool, self.batch_size, self.seed, step);
         let mut pairs: Vec<i64> = (0..self.batch_size as i64).collect();
         pairs.shuffle(&mut rng);
         let indices =

@@ -4,8 +4,6 @@
 
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Int, Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{Rng as _, SeedableRng as _};
 use schema::ImageShape;
 use schema::arch::NetSpec;
 
@@ -54,11 +52,7 @@ impl AttentionMasking {
     /// The batch of inner step `step` (deterministic).
     pub fn batch(&self, step: usize) -> LabelledImages {
         let device = self.train.images.device();
-        let mut rng =
-            StdRng::seed_from_u64(self.seed ^ (step as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
-        let chosen: Vec<i64> = (0..self.batch_size)
-            .map(|_| self.pool[rng.random_range(0..self.pool.len())])
-            .collect();
+        let (chosen, _) = super::step_batch(&self.pool, self.batch_size, self.seed, step);
         self.train.select(&Tensor::<1, Int>::from_data(
             TensorData::new(chosen, [self.batch_size]),
             &device,
