@@ -38,6 +38,38 @@ fn learn_command_holding_out(out: &Path, meta_steps: u32, validation: u32) -> Co
     command
 }
 
+/// `commentary learn` of `kind` by `algorithm` on the fixture with the fast settings.
+fn learn_kind(
+    kind: &str,
+    algorithm: &str,
+    out: &Path,
+    meta_steps: u32,
+    batch_size: u32,
+) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_commentary"));
+    command
+        .args([
+            "learn",
+            "--kind",
+            kind,
+            "--algorithm",
+            algorithm,
+            "--dataset",
+        ])
+        .arg(mnist_fixture())
+        .arg("--out")
+        .arg(out)
+        .args([
+            "--meta-steps",
+            &meta_steps.to_string(),
+            "--batch-size",
+            &batch_size.to_string(),
+        ])
+        .args(["--validation-examples", "500"])
+        .args(FAST);
+    command
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -70,27 +102,7 @@ fn a_teacher_is_learned_and_written_as_a_verified_artifact() {
 fn a_blend_matrix_is_learned_by_ift_while_the_student_trains() {
     let tmp = TempDir::new().expect("tmp");
     let out_dir = tmp.path().join("blending");
-    let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
-        .args([
-            "learn",
-            "--kind",
-            "label-blending",
-            "--algorithm",
-            "ift",
-            "--dataset",
-        ])
-        .arg(mnist_fixture())
-        .arg("--out")
-        .arg(&out_dir)
-        .args([
-            "--meta-steps",
-            "3",
-            "--batch-size",
-            "32",
-            "--validation-examples",
-            "500",
-        ])
-        .args(FAST)
+    let out = learn_kind("label-blending", "ift", &out_dir, 3, 32)
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", stderr(&out));
@@ -143,27 +155,7 @@ fn a_blend_matrix_is_learned_by_ift_while_the_student_trains() {
 fn attention_masks_are_learned_by_ift_and_applied() {
     let tmp = TempDir::new().expect("tmp");
     let out_dir = tmp.path().join("masks");
-    let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
-        .args([
-            "learn",
-            "--kind",
-            "attention-mask",
-            "--algorithm",
-            "ift",
-            "--dataset",
-        ])
-        .arg(mnist_fixture())
-        .arg("--out")
-        .arg(&out_dir)
-        .args([
-            "--meta-steps",
-            "2",
-            "--batch-size",
-            "32",
-            "--validation-examples",
-            "500",
-        ])
-        .args(FAST)
+    let out = learn_kind("attention-mask", "ift", &out_dir, 2, 32)
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", stderr(&out));
@@ -194,27 +186,7 @@ fn attention_masks_are_learned_by_ift_and_applied() {
 
     // Masks can be learned by BPTT too.
     let bptt_dir = tmp.path().join("bptt");
-    let out = Command::new(env!("CARGO_BIN_EXE_commentary"))
-        .args([
-            "learn",
-            "--kind",
-            "attention-mask",
-            "--algorithm",
-            "bptt",
-            "--dataset",
-        ])
-        .arg(mnist_fixture())
-        .arg("--out")
-        .arg(&bptt_dir)
-        .args([
-            "--meta-steps",
-            "2",
-            "--batch-size",
-            "16",
-            "--validation-examples",
-            "500",
-        ])
-        .args(FAST)
+    let out = learn_kind("attention-mask", "bptt", &bptt_dir, 2, 16)
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", stderr(&out));

@@ -341,6 +341,18 @@ impl Run<'_> {
         Ok(stop)
     }
 
+    /// A fresh-student network for the dataset (parameters named `student.*`).
+    fn student(&self) -> Network {
+        let data = self.data;
+        Network::new(
+            &self.config().student,
+            "student.",
+            data.train.shape(),
+            0,
+            data.summary.classes.len(),
+        )
+    }
+
     /// A fixed sample of validation examples for L_V.
     fn validation(&self, rng: &mut StdRng) -> LabelledImages {
         let mut chosen: Vec<i64> = self
@@ -541,7 +553,7 @@ fn learn_weighting(
     let (config, data, device) = (run.config(), run.data, &run.device);
     let shape = data.train.shape();
     let classes = data.summary.classes.len();
-    let student = Network::new(&config.student, "student.", shape, 0, classes);
+    let student = run.student();
     let (steps, batch) = (
         config.inner_steps.max(1) as usize,
         config.batch_size as usize,
@@ -716,7 +728,7 @@ fn learn_blending(
 ) -> Result<Learned, LearnError> {
     let (config, data, device) = (run.config(), run.data, &run.device);
     let classes = data.summary.classes.len();
-    let student = Network::new(&config.student, "student.", data.train.shape(), 0, classes);
+    let student = run.student();
     let mut rng = step_rng(config.seed, usize::MAX - 2);
     let problem = LabelBlending {
         student: student.clone(),
@@ -765,8 +777,7 @@ fn learn_masks(
 ) -> Result<Learned, LearnError> {
     let (config, data, device) = (run.config(), run.data, &run.device);
     let shape = data.train.shape();
-    let classes = data.summary.classes.len();
-    let student = Network::new(&config.student, "student.", shape, 0, classes);
+    let student = run.student();
     let mask_net = mask_network(mask_spec, shape);
     let mut rng = step_rng(config.seed, usize::MAX - 3);
     let problem = AttentionMasking {
