@@ -98,6 +98,7 @@ pub fn hypergradient(
         state = next_state.detached();
     }
     let final_theta = theta.clone();
+    let trajectory_done = started.elapsed();
     let (mut theta_adjoint, val_loss) = validation_gradient(problem, &theta);
     let forward_done = started.elapsed();
     let mut state_adjoint: Vec<Tensor<1>> = state.tensors().iter().map(zeros_like).collect();
@@ -134,6 +135,7 @@ pub fn hypergradient(
     }
     tracing::debug!(
         steps,
+        trajectory_s = trajectory_done.as_secs_f64(),
         forward_s = forward_done.as_secs_f64(),
         reverse_s = (started.elapsed() - forward_done).as_secs_f64(),
         "bptt hypergradient"
