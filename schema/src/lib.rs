@@ -4,6 +4,7 @@
 //! Everything here is shared by the trainer, the server and clients, so one definition fixes the
 //! wire and file formats for all of them. See `docs/` for the formats in prose.
 
+pub mod api;
 pub mod arch;
 pub mod artifact;
 pub mod config;

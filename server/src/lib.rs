@@ -1,3 +1,4 @@
-//! The commentary registry: the `commentary` command-line tool and (later) the server.
+//! The commentary registry: the `commentary` command-line tool and the registry server.
 
 pub mod cli;
+pub mod registry;

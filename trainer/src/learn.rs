@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -54,6 +56,9 @@ pub struct LearnRequest {
     pub config: LearnConfig,
     pub device: ComputeDevice,
     pub run_id: Option<String>,
+    /// Set from outside (a cancelled server run) to stop after the current meta-step, as the
+    /// time limit does.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Reported after every meta-step.
@@ -282,10 +287,14 @@ impl Run<'_> {
         &self.request.config
     }
 
+    /// Whether the time limit is reached or a stop was requested.
     fn out_of_time(&self) -> bool {
-        self.config()
-            .time_limit_s
-            .is_some_and(|l| self.started.elapsed() >= Duration::from_secs(l))
+        let stopped = (self.request.stop.as_ref()).is_some_and(|s| s.load(Ordering::Relaxed));
+        stopped
+            || self
+                .config()
+                .time_limit_s
+                .is_some_and(|l| self.started.elapsed() >= Duration::from_secs(l))
     }
 
     /// The checkpoint of an interrupted run of the same request when `usable`, else a fresh one

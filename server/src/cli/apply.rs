@@ -17,8 +17,17 @@ pub struct ApplyArgs {
     #[arg(long)]
     dataset: PathBuf,
     /// The commentary artifact directory.
-    #[arg(long)]
-    commentary: PathBuf,
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    commentary: Option<PathBuf>,
+    /// Fetch the best commentary for the dataset's digest from this registry instead.
+    #[arg(long, env = "COMMENTARY_SERVER")]
+    server: Option<String>,
+    /// With --server: only commentaries of this kind.
+    #[arg(long, requires = "server")]
+    kind: Option<schema::CommentaryKind>,
+    /// With --server: a bearer token, when the registry's reads are private.
+    #[arg(long, env = "COMMENTARY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Where to write the report (JSON).
     #[arg(long)]
     report: PathBuf,
@@ -53,6 +62,30 @@ pub struct ApplyArgs {
 pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     let dataset = Dataset::open(&args.dataset, Limits::default())
         .with_context(|| format!("cannot read dataset {}", args.dataset.display()))?;
+    // With --server: the local digest picks the registry's best commentary for this data.
+    let pulled;
+    let commentary = match (&args.commentary, &args.server) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(server)) => {
+            let digest = dataset
+                .summarize()
+                .with_context(|| format!("cannot digest {}", args.dataset.display()))?
+                .digest;
+            pulled = tempfile::tempdir().context("cannot create a temporary folder")?;
+            let client = crate::registry::client::Client::new(server, args.token.clone())?;
+            let detail = tokio::runtime::Runtime::new()?.block_on(client.pull(
+                &digest,
+                args.kind,
+                pulled.path(),
+            ))?;
+            eprintln!(
+                "using commentary {} ({}) from {server}",
+                detail.info.id, detail.info.kind
+            );
+            pulled.path().to_path_buf()
+        }
+        (None, None) => anyhow::bail!("give --commentary DIR or --server URL"),
+    };
     let options = ApplyOptions {
         student: args.student,
         seeds: args.seeds,
@@ -64,14 +97,14 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         force: args.force,
         train_examples: args.train_examples,
     };
-    let report = apply(&dataset, &args.commentary, &options, &mut |arm, seed| {
+    let report = apply(&dataset, &commentary, &options, &mut |arm, seed| {
         eprintln!("training a student ({arm}, seed {seed})");
     })
-    .with_context(|| format!("cannot apply {}", args.commentary.display()))?;
+    .with_context(|| format!("cannot apply {}", commentary.display()))?;
     let json = serde_json::to_vec_pretty(&report)?;
     std::fs::write(&args.report, &json)
         .with_context(|| format!("cannot write {}", args.report.display()))?;
-    write_atomically(&args.commentary.join(REPORT_FILE), &json)?;
+    write_atomically(&commentary.join(REPORT_FILE), &json)?;
     if let Some(random) = &report.random_blending {
         println!(
             "random blending: test accuracy {:.4} +- {:.4}",

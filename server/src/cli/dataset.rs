@@ -28,6 +28,16 @@ pub enum DatasetCommand {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Upload a dataset (folder or archive) to a registry; prints its digest.
+    Push {
+        /// A dataset folder (packed as .tar.gz) or a .tar, .tar.gz or .zip archive.
+        path: PathBuf,
+        /// A name for people (default: the file or folder name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        server: super::remote::ServerArgs,
+    },
     /// Write the spurious-background variant: images centred on a larger canvas with a bright
     /// patch on its border, at a class-determined position in train and a random one in test.
     Spurious {
@@ -74,6 +84,7 @@ impl LimitArgs {
 
 pub fn run(command: DatasetCommand) -> anyhow::Result<()> {
     match command {
+        DatasetCommand::Push { path, name, server } => super::remote::push(&path, name, &server)?,
         DatasetCommand::Hash { path, limits } => {
             let summary = summarize(&path, &limits)?;
             println!("{}", summary.digest);

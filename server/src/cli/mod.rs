@@ -7,6 +7,8 @@ mod bench;
 mod dataset;
 mod hypergrad;
 mod learn;
+mod remote;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -23,7 +25,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Work with datasets: digest, inspect.
+    /// Run the registry: REST API, storage, learning workers, web pages.
+    Serve(serve::ServeArgs),
+    /// Work with datasets: digest, inspect, push to a registry.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
     /// Work with commentary artifacts: verify.
@@ -36,6 +40,13 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Download the best commentary for a dataset from a registry, verified.
+    Pull(remote::PullArgs),
+    /// Learn runs queued on a registry (e.g. on a GPU machine).
+    Worker(remote::WorkerArgs),
+    /// Manage the registry's bearer tokens (works on the database directly).
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
     /// Solve a hypergradient problem file (for checking the engine against other frameworks).
     Hypergrad(hypergrad::HypergradArgs),
 }
@@ -43,6 +54,10 @@ pub enum Command {
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::Pull(args) => remote::pull(args),
+        Command::Worker(args) => remote::worker(args),
+        Command::Token(command) => serve::token(command),
         Command::Dataset(command) => dataset::run(command),
         Command::Artifact(command) => artifact::run(command),
         Command::Hypergrad(args) => hypergrad::run(args),

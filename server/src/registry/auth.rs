@@ -1,0 +1,309 @@
+//! Who is calling, and may they: bearer tokens (stored as sha256, scopes read < write < admin),
+//! the web login cookie (same token, HttpOnly + SameSite=Strict, writes must come from our own
+//! Origin), anonymous access (reads public unless configured; writes only on a loopback bind),
+//! and per-caller rate limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use axum_extra::extract::CookieJar;
+use chrono::Utc;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rand::RngCore as _;
+use schema::api::Scope;
+use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
+use sha2::{Digest as _, Sha256};
+
+use super::SharedState;
+use super::db::entities::token;
+use super::error::{ApiError, ApiResult};
+
+/// Name of the login cookie.
+pub const COOKIE: &str = "commentary_token";
+/// Prefix of every token, so a leaked one is easy to recognise.
+const TOKEN_PREFIX: &str = "cmt_";
+
+/// A fresh random token secret.
+pub fn new_token_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
+}
+
+/// What is stored: tokens are long random strings, so a plain sha256 is enough.
+pub fn hash_token(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A created token: the secret is shown once.
+#[derive(Debug)]
+pub struct CreatedToken {
+    pub id: String,
+    pub secret: String,
+}
+
+/// Creates a token directly in the database (`commentary token create`).
+pub async fn create_token(
+    db: &sea_orm::DatabaseConnection,
+    name: &str,
+    scope: Scope,
+) -> anyhow::Result<CreatedToken> {
+    let secret = new_token_secret();
+    let id = uuid::Uuid::now_v7().to_string();
+    token::ActiveModel {
+        id: Set(id.clone()),
+        name: Set(name.to_string()),
+        hash: Set(hash_token(&secret)),
+        scope: Set(scope.as_str().to_string()),
+        created_at: Set(Utc::now()),
+        revoked_at: Set(None),
+    }
+    .insert(db)
+    .await?;
+    Ok(CreatedToken { id, secret })
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Caller {
+    Anonymous {
+        ip: IpAddr,
+    },
+    Token {
+        id: String,
+        name: String,
+        scope: Scope,
+        via_cookie: bool,
+    },
+    /// This process's own workers.
+    Internal,
+}
+
+impl Caller {
+    /// The rate-limit key.
+    fn key(&self) -> String {
+        match self {
+            Self::Anonymous { ip } => format!("ip:{ip}"),
+            Self::Token { id, .. } => format!("token:{id}"),
+            Self::Internal => "internal".into(),
+        }
+    }
+
+    /// Display name for runs and logs.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Anonymous { ip } => format!("anonymous@{ip}"),
+            Self::Token { name, .. } => name.clone(),
+            Self::Internal => "internal".into(),
+        }
+    }
+}
+
+/// The authenticated caller of a request. Extracting it checks the credential (a bad or revoked
+/// token is refused even for public reads) and the read policy and rate limit; handlers that
+/// write call `require`.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub caller: Caller,
+    anonymous_writes: bool,
+}
+
+impl Auth {
+    /// Refuses callers below `scope`.
+    pub fn require(&self, scope: Scope) -> ApiResult<()> {
+        match &self.caller {
+            Caller::Internal => Ok(()),
+            Caller::Token { scope: have, .. } if *have >= scope => Ok(()),
+            Caller::Token { scope: have, .. } => Err(ApiError::forbidden(format!(
+                "this token has the {have} scope; this needs {scope}"
+            ))),
+            Caller::Anonymous { .. } if scope == Scope::Read => Ok(()),
+            Caller::Anonymous { .. } if self.anonymous_writes => Ok(()),
+            Caller::Anonymous { .. } => Err(ApiError::unauthorized(format!(
+                "this needs a token with the {scope} scope (Authorization: Bearer <token>, or log in)"
+            ))),
+        }
+    }
+}
+
+impl FromRequestParts<SharedState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> ApiResult<Self> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.strip_prefix("Bearer ")
+                    .map(str::trim)
+                    .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))
+            })
+            .transpose()?;
+        let cookie = CookieJar::from_headers(&parts.headers)
+            .get(COOKIE)
+            .map(|c| c.value().to_string());
+        let caller = match (bearer, cookie) {
+            (Some(secret), _) => resolve(state, secret, false).await?,
+            (None, Some(secret)) => resolve(state, &secret, true).await?,
+            (None, None) => Caller::Anonymous { ip },
+        };
+        let is_write = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if is_write
+            && matches!(
+                caller,
+                Caller::Token {
+                    via_cookie: true,
+                    ..
+                }
+            )
+        {
+            check_origin(parts)?;
+        }
+        if !is_write && state.config.private_reads && matches!(caller, Caller::Anonymous { .. }) {
+            return Err(ApiError::unauthorized(
+                "reads need a token on this registry (Authorization: Bearer <token>, or log in)",
+            ));
+        }
+        state.limiter.check(&caller, is_write)?;
+        Ok(Self {
+            caller,
+            anonymous_writes: state.anonymous_writes,
+        })
+    }
+}
+
+/// Looks a secret up: the internal credential, or a stored, unrevoked token.
+async fn resolve(state: &SharedState, secret: &str, via_cookie: bool) -> ApiResult<Caller> {
+    if secret == state.internal_token {
+        return Ok(Caller::Internal);
+    }
+    let found = token::Entity::find()
+        .filter(token::Column::Hash.eq(hash_token(secret)))
+        .one(&state.db)
+        .await?;
+    let Some(found) = found.filter(|t| t.revoked_at.is_none()) else {
+        return Err(ApiError::unauthorized("unknown or revoked token"));
+    };
+    let scope = found
+        .scope
+        .parse()
+        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+    Ok(Caller::Token {
+        id: found.id,
+        name: found.name,
+        scope,
+        via_cookie,
+    })
+}
+
+/// A cookie-authenticated write must come from a page of this server (CSRF defence on top of
+/// SameSite=Strict).
+fn check_origin(parts: &Parts) -> ApiResult<()> {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let origin = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        (Some(origin), Some(host))
+            if origin
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest == host) =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError::forbidden(
+            "a write with the login cookie must come from this registry's own pages (Origin check)",
+        )),
+    }
+}
+
+/// Per-caller token buckets for writes and reads.
+pub struct RateLimits {
+    writes: Option<DefaultKeyedRateLimiter<String>>,
+    reads: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl RateLimits {
+    /// `per_second` requests per second with a burst of twice that; 0 disables.
+    pub fn new(writes_per_second: u32, reads_per_second: u32) -> Self {
+        let limiter = |n: u32| {
+            NonZeroU32::new(n).map(|n| {
+                let burst = n.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+                RateLimiter::keyed(Quota::per_second(n).allow_burst(burst))
+            })
+        };
+        Self {
+            writes: limiter(writes_per_second),
+            reads: limiter(reads_per_second),
+        }
+    }
+
+    fn check(&self, caller: &Caller, is_write: bool) -> ApiResult<()> {
+        if *caller == Caller::Internal {
+            return Ok(());
+        }
+        let limiter = if is_write { &self.writes } else { &self.reads };
+        match limiter {
+            Some(limiter) if limiter.check_key(&caller.key()).is_err() => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this caller; slow down and retry",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_are_ordered() {
+        assert!(Scope::Admin > Scope::Write && Scope::Write > Scope::Read);
+    }
+
+    #[test]
+    fn token_secrets_are_random_and_hashed() {
+        let (a, b) = (new_token_secret(), new_token_secret());
+        assert_ne!(a, b);
+        assert!(a.starts_with(TOKEN_PREFIX));
+        assert_eq!(hash_token(&a).len(), 64);
+        assert_ne!(hash_token(&a), hash_token(&b));
+    }
+
+    #[test]
+    fn rate_limits_refuse_bursts_per_caller() {
+        let limits = RateLimits::new(1, 0);
+        let a = Caller::Anonymous {
+            ip: IpAddr::from([10, 0, 0, 1]),
+        };
+        let b = Caller::Anonymous {
+            ip: IpAddr::from([10, 0, 0, 2]),
+        };
+        assert!(limits.check(&a, true).is_ok());
+        assert!(limits.check(&a, true).is_ok());
+        let refused = limits
+            .check(&a, true)
+            .expect_err("third write in a burst of 2");
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            limits.check(&b, true).is_ok(),
+            "another caller has its own bucket"
+        );
+        assert!(limits.check(&a, false).is_ok(), "reads are not limited");
+    }
+}

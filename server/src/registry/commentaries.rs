@@ -1,0 +1,287 @@
+//! Commentaries: publishing a verified artifact (from a run or an upload), lists ranked by
+//! newest or improvement, details, insights, deletion.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::Utc;
+use schema::api::{CommentaryDetail, CommentaryInfo, Insights, JsonTensor};
+use schema::artifact::{
+    ArtifactManifest, INSIGHT_PREFIX, MANIFEST_FILE, REPORT_FILE, TENSORS_FILE, TensorValues,
+    decode_tensors, verify_artifact,
+};
+use schema::report::ApplyReport;
+use schema::{CommentaryKind, Sha256};
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, QuerySelect as _, Set,
+};
+
+use super::SharedState;
+use super::db::entities::{commentary, dataset};
+use super::error::{ApiError, ApiResult};
+use super::store::commentary_key;
+
+/// The files of an artifact as stored.
+pub const FILES: [&str; 3] = [MANIFEST_FILE, TENSORS_FILE, REPORT_FILE];
+
+/// An artifact received over HTTP, not yet trusted.
+pub struct Upload {
+    pub manifest: Bytes,
+    pub tensors: Bytes,
+    pub report: Option<Bytes>,
+}
+
+/// A verified artifact, ready to commit.
+pub struct Checked {
+    pub upload: Upload,
+    pub manifest: ArtifactManifest,
+    pub report: Option<ApplyReport>,
+}
+
+/// Verifies an uploaded artifact exactly as `commentary artifact verify` does (it is written to a
+/// scratch folder and read back), and checks its dataset is stored here.
+pub async fn check(state: &SharedState, upload: Upload) -> ApiResult<Checked> {
+    let scratch = tempfile::tempdir_in(&state.staging_dir)
+        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    let dir = scratch.path().to_path_buf();
+    let files = [
+        (MANIFEST_FILE, Some(upload.manifest.clone())),
+        (TENSORS_FILE, Some(upload.tensors.clone())),
+        (REPORT_FILE, upload.report.clone()),
+    ];
+    let verified = tokio::task::spawn_blocking(move || {
+        for (name, bytes) in files {
+            if let Some(bytes) = bytes {
+                std::fs::write(dir.join(name), &bytes)
+                    .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+            }
+        }
+        verify_artifact(&dir).map_err(|e| {
+            ApiError::unprocessable(
+                "invalid_artifact",
+                e.to_string()
+                    .replace(&dir.display().to_string(), "artifact"),
+            )
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::Error::from(e)))??;
+    drop(scratch);
+    let report = match &upload.report {
+        Some(bytes) => Some(serde_json::from_slice::<ApplyReport>(bytes).map_err(|e| {
+            ApiError::unprocessable("invalid_artifact", format!("{REPORT_FILE}: {e}"))
+        })?),
+        None => None,
+    };
+    let digest = verified.manifest.dataset.digest;
+    if dataset::Entity::find_by_id(digest.to_string())
+        .one(&state.db)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::unprocessable(
+            "unknown_dataset",
+            format!(
+                "the commentary is for dataset {digest}, which is not stored here; push it first"
+            ),
+        ));
+    }
+    Ok(Checked {
+        upload,
+        manifest: verified.manifest,
+        report,
+    })
+}
+
+/// Stores the blobs of a checked artifact (before the row that makes it visible).
+pub async fn store_blobs(state: &SharedState, id: &str, checked: &Checked) -> ApiResult<()> {
+    let upload = &checked.upload;
+    state
+        .store
+        .put(&commentary_key(id, TENSORS_FILE), upload.tensors.clone())
+        .await?;
+    if let Some(report) = &upload.report {
+        state
+            .store
+            .put(&commentary_key(id, REPORT_FILE), report.clone())
+            .await?;
+    }
+    state
+        .store
+        .put(&commentary_key(id, MANIFEST_FILE), upload.manifest.clone())
+        .await?;
+    Ok(())
+}
+
+/// The row that makes a stored artifact visible (inserted inside the caller's transaction).
+pub async fn insert_row(
+    db: &impl ConnectionTrait,
+    id: &str,
+    checked: &Checked,
+    run_id: Option<String>,
+) -> ApiResult<commentary::Model> {
+    let manifest = &checked.manifest;
+    let model = commentary::ActiveModel {
+        id: Set(id.to_string()),
+        dataset_digest: Set(manifest.dataset.digest.to_string()),
+        kind: Set(manifest.kind.as_str().to_string()),
+        algorithm: Set(manifest.algorithm.to_string()),
+        manifest: Set(String::from_utf8_lossy(&checked.upload.manifest).into_owned()),
+        report: Set(checked
+            .upload
+            .report
+            .as_ref()
+            .map(|r| String::from_utf8_lossy(r).into_owned())),
+        tensors_sha256: Set(Sha256::of(&checked.upload.tensors).hex()),
+        tensors_bytes: Set(checked.upload.tensors.len() as i64),
+        improvement: Set(checked
+            .report
+            .as_ref()
+            .map(|r| r.test_accuracy_gain)
+            .filter(|g| g.is_finite())),
+        run_id: Set(run_id),
+        created_at: Set(Utc::now()),
+    };
+    Ok(model.insert(db).await?)
+}
+
+/// Publishes an uploaded artifact (`POST /v1/commentaries`).
+pub async fn publish(state: &SharedState, upload: Upload) -> ApiResult<CommentaryInfo> {
+    let checked = check(state, upload).await?;
+    let id = uuid::Uuid::now_v7().to_string();
+    store_blobs(state, &id, &checked).await?;
+    let model = insert_row(&state.db, &id, &checked, None).await?;
+    info(&model)
+}
+
+/// The list view of a row.
+pub fn info(model: &commentary::Model) -> ApiResult<CommentaryInfo> {
+    let bad = |what: String| {
+        ApiError::internal(anyhow::anyhow!("stored commentary {}: {what}", model.id))
+    };
+    Ok(CommentaryInfo {
+        id: model.id.clone(),
+        dataset: Sha256::parse(&model.dataset_digest).map_err(|e| bad(e.to_string()))?,
+        kind: model.kind.parse().map_err(bad)?,
+        algorithm: model.algorithm.parse().map_err(bad)?,
+        tensors_sha256: model.tensors_sha256.clone(),
+        tensors_bytes: model.tensors_bytes.max(0) as u64,
+        improvement: model.improvement,
+        run_id: model.run_id.clone(),
+        created_at: model.created_at,
+    })
+}
+
+/// How lists are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    Newest,
+    /// Largest test-accuracy gain first; unevaluated commentaries last.
+    Improvement,
+}
+
+/// Commentaries matching the filters.
+pub async fn list(
+    state: &SharedState,
+    dataset: Option<&Sha256>,
+    kind: Option<CommentaryKind>,
+    sort: Sort,
+    offset: u64,
+    limit: u64,
+) -> ApiResult<(Vec<CommentaryInfo>, bool)> {
+    let mut query = commentary::Entity::find();
+    if let Some(digest) = dataset {
+        query = query.filter(commentary::Column::DatasetDigest.eq(digest.to_string()));
+    }
+    if let Some(kind) = kind {
+        query = query.filter(commentary::Column::Kind.eq(kind.as_str()));
+    }
+    query = match sort {
+        Sort::Newest => query.order_by_desc(commentary::Column::Id),
+        Sort::Improvement => query
+            .order_by_with_nulls(
+                commentary::Column::Improvement,
+                sea_orm::Order::Desc,
+                sea_orm::sea_query::NullOrdering::Last,
+            )
+            .order_by_desc(commentary::Column::Id),
+    };
+    let models = query.offset(offset).limit(limit + 1).all(&state.db).await?;
+    let more = models.len() as u64 > limit;
+    let items = models
+        .iter()
+        .take(limit as usize)
+        .map(info)
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok((items, more))
+}
+
+/// The stored commentary `id`, or 404.
+pub async fn find(state: &SharedState, id: &str) -> ApiResult<commentary::Model> {
+    commentary::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no commentary {id:?} is stored here")))
+}
+
+/// Manifest and report with the list entry.
+pub fn detail(model: &commentary::Model) -> ApiResult<CommentaryDetail> {
+    let manifest = serde_json::from_str(&model.manifest).map_err(anyhow::Error::from)?;
+    let report = match &model.report {
+        Some(text) => Some(serde_json::from_str(text).map_err(anyhow::Error::from)?),
+        None => None,
+    };
+    Ok(CommentaryDetail {
+        info: info(model)?,
+        manifest,
+        report,
+    })
+}
+
+/// The insight tensors as JSON.
+pub async fn insights(state: &SharedState, model: &commentary::Model) -> ApiResult<Insights> {
+    let detail = detail(model)?;
+    let bytes = state
+        .store
+        .get_bytes(&commentary_key(&model.id, TENSORS_FILE))
+        .await?;
+    let tensors = decode_tensors(&bytes).map_err(anyhow::Error::from)?;
+    let mut out = BTreeMap::new();
+    for (name, tensor) in tensors {
+        let Some(short) = name.strip_prefix(INSIGHT_PREFIX) else {
+            continue;
+        };
+        let values = match tensor.values() {
+            TensorValues::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            TensorValues::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorValues::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        };
+        out.insert(
+            short.to_string(),
+            JsonTensor {
+                shape: tensor.shape().to_vec(),
+                values,
+            },
+        );
+    }
+    Ok(Insights {
+        kind: detail.info.kind,
+        classes: detail.manifest.dataset.classes,
+        tensors: out,
+        report: detail.report,
+    })
+}
+
+/// Deletes a commentary: the row first (it disappears), then its blobs.
+pub async fn delete(state: &SharedState, id: &str) -> ApiResult<()> {
+    let model = find(state, id).await?;
+    commentary::Entity::delete_by_id(&model.id)
+        .exec(&state.db)
+        .await?;
+    for file in FILES {
+        state.store.delete(&commentary_key(&model.id, file)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! Datasets: the upload pipeline (stage while streaming, decode + digest, commit in one
+//! transaction), lookups, deletion, and example images.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use chrono::Utc;
+use futures::TryStreamExt as _;
+use schema::api::DatasetInfo;
+use schema::{DatasetSummary, Sha256};
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, PaginatorTrait as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set, TransactionTrait as _,
+};
+use tokio::io::AsyncWriteExt as _;
+use trainer::data::{Dataset, SplitData};
+
+use super::SharedState;
+use super::db::entities::{commentary, dataset, run, run_event};
+use super::error::{ApiError, ApiResult};
+use super::store::{commentary_key, dataset_archive_key};
+
+/// Parses a digest from a path or query (`sha256:<hex>` or bare hex).
+pub fn parse_digest(text: &str) -> ApiResult<Sha256> {
+    Sha256::parse(text).map_err(|e| ApiError::bad_request(format!("bad digest {text:?}: {e}")))
+}
+
+/// Streams an upload into the staging folder, decodes and digests it, and commits it.
+/// Returns the dataset and whether it is new.
+pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(DatasetInfo, bool)> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(ApiError::bad_request("?name= must be 1 to 200 characters"));
+    }
+    let staged = tempfile::NamedTempFile::new_in(&state.staging_dir)
+        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    let size = stage(state, body, staged.path()).await?;
+    if size == 0 {
+        return Err(ApiError::unprocessable(
+            "invalid_dataset",
+            "the request body is empty; send the dataset archive (.tar, .tar.gz or .zip) as the body",
+        ));
+    }
+
+    // Decode and digest off the async threads; the archive is extracted under staging too.
+    let limits = state.config.limits;
+    let staging = state.staging_dir.clone();
+    let path = staged.path().to_path_buf();
+    let summary = tokio::task::spawn_blocking(move || -> Result<DatasetSummary, String> {
+        let shown = |e: &dyn std::fmt::Display| {
+            e.to_string().replace(&path.display().to_string(), "upload")
+        };
+        let opened = Dataset::open_in(&path, limits, Some(&staging)).map_err(|e| shown(&e))?;
+        opened.summarize().map_err(|e| shown(&e))
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?
+    .map_err(|problem| {
+        ApiError::unprocessable(
+            "invalid_dataset",
+            format!("not a usable dataset: {problem}"),
+        )
+    })?;
+
+    let digest = summary.digest.to_string();
+    if let Some(existing) = dataset::Entity::find_by_id(&digest).one(&state.db).await? {
+        return Ok((info(state, existing).await?, false));
+    }
+    let key = dataset_archive_key(&summary.digest.hex());
+    state.store.put_file(&key, staged.path()).await?;
+    let model = dataset::ActiveModel {
+        digest: Set(digest.clone()),
+        name: Set(name.to_string()),
+        summary: Set(serde_json::to_string(&summary).map_err(anyhow::Error::from)?),
+        archive_key: Set(key),
+        archive_bytes: Set(size as i64),
+        created_at: Set(Utc::now()),
+    };
+    let txn = state.db.begin().await?;
+    match model.insert(&txn).await {
+        Ok(inserted) => {
+            txn.commit().await?;
+            tracing::info!(%digest, name, bytes = size, "dataset stored");
+            Ok((info(state, inserted).await?, true))
+        }
+        Err(err) => {
+            drop(txn);
+            // Another upload of the same content committed first: that one stands.
+            match dataset::Entity::find_by_id(&digest).one(&state.db).await? {
+                Some(existing) => Ok((info(state, existing).await?, false)),
+                None => Err(err.into()),
+            }
+        }
+    }
+}
+
+/// Writes the body to `to`, refusing more than the configured maximum.
+async fn stage(state: &SharedState, body: Body, to: &Path) -> ApiResult<u64> {
+    let max = state.config.max_upload_bytes;
+    let mut file = tokio::fs::File::create(to)
+        .await
+        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    let mut stream = body.into_data_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("the upload was interrupted: {e}")))?
+    {
+        size += chunk.len() as u64;
+        if size > max {
+            return Err(too_large(max));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    Ok(size)
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::too_large(format!(
+        "the upload is larger than this registry accepts ({})",
+        bytesize::ByteSize(max)
+    ))
+}
+
+/// The API view of a stored dataset.
+pub async fn info(state: &SharedState, model: dataset::Model) -> ApiResult<DatasetInfo> {
+    let commentaries = commentary::Entity::find()
+        .filter(commentary::Column::DatasetDigest.eq(&model.digest))
+        .count(&state.db)
+        .await?;
+    let summary: DatasetSummary =
+        serde_json::from_str(&model.summary).map_err(anyhow::Error::from)?;
+    Ok(DatasetInfo {
+        digest: summary.digest,
+        name: model.name,
+        summary,
+        archive_bytes: model.archive_bytes.max(0) as u64,
+        commentaries,
+        created_at: model.created_at,
+    })
+}
+
+/// The stored dataset with this digest, or 404.
+pub async fn find(state: &SharedState, digest: &Sha256) -> ApiResult<dataset::Model> {
+    dataset::Entity::find_by_id(digest.to_string())
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no dataset {digest} is stored here")))
+}
+
+/// Datasets, newest first, optionally those whose name contains `name`.
+pub async fn list(
+    state: &SharedState,
+    name: Option<&str>,
+    offset: u64,
+    limit: u64,
+) -> ApiResult<(Vec<DatasetInfo>, bool)> {
+    let mut query = dataset::Entity::find().order_by_desc(dataset::Column::CreatedAt);
+    if let Some(name) = name.filter(|n| !n.is_empty()) {
+        query = query.filter(dataset::Column::Name.contains(name));
+    }
+    let models = query.offset(offset).limit(limit + 1).all(&state.db).await?;
+    let more = models.len() as u64 > limit;
+    let mut items = Vec::new();
+    for model in models.into_iter().take(limit as usize) {
+        items.push(info(state, model).await?);
+    }
+    Ok((items, more))
+}
+
+/// Deletes a dataset; with `cascade` its commentaries and runs go too, else their existence
+/// refuses the delete.
+pub async fn delete(state: &SharedState, digest: &Sha256, cascade: bool) -> ApiResult<()> {
+    let model = find(state, digest).await?;
+    let commentaries = commentary::Entity::find()
+        .filter(commentary::Column::DatasetDigest.eq(&model.digest))
+        .all(&state.db)
+        .await?;
+    if !commentaries.is_empty() && !cascade {
+        return Err(ApiError::conflict(format!(
+            "dataset {digest} has {} commentaries; delete them first or pass ?cascade=true",
+            commentaries.len()
+        )));
+    }
+    let runs: Vec<String> = run::Entity::find()
+        .filter(run::Column::DatasetDigest.eq(&model.digest))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let txn = state.db.begin().await?;
+    run_event::Entity::delete_many()
+        .filter(run_event::Column::RunId.is_in(runs.clone()))
+        .exec(&txn)
+        .await?;
+    run::Entity::delete_many()
+        .filter(run::Column::Id.is_in(runs))
+        .exec(&txn)
+        .await?;
+    commentary::Entity::delete_many()
+        .filter(commentary::Column::DatasetDigest.eq(&model.digest))
+        .exec(&txn)
+        .await?;
+    dataset::Entity::delete_by_id(&model.digest)
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    // Blobs go after the rows: a crash in between leaves invisible blobs, never dangling rows.
+    for c in &commentaries {
+        for file in super::commentaries::FILES {
+            state.store.delete(&commentary_key(&c.id, file)).await?;
+        }
+    }
+    state.store.delete(&model.archive_key).await?;
+    state.examples.forget(digest);
+    Ok(())
+}
+
+/// A decoded split kept for serving example images.
+pub struct LoadedSplit {
+    pub digest: Sha256,
+    pub split: String,
+    pub data: SplitData,
+}
+
+/// The few most recently used decoded splits.
+#[derive(Default)]
+pub struct ExampleCache {
+    entries: Mutex<VecDeque<Arc<LoadedSplit>>>,
+}
+
+const CACHED_SPLITS: usize = 4;
+
+impl ExampleCache {
+    fn get(&self, digest: &Sha256, split: &str) -> Option<Arc<LoadedSplit>> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .iter()
+            .find(|e| e.digest == *digest && e.split == split)
+            .cloned()
+    }
+
+    fn put(&self, loaded: Arc<LoadedSplit>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.push_front(loaded);
+            entries.truncate(CACHED_SPLITS);
+        }
+    }
+
+    fn forget(&self, digest: &Sha256) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|e| e.digest != *digest);
+        }
+    }
+}
+
+/// The split of a stored dataset, decoded in canonical order (cached).
+pub async fn load_split(
+    state: &SharedState,
+    digest: &Sha256,
+    split: &str,
+) -> ApiResult<Arc<LoadedSplit>> {
+    if let Some(hit) = state.examples.get(digest, split) {
+        return Ok(hit);
+    }
+    let model = find(state, digest).await?;
+    let archive = tempfile::NamedTempFile::new_in(&state.staging_dir)
+        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    state
+        .store
+        .download(&model.archive_key, archive.path())
+        .await?;
+    let limits = state.config.limits;
+    let staging = state.staging_dir.clone();
+    let wanted = split.to_string();
+    let data = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<SplitData>> {
+        let dataset = Dataset::open_in(archive.path(), limits, Some(&staging))?;
+        if !dataset.split_names().contains(&wanted.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some(dataset.load_split(&wanted)?))
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::Error::from(e)))??
+    .ok_or_else(|| ApiError::not_found(format!("dataset {digest} has no split {split:?}")))?;
+    let loaded = Arc::new(LoadedSplit {
+        digest: *digest,
+        split: split.to_string(),
+        data,
+    });
+    state.examples.put(loaded.clone());
+    Ok(loaded)
+}
+
+/// Example `index` of a decoded split as PNG bytes, and its label id.
+pub fn example_png(loaded: &LoadedSplit, index: usize) -> ApiResult<(Vec<u8>, u32)> {
+    let data = &loaded.data;
+    if index >= data.len() {
+        return Err(ApiError::not_found(format!(
+            "split {:?} has {} examples; there is no example {index}",
+            loaded.split,
+            data.len()
+        )));
+    }
+    let shape = data.shape;
+    let color = match shape.channels {
+        1 => image::ExtendedColorType::L8,
+        3 => image::ExtendedColorType::Rgb8,
+        n => {
+            return Err(ApiError::unprocessable(
+                "unsupported",
+                format!("cannot draw images with {n} channels"),
+            ));
+        }
+    };
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        data.image(index),
+        shape.width,
+        shape.height,
+        color,
+    )
+    .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    Ok((png, data.labels[index]))
+}

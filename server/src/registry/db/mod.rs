@@ -1,0 +1,74 @@
+//! The registry's database: SQLite at `<data-dir>/commentary.db` by default, PostgreSQL by URL.
+//! Migrations run at start-up.
+
+pub mod entities;
+mod migration;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sea_orm::sqlx::sqlite::SqliteJournalMode;
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm_migration::MigratorTrait as _;
+
+pub use migration::Migrator;
+
+/// The database URL: `COMMENTARY_DATABASE_URL` when given, else the SQLite file in `data_dir`.
+pub fn database_url(explicit: Option<&str>, data_dir: &Path) -> String {
+    match explicit {
+        Some(url) => url.to_string(),
+        None => format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("commentary.db").display()
+        ),
+    }
+}
+
+/// Connects and brings the schema up to date.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .sqlx_logging(false)
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(30))
+        // SQLite: readers do not block the writer, and writers wait instead of failing.
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(30))
+                .create_if_missing(true)
+        });
+    let db = Database::connect(options)
+        .await
+        .with_context(|| format!("cannot connect to the database at {}", redact(url)))?;
+    Migrator::up(&db, None)
+        .await
+        .context("cannot migrate the database schema")?;
+    Ok(db)
+}
+
+/// The URL without a password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://me:secret@db:5432/x"),
+            "postgres://me:***@db:5432/x"
+        );
+        assert_eq!(redact("sqlite://a.db?mode=rwc"), "sqlite://a.db?mode=rwc");
+    }
+}

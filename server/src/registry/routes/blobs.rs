@@ -1,0 +1,138 @@
+//! Serving stored bytes over HTTP: a strong ETag, `If-None-Match` -> 304, a single
+//! `Range: bytes=...` -> 206 (honouring `If-Range`), 416 for unsatisfiable ranges.
+
+use std::ops::Range;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+
+use crate::registry::SharedState;
+use crate::registry::error::{ApiError, ApiResult};
+
+/// What is being served.
+pub struct Served<'a> {
+    pub key: &'a str,
+    pub size: u64,
+    /// Quoted strong ETag.
+    pub etag: String,
+    pub content_type: &'static str,
+    pub file_name: &'a str,
+}
+
+pub async fn serve(
+    state: &SharedState,
+    headers: &HeaderMap,
+    served: Served<'_>,
+) -> ApiResult<Response> {
+    let etag = HeaderValue::from_str(&served.etag)
+        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    if let Some(wanted) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        && wanted
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t == served.etag || t.strip_prefix("W/") == Some(&served.etag))
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response.headers_mut().insert(header::ETAG, etag);
+        return Ok(response);
+    }
+    let range_applies = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v == served.etag);
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(spec) if range_applies => match parse_range(spec, served.size) {
+            Ok(range) => Some(range),
+            Err(()) => {
+                let mut response = ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range_not_satisfiable",
+                    format!("cannot serve {spec:?} of {} bytes", served.size),
+                )
+                .into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", served.size)) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return Ok(response);
+            }
+        },
+        _ => None,
+    };
+    let blob = state.store.get(served.key, range.clone()).await?;
+    let length = blob.range.end - blob.range.start;
+    let mut response = Response::new(Body::from_stream(blob.stream));
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag);
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(served.content_type),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", served.file_name))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let value = format!(
+            "bytes {}-{}/{}",
+            blob.range.start,
+            blob.range.end.saturating_sub(1),
+            blob.size
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
+}
+
+/// Parses one `bytes=` range against `size`: `a-b`, `a-`, or `-n` (the last n bytes).
+fn parse_range(spec: &str, size: u64) -> Result<Range<u64>, ()> {
+    let spec = spec.trim().strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        return Err(());
+    }
+    let (start, end) = spec.split_once('-').ok_or(())?;
+    let (start, end) = (start.trim(), end.trim());
+    let range = if start.is_empty() {
+        let n: u64 = end.parse().map_err(|_| ())?;
+        size.saturating_sub(n)..size
+    } else {
+        let start: u64 = start.parse().map_err(|_| ())?;
+        let end = if end.is_empty() {
+            size
+        } else {
+            end.parse::<u64>()
+                .map_err(|_| ())?
+                .saturating_add(1)
+                .min(size)
+        };
+        start..end
+    };
+    if range.start >= range.end || range.start >= size {
+        return Err(());
+    }
+    Ok(range)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_parse_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(0..10));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(90..100));
+        assert_eq!(parse_range("bytes=-5", 100), Ok(95..100));
+        assert_eq!(parse_range("bytes=50-1000", 100), Ok(50..100));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=5-2", 100), Err(()));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Err(()));
+        assert_eq!(parse_range("items=0-1", 100), Err(()));
+    }
+}

@@ -1,0 +1,143 @@
+//! `/v1/commentaries...`
+
+use axum::Json;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use schema::CommentaryKind;
+use schema::api::{CommentaryDetail, CommentaryInfo, ErrorBody, Insights, Page, Scope};
+use schema::artifact::TENSORS_FILE;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::PageParams;
+use super::blobs::{Served, serve};
+use super::workers::{ArtifactForm, read_artifact_form};
+use crate::registry::SharedState;
+use crate::registry::auth::Auth;
+use crate::registry::commentaries::{self, Sort};
+use crate::registry::datasets::parse_digest;
+use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::store::commentary_key;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only commentaries for this dataset digest.
+    pub dataset: Option<String>,
+    pub kind: Option<CommentaryKind>,
+    /// `newest` (default) or `improvement` (largest test-accuracy gain first).
+    pub sort: Option<Sort>,
+}
+
+/// Stored commentaries.
+#[utoipa::path(get, path = "/v1/commentaries", tag = "commentaries", params(ListParams, PageParams),
+    responses((status = 200, body = Page<CommentaryInfo>), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<SharedState>,
+    _auth: Auth,
+    Query(filter): Query<ListParams>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<Page<CommentaryInfo>>> {
+    let (offset, limit) = page.resolve()?;
+    let digest = filter.dataset.as_deref().map(parse_digest).transpose()?;
+    let sort = filter.sort.unwrap_or(Sort::Newest);
+    let (items, more) =
+        commentaries::list(&state, digest.as_ref(), filter.kind, sort, offset, limit).await?;
+    Ok(Json(Page {
+        items,
+        next_cursor: PageParams::next(offset, limit, more),
+    }))
+}
+
+/// A commentary: list entry, manifest, apply report.
+#[utoipa::path(get, path = "/v1/commentaries/{id}", tag = "commentaries", params(("id" = String, Path)),
+    responses((status = 200, body = CommentaryDetail), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<SharedState>,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CommentaryDetail>> {
+    let model = commentaries::find(&state, &id).await?;
+    Ok(Json(commentaries::detail(&model)?))
+}
+
+/// Delete a commentary.
+#[utoipa::path(delete, path = "/v1/commentaries/{id}", tag = "commentaries", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn delete(
+    State(state): State<SharedState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    auth.require(Scope::Admin)?;
+    commentaries::delete(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The commentary's `tensors.safetensors` (strong ETag = its sha256; 304; Range).
+#[utoipa::path(get, path = "/v1/commentaries/{id}/artifact", tag = "commentaries", params(("id" = String, Path)),
+    responses(
+        (status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "a range"), (status = 304, description = "not modified"),
+        (status = 404, body = ErrorBody), (status = 416, body = ErrorBody),
+    ))]
+pub async fn artifact(
+    State(state): State<SharedState>,
+    _auth: Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let model = commentaries::find(&state, &id).await?;
+    let key = commentary_key(&model.id, TENSORS_FILE);
+    serve(
+        &state,
+        &headers,
+        Served {
+            key: &key,
+            size: model.tensors_bytes.max(0) as u64,
+            etag: format!("\"{}\"", model.tensors_sha256),
+            content_type: "application/octet-stream",
+            file_name: TENSORS_FILE,
+        },
+    )
+    .await
+}
+
+/// Insight tensors as JSON (curriculum, blend matrix, masks...) with the apply report.
+#[utoipa::path(get, path = "/v1/commentaries/{id}/insights", tag = "commentaries", params(("id" = String, Path)),
+    responses((status = 200, body = Insights), (status = 404, body = ErrorBody)))]
+pub async fn insights(
+    State(state): State<SharedState>,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Insights>> {
+    let model = commentaries::find(&state, &id).await?;
+    Ok(Json(commentaries::insights(&state, &model).await?))
+}
+
+/// Publish an artifact learned elsewhere (multipart: manifest, tensors, report); it is verified
+/// and its dataset must be stored here.
+#[utoipa::path(post, path = "/v1/commentaries", tag = "commentaries",
+    request_body(content = ArtifactForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, body = CommentaryInfo),
+        (status = 422, description = "does not verify, or unknown dataset", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
+pub async fn upload(
+    State(state): State<SharedState>,
+    auth: Auth,
+    form: Multipart,
+) -> ApiResult<(StatusCode, Json<CommentaryInfo>)> {
+    auth.require(Scope::Write)?;
+    let (upload, lease) = read_artifact_form(form).await?;
+    if lease.is_some() {
+        return Err(ApiError::bad_request(
+            "a lease belongs to POST /v1/runs/{id}/complete, not here",
+        ));
+    }
+    let info = commentaries::publish(&state, upload).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}

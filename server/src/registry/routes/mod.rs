@@ -1,0 +1,181 @@
+//! HTTP routes: `/v1/...` (JSON, documented with utoipa; OpenAPI 3.1 at `/openapi.json`, Swagger
+//! UI at `/docs`), ops endpoints, and the middleware every request passes through.
+
+mod blobs;
+mod commentaries;
+mod datasets;
+mod ops;
+mod runs;
+mod workers;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use serde::Deserialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::SharedState;
+use super::error::{ApiError, json_rejections};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Commentary registry",
+        description = "Stores datasets and learned commentaries (Teaching with Commentaries, ICLR 2021) by content digest, runs learning jobs, and serves commentaries to new training runs. Errors always have the ErrorBody shape.",
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(schema::api::ErrorBody)),
+    tags(
+        (name = "datasets", description = "Upload and browse datasets"),
+        (name = "runs", description = "Learning runs and their progress"),
+        (name = "workers", description = "The protocol learning workers use"),
+        (name = "commentaries", description = "Learned commentaries"),
+        (name = "ops", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document (also served at `/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// `?limit=&cursor=` of list routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page (default 50, at most 500).
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    /// (offset, limit).
+    fn resolve(&self) -> Result<(u64, u64), ApiError> {
+        let limit = self.limit.unwrap_or(50).clamp(1, 500);
+        let offset = match &self.cursor {
+            None => 0,
+            Some(c) => c
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("bad cursor {c:?}")))?,
+        };
+        Ok((offset, limit))
+    }
+
+    fn next(offset: u64, limit: u64, more: bool) -> Option<String> {
+        more.then(|| (offset + limit).to_string())
+    }
+}
+
+/// Routes answered quickly (a request timeout applies) and streaming ones (uploads, downloads,
+/// SSE: no timeout).
+fn api_routes() -> OpenApiRouter<SharedState> {
+    let quick = OpenApiRouter::new()
+        .routes(routes!(datasets::list))
+        .routes(routes!(datasets::get, datasets::head, datasets::delete))
+        .routes(routes!(datasets::example))
+        .routes(routes!(runs::create, runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(workers::lease))
+        .routes(routes!(workers::heartbeat))
+        .routes(routes!(workers::events))
+        .routes(routes!(workers::fail))
+        .routes(routes!(commentaries::list))
+        .routes(routes!(commentaries::get, commentaries::delete))
+        .routes(routes!(commentaries::insights))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz));
+    let streaming = OpenApiRouter::new()
+        .routes(routes!(datasets::upload))
+        .routes(routes!(datasets::archive))
+        .routes(routes!(runs::events))
+        .routes(routes!(workers::complete))
+        .routes(routes!(commentaries::upload))
+        .routes(routes!(commentaries::artifact));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(quick.layer(middleware::from_fn(with_timeout)))
+        .merge(streaming)
+}
+
+/// The whole application.
+pub fn router(state: SharedState) -> Router {
+    let (api, openapi) = api_routes().split_for_parts();
+    let max_body = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
+    let api = api
+        .layer(middleware::from_fn(json_rejections))
+        .layer(DefaultBodyLimit::max(max_body.min(512 << 20)));
+    Router::new()
+        .merge(api)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .route("/metrics", axum::routing::get(ops::metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            timeout_setting,
+        ))
+        .with_state(state)
+}
+
+/// The configured request timeout, handed to `with_timeout` through an extension.
+#[derive(Clone, Copy)]
+struct Timeout(Duration);
+
+async fn timeout_setting(
+    State(state): State<SharedState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    request
+        .extensions_mut()
+        .insert(Timeout(state.config.request_timeout));
+    next.run(request).await
+}
+
+async fn with_timeout(request: Request, next: Next) -> Response {
+    let limit = request
+        .extensions()
+        .get::<Timeout>()
+        .map_or(Duration::from_secs(30), |t| t.0);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request took longer than {}s", limit.as_secs()),
+        )),
+    }
+}
+
+async fn count_requests(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    state.metrics.count(response.status().as_u16());
+    response
+}

@@ -1,0 +1,89 @@
+//! `/healthz`, `/readyz`, `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use schema::api::{Health, RunState};
+use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
+
+use crate::registry::SharedState;
+use crate::registry::db::entities::{commentary, dataset, run};
+use crate::registry::error::{ApiError, ApiResult};
+
+fn health(status: &str) -> Json<Health> {
+    Json(Health {
+        status: status.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    health("ok")
+}
+
+/// The database and the blob store answer.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, body = Health),
+    (status = 503, body = schema::api::ErrorBody),
+))]
+pub async fn readyz(State(state): State<SharedState>) -> ApiResult<Json<Health>> {
+    let unavailable =
+        |what: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", what);
+    state
+        .db
+        .ping()
+        .await
+        .map_err(|e| unavailable(format!("the database does not answer: {e}")))?;
+    state
+        .store
+        .check()
+        .await
+        .map_err(|e| unavailable(format!("{e:#}")))?;
+    Ok(health("ready"))
+}
+
+/// Prometheus text format: request counts by status class, stored objects, runs by state.
+pub async fn metrics(State(state): State<SharedState>) -> ApiResult<Response> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP commentary_http_requests_total HTTP requests answered, by status class."
+    );
+    let _ = writeln!(out, "# TYPE commentary_http_requests_total counter");
+    for (i, counter) in state.metrics.requests.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "commentary_http_requests_total{{status=\"{}xx\"}} {}",
+            i + 1,
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    let datasets = dataset::Entity::find().count(&state.db).await?;
+    let commentaries = commentary::Entity::find().count(&state.db).await?;
+    let _ = writeln!(
+        out,
+        "# HELP commentary_datasets Datasets stored.\n# TYPE commentary_datasets gauge\ncommentary_datasets {datasets}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP commentary_commentaries Commentaries stored.\n# TYPE commentary_commentaries gauge\ncommentary_commentaries {commentaries}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP commentary_runs Learning runs by state.\n# TYPE commentary_runs gauge"
+    );
+    for s in RunState::ALL {
+        let n = run::Entity::find()
+            .filter(run::Column::State.eq(s.as_str()))
+            .count(&state.db)
+            .await?;
+        let _ = writeln!(out, "commentary_runs{{state=\"{s}\"}} {n}");
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

@@ -1,0 +1,195 @@
+//! `/v1/runs...`: queue, inspect, cancel, and stream progress (SSE).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use schema::api::{ErrorBody, Page, RunCreated, RunEvent, RunInfo, RunRequest, RunState, Scope};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::PageParams;
+use crate::registry::SharedState;
+use crate::registry::auth::Auth;
+use crate::registry::datasets::parse_digest;
+use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::runs;
+
+/// Queue a learning run for a stored dataset.
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = RunRequest,
+    responses(
+        (status = 202, body = RunCreated),
+        (status = 404, description = "unknown dataset", body = ErrorBody),
+        (status = 422, description = "a request that cannot work", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
+pub async fn create(
+    State(state): State<SharedState>,
+    auth: Auth,
+    Json(request): Json<RunRequest>,
+) -> ApiResult<(StatusCode, Json<RunCreated>)> {
+    auth.require(Scope::Write)?;
+    let model = runs::create(&state, request).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunCreated {
+            id: model.id,
+            state: RunState::Queued,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only runs for this dataset digest.
+    pub dataset: Option<String>,
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+}
+
+/// Runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListParams, PageParams),
+    responses((status = 200, body = Page<RunInfo>)))]
+pub async fn list(
+    State(state): State<SharedState>,
+    _auth: Auth,
+    Query(filter): Query<ListParams>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<Page<RunInfo>>> {
+    let (offset, limit) = page.resolve()?;
+    let digest = filter.dataset.as_deref().map(parse_digest).transpose()?;
+    let (items, more) = runs::list(&state, digest.as_ref(), filter.state, offset, limit).await?;
+    Ok(Json(Page {
+        items,
+        next_cursor: PageParams::next(offset, limit, more),
+    }))
+}
+
+/// A run, with its last progress and, when it failed, the error.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = RunInfo), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<SharedState>,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunInfo>> {
+    Ok(Json(runs::info(&runs::find(&state, &id).await?)?))
+}
+
+/// Cancel a queued or running run (a running one stops at its worker's next heartbeat).
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = RunInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<SharedState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunInfo>> {
+    auth.require(Scope::Write)?;
+    Ok(Json(runs::info(&runs::cancel(&state, &id).await?)?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventParams {
+    /// Resume after this event id (the same as the `Last-Event-ID` header).
+    pub after: Option<i64>,
+}
+
+/// Progress as server-sent events: every stored event of the run (state changes, progress,
+/// log lines), then new ones as they happen; the stream ends when the run has ended. The SSE
+/// `id` is the event's `seq`; reconnect with `Last-Event-ID` to resume.
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
+    params(("id" = String, Path), EventParams,
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event")),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = RunEvent, description = "one RunEvent per SSE data line; the event name is its type"),
+        (status = 404, body = ErrorBody),
+    ))]
+pub async fn events(
+    State(state): State<SharedState>,
+    _auth: Auth,
+    Path(id): Path<String>,
+    Query(params): Query<EventParams>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    runs::find(&state, &id).await?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("bad Last-Event-ID {v:?}")))
+        })
+        .transpose()?;
+    let after = resume.or(params.after).unwrap_or(0);
+    let tail = Tail {
+        state,
+        id,
+        after,
+        pending: VecDeque::new(),
+    };
+    let stream = futures::stream::unfold(tail, |mut tail| async move {
+        let event = tail.next().await?;
+        Some((Ok(event), tail))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Follows a run's stored events (polling, so events written by any replica are seen).
+struct Tail {
+    state: SharedState,
+    id: String,
+    after: i64,
+    pending: VecDeque<RunEvent>,
+}
+
+const POLL: Duration = Duration::from_millis(250);
+
+impl Tail {
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(to_sse(&event));
+            }
+            let batch = runs::events_after(&self.state, &self.id, self.after, 200)
+                .await
+                .ok()?;
+            if let Some(last) = batch.last() {
+                self.after = last.seq;
+                self.pending.extend(batch);
+                continue;
+            }
+            // State changes are stored with their event, so an ended run has nothing more.
+            let run = runs::find(&self.state, &self.id).await.ok()?;
+            if run.state.parse::<RunState>().is_ok_and(|s| s.is_terminal()) {
+                return None;
+            }
+            let mut shutdown = self.state.shutdown.clone();
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                _ = shutdown.wait_for(|s| *s) => return None,
+            }
+        }
+    }
+}
+
+fn to_sse(event: &RunEvent) -> Event {
+    let name = match &event.body {
+        schema::api::EventBody::State { .. } => "state",
+        schema::api::EventBody::Progress(_) => "progress",
+        schema::api::EventBody::Log { .. } => "log",
+    };
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    Event::default()
+        .id(event.seq.to_string())
+        .event(name)
+        .data(data)
+}

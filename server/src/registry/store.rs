@@ -1,0 +1,206 @@
+//! Blob storage through object_store: a local directory by default (`<data-dir>/blobs`), or
+//! S3 / GCS / Azure by URL (`s3://bucket/prefix`, credentials and endpoint from the usual
+//! `AWS_*`, `GOOGLE_*`, `AZURE_*` environment variables).
+//!
+//! Keys: `datasets/<hex>/archive`, `commentaries/<id>/{manifest.json,tensors.safetensors,
+//! report.json}`. The database decides what is visible; a blob without a row is invisible.
+
+use std::ops::Range;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// The registry's blob store.
+#[derive(Clone)]
+pub struct BlobStore {
+    inner: Arc<dyn ObjectStore>,
+    /// Key prefix inside the bucket (from the URL's path).
+    prefix: Path,
+    /// Where it is, for logs (no credentials).
+    pub location: String,
+}
+
+/// Bytes of one blob, possibly a range of it.
+pub struct Blob {
+    pub stream: BoxStream<'static, Result<Bytes, object_store::Error>>,
+    pub size: u64,
+    pub range: Range<u64>,
+}
+
+impl BlobStore {
+    /// Opens the store at `url`, or the local directory `<data_dir>/blobs` when None.
+    pub fn open(url: Option<&str>, data_dir: &FsPath) -> anyhow::Result<Self> {
+        let Some(url) = url else {
+            let dir = data_dir.join("blobs");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let store = LocalFileSystem::new_with_prefix(&dir)
+                .with_context(|| format!("cannot open {}", dir.display()))?
+                .with_automatic_cleanup(true);
+            return Ok(Self {
+                inner: Arc::new(store),
+                prefix: Path::default(),
+                location: dir.display().to_string(),
+            });
+        };
+        let parsed = reqwest::Url::parse(url).with_context(|| format!("bad store URL {url:?}"))?;
+        let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "s3" => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .build()
+                    .with_context(|| format!("cannot open {url}"))?,
+            ),
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(url)
+                    .build()
+                    .with_context(|| format!("cannot open {url}"))?,
+            ),
+            "az" | "azure" | "abfs" | "abfss" => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(url)
+                    .build()
+                    .with_context(|| format!("cannot open {url}"))?,
+            ),
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| anyhow::anyhow!("bad file URL {url:?}"))?;
+                return Self::open(None, &dir).map(|mut s| {
+                    s.location = url.to_string();
+                    s
+                });
+            }
+            other => anyhow::bail!(
+                "unsupported store URL scheme {other:?} in {url:?}; use s3://, gs://, az:// or a local directory"
+            ),
+        };
+        let prefix = Path::from(parsed.path().trim_matches('/'));
+        Ok(Self {
+            inner,
+            prefix,
+            location: url.to_string(),
+        })
+    }
+
+    fn key(&self, key: &str) -> Path {
+        self.prefix.parts().chain(Path::from(key).parts()).collect()
+    }
+
+    /// Stores `bytes` under `key`.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
+        self.inner
+            .put(&self.key(key), PutPayload::from(bytes))
+            .await
+            .with_context(|| format!("cannot store {key}"))?;
+        Ok(())
+    }
+
+    /// Streams a local file into the store under `key` (multipart for large files, so memory
+    /// stays bounded by the part size).
+    pub async fn put_file(&self, key: &str, file: &FsPath) -> anyhow::Result<()> {
+        let mut source = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("cannot open {}", file.display()))?;
+        let mut writer = BufWriter::new(self.inner.clone(), self.key(key));
+        let mut buffer = vec![0u8; 1 << 20];
+        let result: anyhow::Result<()> = async {
+            loop {
+                let n = source.read(&mut buffer).await?;
+                if n == 0 {
+                    break;
+                }
+                writer.write_all(&buffer[..n]).await?;
+            }
+            writer.shutdown().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(err) = result {
+            let _ = writer.abort().await;
+            return Err(err.context(format!("cannot store {key}")));
+        }
+        Ok(())
+    }
+
+    /// The whole blob in memory (for small blobs: manifests, reports).
+    pub async fn get_bytes(&self, key: &str) -> anyhow::Result<Bytes> {
+        let result = self
+            .inner
+            .get(&self.key(key))
+            .await
+            .with_context(|| format!("cannot read {key}"))?;
+        Ok(result.bytes().await?)
+    }
+
+    /// Streams the blob, or `range` of it.
+    pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> anyhow::Result<Blob> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let result = self
+            .inner
+            .get_opts(&self.key(key), options)
+            .await
+            .with_context(|| format!("cannot read {key}"))?;
+        let size = result.meta.size;
+        let range = result.range.clone();
+        Ok(Blob {
+            stream: result.into_stream().boxed(),
+            size,
+            range,
+        })
+    }
+
+    /// Downloads the blob into a local file.
+    pub async fn download(&self, key: &str, to: &FsPath) -> anyhow::Result<()> {
+        let blob = self.get(key, None).await?;
+        let mut file = tokio::fs::File::create(to)
+            .await
+            .with_context(|| format!("cannot create {}", to.display()))?;
+        let mut stream = blob.stream;
+        while let Some(chunk) = stream.try_next().await? {
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(())
+    }
+
+    /// Deletes the blob; a missing blob is not an error.
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self.inner.delete(&self.key(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("cannot delete {key}")),
+        }
+    }
+
+    /// Whether the store answers (for `/readyz`).
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let mut listing = self.inner.list(Some(&self.prefix));
+        match listing.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(err)) => Err(err).context("the blob store does not answer"),
+        }
+    }
+}
+
+/// Key of a dataset's archive.
+pub fn dataset_archive_key(digest_hex: &str) -> String {
+    format!("datasets/{digest_hex}/archive")
+}
+
+/// Key of one file of a commentary artifact.
+pub fn commentary_key(id: &str, file: &str) -> String {
+    format!("commentaries/{id}/{file}")
+}

@@ -1,0 +1,284 @@
+//! The learning worker: leases a queued run, downloads its dataset, learns the commentary,
+//! evaluates it (students with vs without), and publishes the artifact, sending heartbeats and
+//! progress events throughout. The same loop runs in-process (`serve --workers N`) and remotely
+//! (`commentary worker --server URL`), always through the HTTP worker endpoints.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use schema::CommentaryKind;
+use schema::api::{EventBody, Lease, Phase, Progress, RunInfo, RunState};
+use schema::artifact::{REPORT_FILE, write_atomically};
+use tokio::sync::{mpsc, watch};
+use trainer::apply::{ApplyOptions, apply};
+use trainer::data::{Dataset, Limits};
+use trainer::device::ComputeDevice;
+use trainer::learn::{LearnRequest, learn};
+
+use super::client::{Client, is_lease_lost};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Shown on the runs it takes.
+    pub name: String,
+    pub device: ComputeDevice,
+    /// How long to wait when the queue is empty.
+    pub poll: Duration,
+    /// Where datasets and artifacts are kept while a run works.
+    pub scratch: PathBuf,
+}
+
+/// Why a run stopped before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    Cancelled,
+    LeaseLost,
+    Shutdown,
+}
+
+/// Leases and works runs until `stop` turns true.
+pub async fn work_forever(client: Client, options: WorkerOptions, mut stop: watch::Receiver<bool>) {
+    let mut unreachable_logged = false;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match client.lease(&options.name).await {
+            Ok(Some(lease)) => {
+                unreachable_logged = false;
+                let id = lease.run.id.clone();
+                if let Err(err) = work(&client, &options, lease, stop.clone()).await {
+                    tracing::error!(run = %id, "worker error: {err:#}");
+                }
+                continue;
+            }
+            Ok(None) => unreachable_logged = false,
+            Err(err) if !unreachable_logged => {
+                tracing::warn!("cannot lease a run (will keep trying): {err:#}");
+                unreachable_logged = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(options.poll) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Works one leased run to its end.
+async fn work(
+    client: &Client,
+    options: &WorkerOptions,
+    lease: Lease,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let run = lease.run.clone();
+    let secret = lease.lease.clone();
+    tracing::info!(run = %run.id, kind = %run.kind, dataset = %run.dataset, "working on run");
+    std::fs::create_dir_all(&options.scratch)
+        .with_context(|| format!("cannot create {}", options.scratch.display()))?;
+    let scratch = tempfile::tempdir_in(&options.scratch)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let interrupt: Arc<Mutex<Option<Interrupt>>> = Arc::default();
+    let interrupted = {
+        let (stop, interrupt) = (stop.clone(), interrupt.clone());
+        move |why: Interrupt| {
+            if let Ok(mut slot) = interrupt.lock() {
+                slot.get_or_insert(why);
+            }
+            stop.store(true, Ordering::Relaxed);
+        }
+    };
+
+    // Heartbeats (and shutdown) in the background.
+    let heartbeat = {
+        let (client, run_id, secret, interrupted) = (
+            client.clone(),
+            run.id.clone(),
+            secret.clone(),
+            interrupted.clone(),
+        );
+        let period = Duration::from_secs(lease.ttl_s.max(1)) / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    _ = shutdown.wait_for(|s| *s) => {
+                        interrupted(Interrupt::Shutdown);
+                        return;
+                    }
+                }
+                match client.heartbeat(&run_id, &secret).await {
+                    Ok(answer) if answer.state == RunState::Cancelled => {
+                        interrupted(Interrupt::Cancelled);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(err) if is_lease_lost(&err) => {
+                        interrupted(Interrupt::LeaseLost);
+                        return;
+                    }
+                    Err(err) => tracing::warn!("heartbeat failed (will retry): {err:#}"),
+                }
+            }
+        })
+    };
+
+    // Events go out in batches as they come.
+    let (events, mut queued) = mpsc::unbounded_channel::<EventBody>();
+    let forwarder = {
+        let (client, run_id, secret, interrupted) = (
+            client.clone(),
+            run.id.clone(),
+            secret.clone(),
+            interrupted.clone(),
+        );
+        tokio::spawn(async move {
+            while let Some(first) = queued.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = queued.try_recv() {
+                    batch.push(more);
+                }
+                if let Err(err) = client.post_events(&run_id, &secret, batch).await {
+                    if is_lease_lost(&err) {
+                        interrupted(Interrupt::LeaseLost);
+                    } else {
+                        tracing::warn!("cannot send progress events: {err:#}");
+                    }
+                }
+            }
+        })
+    };
+
+    let archive = scratch.path().join("dataset");
+    let artifact = scratch.path().join("artifact");
+    let outcome = match client.download_dataset(&run.dataset, &archive).await {
+        Ok(()) => {
+            let (run, device, stop) = (run.clone(), options.device, stop.clone());
+            let (archive, artifact) = (archive.clone(), artifact.clone());
+            tokio::task::spawn_blocking(move || {
+                execute(&run, device, &archive, &artifact, &stop, &events)
+            })
+            .await
+            .context("the learning task panicked")
+            .and_then(|r| r)
+        }
+        Err(err) => Err(err.context("cannot download the dataset")),
+    };
+    // Every event is sent before the run is completed or failed.
+    let _ = forwarder.await;
+    heartbeat.abort();
+    let why = interrupt.lock().ok().and_then(|slot| *slot);
+    match (why, outcome) {
+        (Some(Interrupt::Cancelled), _) => {
+            tracing::info!(run = %run.id, "run cancelled; stopped");
+            Ok(())
+        }
+        (Some(Interrupt::LeaseLost), _) => {
+            tracing::warn!(run = %run.id, "lease lost; abandoned the run");
+            Ok(())
+        }
+        (Some(Interrupt::Shutdown), _) => {
+            // The lease expires and the run is re-queued for another worker.
+            tracing::info!(run = %run.id, "shutting down mid-run; the run will be re-queued");
+            Ok(())
+        }
+        (None, Ok(())) => {
+            let id = client.complete(&run.id, &secret, &artifact).await?;
+            tracing::info!(run = %run.id, commentary = %id, "published");
+            Ok(())
+        }
+        (None, Err(err)) => {
+            let message = format!("{err:#}");
+            tracing::warn!(run = %run.id, "run failed: {message}");
+            client.fail(&run.id, &secret, &message).await
+        }
+    }
+}
+
+/// Learns and evaluates (blocking; runs on a blocking thread).
+fn execute(
+    run: &RunInfo,
+    device: ComputeDevice,
+    archive: &Path,
+    out: &Path,
+    stop: &Arc<AtomicBool>,
+    events: &mpsc::UnboundedSender<EventBody>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dataset = Dataset::open(archive, Limits::default()).context("cannot read the dataset")?;
+    let request = LearnRequest {
+        kind: run.kind,
+        algorithm: run.algorithm,
+        config: run.config.clone(),
+        device,
+        run_id: Some(run.id.clone()),
+        stop: Some(stop.clone()),
+    };
+    let send = |body: EventBody| {
+        let _ = events.send(body);
+    };
+    learn(&dataset, &request, out, &mut |p| {
+        send(EventBody::Progress(Progress {
+            phase: Phase::Learning,
+            step: p.meta_step as u64 + 1,
+            total: p.meta_steps as u64,
+            val_loss: Some(f64::from(p.val_loss)),
+            best_val_loss: Some(f64::from(p.best_val_loss)),
+            elapsed_s: p.elapsed.as_secs_f64(),
+        }));
+    })
+    .with_context(|| format!("cannot learn a {} commentary", run.kind))?;
+    let evaluation = &run.evaluation;
+    if stop.load(Ordering::Relaxed) || evaluation.seeds.is_empty() {
+        return Ok(());
+    }
+    let options = ApplyOptions {
+        student: None,
+        seeds: evaluation.seeds.clone(),
+        steps: evaluation.steps as usize,
+        eval_every: evaluation.eval_every as usize,
+        batch_size: evaluation.batch_size as usize,
+        lr: evaluation.lr,
+        device,
+        force: false,
+        train_examples: None,
+    };
+    let arms = if run.kind == CommentaryKind::LabelBlending {
+        3
+    } else {
+        2
+    };
+    let total = (evaluation.seeds.len() * arms) as u64;
+    let mut trained = 0u64;
+    let report = apply(&dataset, out, &options, &mut |arm, seed| {
+        send(EventBody::Log {
+            message: format!("training a student ({arm}, seed {seed})"),
+        });
+        send(EventBody::Progress(Progress {
+            phase: Phase::Evaluating,
+            step: trained,
+            total,
+            val_loss: None,
+            best_val_loss: None,
+            elapsed_s: started.elapsed().as_secs_f64(),
+        }));
+        trained += 1;
+    })
+    .context("cannot evaluate the commentary")?;
+    send(EventBody::Log {
+        message: format!(
+            "test accuracy: baseline {:.4}, with commentary {:.4} (gain {:+.4})",
+            report.baseline.test_accuracy.mean,
+            report.with_commentary.test_accuracy.mean,
+            report.test_accuracy_gain
+        ),
+    });
+    write_atomically(&out.join(REPORT_FILE), &serde_json::to_vec_pretty(&report)?)?;
+    Ok(())
+}

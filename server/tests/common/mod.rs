@@ -1,0 +1,232 @@
+//! A real registry for end-to-end tests: `commentary serve` started as a process on port 0,
+//! on SQLite + a local blob directory, or on PostgreSQL + S3 when the environment names them
+//! (`COMMENTARY_TEST_DATABASE_URL`, `COMMENTARY_TEST_S3_ENDPOINT`; `.ci/run` sets both).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait as _, Database};
+use tempfile::TempDir;
+
+/// The storage a registry runs on.
+#[derive(Debug, Clone, Default)]
+pub struct Backend {
+    pub label: &'static str,
+    /// Environment for `commentary serve` (and `token create`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Backend {
+    pub fn sqlite_local() -> Self {
+        Self {
+            label: "sqlite+local",
+            env: Vec::new(),
+        }
+    }
+
+    /// PostgreSQL (a fresh database per call) and S3, or None when the environment does not
+    /// name them.
+    pub async fn postgres_s3() -> Option<Self> {
+        let admin = std::env::var("COMMENTARY_TEST_DATABASE_URL").ok()?;
+        let endpoint = std::env::var("COMMENTARY_TEST_S3_ENDPOINT").ok()?;
+        let bucket =
+            std::env::var("COMMENTARY_TEST_S3_BUCKET").unwrap_or_else(|_| "commentary-test".into());
+        let name = format!("commentary_test_{}", uuid::Uuid::new_v4().simple());
+        let db = Database::connect(&admin)
+            .await
+            .expect("connect to COMMENTARY_TEST_DATABASE_URL");
+        db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let key = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+        Some(Self {
+            label: "postgres+s3",
+            env: vec![
+                ("COMMENTARY_DATABASE_URL".into(), format!("{base}/{name}")),
+                (
+                    "COMMENTARY_STORE_URL".into(),
+                    format!("s3://{bucket}/{}", uuid::Uuid::new_v4().simple()),
+                ),
+                ("AWS_ENDPOINT".into(), endpoint),
+                ("AWS_ALLOW_HTTP".into(), "true".into()),
+                ("AWS_REGION".into(), "us-east-1".into()),
+                (
+                    "AWS_ACCESS_KEY_ID".into(),
+                    key("COMMENTARY_TEST_S3_ACCESS_KEY", "commentary"),
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    key("COMMENTARY_TEST_S3_SECRET_KEY", "commentary-secret"),
+                ),
+                ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into()),
+            ],
+        })
+    }
+}
+
+/// The `commentary` binary.
+pub fn commentary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_commentary"))
+}
+
+/// A running `commentary serve`; killed on drop.
+pub struct Registry {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub backend: Backend,
+    _tmp: TempDir,
+}
+
+impl Registry {
+    /// Starts a registry with `args` after `serve --addr 127.0.0.1:0 --data-dir <tmp>`.
+    pub fn start(backend: &Backend, args: &[&str]) -> Self {
+        let tmp = TempDir::new().expect("tmp");
+        let data_dir = tmp.path().join("data");
+        let mut command = commentary();
+        command
+            .args(["-v", "serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(args)
+            .envs(backend.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("start commentary serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().expect("wait");
+                    panic!("commentary serve exited before listening: {status}");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            url,
+            data_dir,
+            backend: backend.clone(),
+            _tmp: tmp,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: self.url.clone(),
+        }
+    }
+
+    /// `commentary token create` on this registry's database.
+    pub fn create_token(&self, scope: &str) -> String {
+        let out = commentary()
+            .args([
+                "token",
+                "create",
+                "--scope",
+                scope,
+                "--name",
+                &format!("test-{scope}"),
+            ])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .envs(self.backend.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("token create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A thin HTTP helper over one registry.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Client {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("JSON")
+    }
+
+    /// Polls `GET path` until `done` holds for its JSON, or panics after `limit`.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        limit: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let value = self.get_json(path).await;
+            if done(&value) {
+                return value;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "timed out waiting on {path}: {value:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The MNIST fixture packed as .tar.gz.
+pub fn fixture_archive(dir: &Path) -> PathBuf {
+    let path = dir.join("mnist.tar.gz");
+    tests::tar_gz_dir(&tests::mnist_fixture(), &path, None);
+    path
+}
+
+/// A run body with small, fast settings (MLP student and teacher on the fixture).
+pub fn fast_run(dataset: &str, meta_steps: u32, evaluation_seeds: &[u64]) -> serde_json::Value {
+    serde_json::json!({
+        "dataset": dataset,
+        "kind": "example-weighting",
+        "algorithm": "bptt",
+        "config": {
+            "inner_steps": 10,
+            "meta_steps": meta_steps,
+            "student": {"type": "mlp", "hidden": [32]},
+            "commentary_net": {"type": "mlp", "hidden": [16]},
+            "validation_examples": 500,
+            "validation_batch_size": 128,
+        },
+        "evaluation": {"seeds": evaluation_seeds, "steps": 60, "eval_every": 20},
+    })
+}
