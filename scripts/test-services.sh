@@ -32,7 +32,7 @@ start() {
 
   if [[ ! -x "$tools/bin/s3s-fs" ]]; then
     echo "installing s3s-fs (an S3-compatible server) into $tools..." >&2
-    cargo install --quiet --locked --root "$tools" s3s-fs --features binary
+    cargo install --quiet --locked --root "$tools" s3s-fs --version 0.14.1 --features binary
   fi
   root="$state/s3"
   rm -rf "$root"
