@@ -13,6 +13,7 @@ pub mod commentaries;
 pub mod datasets;
 pub mod db;
 pub mod error;
+pub mod pages;
 pub mod routes;
 pub mod runs;
 pub mod store;

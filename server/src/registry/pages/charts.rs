@@ -36,7 +36,11 @@ pub fn ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
     if !lo.is_finite() || !hi.is_finite() {
         return vec![0.0];
     }
-    let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 0.5, lo + 0.5) };
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, lo + 0.5)
+    };
     let raw = (hi - lo) / count.max(1) as f64;
     let magnitude = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0]
@@ -48,7 +52,11 @@ pub fn ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
     let mut out = Vec::new();
     let mut value = first;
     while value <= hi + step * 0.5 && out.len() < 50 {
-        out.push(if value.abs() < step * 1e-9 { 0.0 } else { value });
+        out.push(if value.abs() < step * 1e-9 {
+            0.0
+        } else {
+            value
+        });
         value += step;
     }
     out
@@ -91,11 +99,19 @@ impl Frame {
     }
 
     /// Opens the SVG and draws axes, grid, ticks and axis titles.
-    fn open(&self, svg: &mut String, title: &str, x_title: &str, y_title: &str, x_ticks: &[f64], y_ticks: &[f64]) {
+    fn open(
+        &self,
+        svg: &mut String,
+        title: &str,
+        x_title: &str,
+        y_title: &str,
+        x_ticks: &[f64],
+        y_ticks: &[f64],
+    ) {
         let (w, h) = (self.width, self.height);
         let _ = write!(
             svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><title>{t}</title><rect x="0" y="0" width="{w}" height="{h}" fill="#fff"/>"#,
+            r##"<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{t}"><title>{t}</title><rect x="0" y="0" width="{w}" height="{h}" fill="#fff"/>"##,
             t = escape(title)
         );
         let (x0, x1) = (self.left, w - self.right);
@@ -163,7 +179,13 @@ pub fn line_chart(title: &str, x_title: &str, y_title: &str, series: &[Series]) 
         .collect();
     let (xmin, xmax) = bounds(all.iter().map(|p| p.0));
     let (ymin, ymax) = bounds(all.iter().map(|p| p.1));
-    let (x_ticks, y_ticks) = (ticks(xmin, xmax, 6), ticks(ymin, ymax, 5));
+    let (mut x_ticks, y_ticks) = (ticks(xmin, xmax, 6), ticks(ymin, ymax, 5));
+    // Steps and iterations are whole numbers: no ticks between them.
+    if all.iter().all(|p| p.0.fract() == 0.0)
+        && x_ticks.iter().filter(|t| t.fract() == 0.0).count() >= 2
+    {
+        x_ticks.retain(|t| t.fract() == 0.0);
+    }
     let frame = Frame {
         width: 640.0,
         height: 320.0,
@@ -193,7 +215,11 @@ pub fn line_chart(title: &str, x_title: &str, y_title: &str, series: &[Series]) 
             p = points.join(" ")
         );
         if s.points.len() <= 200 {
-            for &(x, y) in s.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()) {
+            for &(x, y) in s
+                .points
+                .iter()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+            {
                 let _ = write!(
                     svg,
                     r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{n}: {xt} {xl}, {yl}</title></circle>"#,
@@ -213,7 +239,12 @@ pub fn line_chart(title: &str, x_title: &str, y_title: &str, series: &[Series]) 
 }
 
 /// Grouped vertical bars: one group per category, one bar per series.
-pub fn bar_chart(title: &str, categories: &[String], y_title: &str, series: &[(String, Vec<f64>)]) -> String {
+pub fn bar_chart(
+    title: &str,
+    categories: &[String],
+    y_title: &str,
+    series: &[(String, Vec<f64>)],
+) -> String {
     let max = series
         .iter()
         .flat_map(|(_, v)| v.iter().copied())
@@ -267,9 +298,18 @@ pub fn bar_chart(title: &str, categories: &[String], y_title: &str, series: &[(S
 }
 
 /// Histograms of several samples over shared bins, drawn as outlined steps.
-pub fn histogram(title: &str, x_title: &str, samples: &[(String, Vec<f64>)], bins: usize) -> String {
+pub fn histogram(
+    title: &str,
+    x_title: &str,
+    samples: &[(String, Vec<f64>)],
+    bins: usize,
+) -> String {
     let (lo, hi) = bounds(samples.iter().flat_map(|(_, v)| v.iter().copied()));
-    let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) };
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, hi + 0.5)
+    };
     let width = (hi - lo) / bins as f64;
     let counts: Vec<Vec<f64>> = samples
         .iter()
@@ -331,7 +371,12 @@ pub fn heatmap(
 ) -> String {
     let (lo, hi) = bounds(values.iter().copied());
     let cell = (360.0 / cols.len().max(1) as f64).clamp(14.0, 48.0);
-    let longest = rows.iter().chain(cols).map(|l| l.chars().count()).max().unwrap_or(1) as f64;
+    let longest = rows
+        .iter()
+        .chain(cols)
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(1) as f64;
     let left = 40.0 + 7.0 * longest.min(24.0);
     let top = 40.0 + 7.0 * longest.min(24.0);
     let width = left + cell * cols.len() as f64 + 110.0;
@@ -339,14 +384,19 @@ pub fn heatmap(
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart heatmap" viewBox="0 0 {width} {height}" role="img" aria-label="{t}"><title>{t}</title><rect width="{width}" height="{height}" fill="#fff"/>"#,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" class="chart heatmap" viewBox="0 0 {width} {height}" role="img" aria-label="{t}"><title>{t}</title><rect width="{width}" height="{height}" fill="#fff"/>"##,
         t = escape(title)
     );
     let shade = |v: f64| {
         let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
         // White to the palette's blue.
         let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
-        format!("rgb({},{},{})", mix(255.0, 0.0), mix(255.0, 114.0), mix(255.0, 178.0))
+        format!(
+            "rgb({},{},{})",
+            mix(255.0, 0.0),
+            mix(255.0, 114.0),
+            mix(255.0, 178.0)
+        )
     };
     for (r, row) in rows.iter().enumerate() {
         let y = top + cell * r as f64;
@@ -438,10 +488,13 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(ticks(0.0, 1.0, 5), vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
+        assert_eq!(
+            ticks(0.0, 1.0, 5),
+            vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
+        );
         let t = ticks(0.13, 2.31, 5);
         assert!(t[0] <= 0.13 && *t.last().expect("ticks") >= 2.31);
-        assert_eq!(ticks(3.0, 3.0, 5).len() > 1, true);
+        assert!(ticks(3.0, 3.0, 5).len() > 1);
     }
 
     #[test]
