@@ -350,3 +350,29 @@ async fn oversized_uploads_and_bursts_are_refused_and_nothing_is_stored() {
     let runs = client.get_json("/v1/runs").await;
     assert_eq!(runs["items"].as_array().map(Vec::len), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archive_expanding_past_the_cap_is_refused_and_nothing_is_stored() {
+    let registry = Registry::start(
+        &Backend::sqlite_local(),
+        &["--workers", "0", "--max-expanded-bytes", "1MiB"],
+    );
+    let refused = upload_fixture(&registry, None).await;
+    assert_eq!(refused.status(), 422);
+    let body: serde_json::Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "invalid_dataset");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("limit") || message.contains("exceed"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("staging"),
+        "no server paths in messages: {message}"
+    );
+    let listed = registry.client().get_json("/v1/datasets").await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0));
+    let staging = registry.data_dir.join("staging");
+    let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "nothing left in {}", staging.display());
+}

@@ -62,6 +62,7 @@ struct DatasetRow {
     short: String,
     name: String,
     examples: u64,
+    size: String,
     classes: usize,
     commentaries: u64,
 }
@@ -81,6 +82,7 @@ pub async fn home(
             short: d.digest.short(),
             name: d.name,
             examples: d.summary.splits.iter().map(|s| s.examples).sum(),
+            size: bytesize::ByteSize(d.archive_bytes).to_string(),
             classes: d.summary.classes.len(),
             commentaries: d.commentaries,
         })
