@@ -23,5 +23,9 @@ COPY fixtures/mnist /usr/share/commentary/fixtures/mnist
 USER commentary
 WORKDIR /data
 VOLUME ["/data"]
+EXPOSE 8080
+# In a container the registry listens on all interfaces, so writes need a token
+# (`docker exec <container> commentary token create --scope admin`).
+ENV COMMENTARY_ADDR=0.0.0.0:8080 COMMENTARY_DATA_DIR=/data
 ENTRYPOINT ["commentary"]
-CMD ["dataset", "inspect", "/usr/share/commentary/fixtures/mnist"]
+CMD ["serve"]
