@@ -50,11 +50,23 @@ file="$work/table/tensors.safetensors"
 size=$(stat -c %s "$file")
 echo "artifact: $id, $size bytes"
 
+# Both must serve the whole file (a wrong status would make the comparison meaningless).
+check() {
+  local got
+  got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "$1")
+  [[ "$got" == "200 $size" ]] || { echo "GET $1 answered '$got', expected '200 $size'" >&2; exit 1; }
+}
+
 # 1. Throughput: ours, then nginx on the same file.
+check "$url/v1/commentaries/$id/artifact"
 ours=$(wrk -t2 -c64 -d"$DURATION" "$url/v1/commentaries/$id/artifact" | awk '/^Transfer\/sec/ { print $2 }')
 nginx_port=$(free_port)
 mkdir -p "$work/nginx"
+# As root, nginx's workers would drop to a user that cannot read the scratch folder.
+nginx_user=""
+[[ "$(id -u)" == 0 ]] && nginx_user="user root;"
 cat > "$work/nginx.conf" <<CONF
+$nginx_user
 worker_processes 2;
 pid $work/nginx.pid;
 error_log $work/nginx/error.log;
@@ -69,6 +81,7 @@ http {
 CONF
 nginx -c "$work/nginx.conf"
 for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$nginx_port") 2> /dev/null && break; sleep 0.1; done
+check "http://127.0.0.1:$nginx_port/tensors.safetensors"
 theirs=$(wrk -t2 -c64 -d"$DURATION" "http://127.0.0.1:$nginx_port/tensors.safetensors" | awk '/^Transfer\/sec/ { print $2 }')
 kill "$(cat "$work/nginx.pid")"
 ratio=$(python3 -c "print(f'{$(to_bytes "$ours") / $(to_bytes "$theirs"):.2f}')")

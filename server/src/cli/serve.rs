@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// Read requests per second per token or address (0: no limit).
     #[arg(long, env = "COMMENTARY_READ_RATE_LIMIT", default_value_t = 0)]
     read_rate_limit: u32,
+    /// Memory for serving small blobs (commentary tensors) from RAM; 0 disables.
+    #[arg(long, env = "COMMENTARY_BLOB_CACHE_BYTES", default_value = "256MiB")]
+    blob_cache_bytes: ByteSize,
 }
 
 /// Where the registry keeps its data.
@@ -91,6 +94,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.request_timeout = args.request_timeout;
     config.write_rate_limit = args.write_rate_limit;
     config.read_rate_limit = args.read_rate_limit;
+    config.blob_cache_bytes = args.blob_cache_bytes.as_u64();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let server = crate::registry::start(config).await?;

@@ -63,6 +63,8 @@ pub struct ServeConfig {
     pub write_rate_limit: u32,
     /// Read requests per second per caller; 0 = no limit.
     pub read_rate_limit: u32,
+    /// Memory for caching small blobs (commentary tensors); 0 disables.
+    pub blob_cache_bytes: u64,
 }
 
 impl ServeConfig {
@@ -84,6 +86,7 @@ impl ServeConfig {
             request_timeout: Duration::from_secs(30),
             write_rate_limit: 20,
             read_rate_limit: 0,
+            blob_cache_bytes: 256 << 20,
         }
     }
 }
@@ -101,6 +104,8 @@ pub struct AppState {
     pub internal_token: String,
     pub limiter: auth::RateLimits,
     pub metrics: Metrics,
+    /// Small blobs in memory (commentary tensors).
+    pub blob_cache: store::BlobCache,
     /// Decoded datasets for example images (a small cache).
     pub examples: datasets::ExampleCache,
     /// Turns true when the server shuts down (ends SSE streams).
@@ -181,6 +186,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     let anonymous_writes = addr.ip().is_loopback() && !config.require_token;
     let workers = config.workers;
     let device = config.device;
+    let blob_cache_bytes = config.blob_cache_bytes;
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         shutdown: stop.clone(),
@@ -193,6 +199,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         internal_token: auth::new_token_secret(),
         metrics: Metrics::default(),
         examples: datasets::ExampleCache::default(),
+        blob_cache: store::BlobCache::new(blob_cache_bytes),
     });
     tracing::info!(
         %addr,

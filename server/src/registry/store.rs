@@ -204,3 +204,47 @@ pub fn dataset_archive_key(digest_hex: &str) -> String {
 pub fn commentary_key(id: &str, file: &str) -> String {
     format!("commentaries/{id}/{file}")
 }
+
+/// Small immutable blobs (commentary tensors, small archives) kept in memory, so downloads of a
+/// popular commentary are served without touching the store. Keys include the content hash, so
+/// an entry can never be served for other content; the caller checks the database first, so a
+/// deleted object is never served.
+pub struct BlobCache {
+    cache: quick_cache::sync::Cache<String, Bytes, BlobWeight>,
+    /// Blobs larger than this are streamed, never cached.
+    pub max_item: u64,
+}
+
+#[derive(Clone)]
+pub struct BlobWeight;
+
+impl quick_cache::Weighter<String, Bytes> for BlobWeight {
+    fn weight(&self, _key: &String, value: &Bytes) -> u64 {
+        value.len() as u64 + 1
+    }
+}
+
+impl BlobCache {
+    /// A cache of at most `capacity` bytes (0 disables it).
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            cache: quick_cache::sync::Cache::with_weighter(1024, capacity.max(1), BlobWeight),
+            max_item: if capacity == 0 {
+                0
+            } else {
+                (capacity / 8).min(64 << 20)
+            },
+        }
+    }
+
+    /// The blob's bytes from memory, or read whole from the store and remembered.
+    pub async fn get(&self, store: &BlobStore, key: &str, content: &str) -> anyhow::Result<Bytes> {
+        let cache_key = format!("{content}:{key}");
+        if let Some(hit) = self.cache.get(&cache_key) {
+            return Ok(hit);
+        }
+        let bytes = store.get_bytes(key).await?;
+        self.cache.insert(cache_key, bytes.clone());
+        Ok(bytes)
+    }
+}

@@ -61,9 +61,23 @@ pub async fn serve(
         },
         _ => None,
     };
-    let blob = state.store.get(served.key, range.clone()).await?;
-    let length = blob.range.end - blob.range.start;
-    let mut response = Response::new(Body::from_stream(blob.stream));
+    // Small blobs come from memory; large ones stream from the store.
+    let (body, served_range) = if served.size <= state.blob_cache.max_item {
+        let bytes = state
+            .blob_cache
+            .get(&state.store, served.key, &served.etag)
+            .await?;
+        let whole = 0..bytes.len() as u64;
+        let part = range.clone().unwrap_or(whole.clone());
+        let part = part.start.min(whole.end)..part.end.min(whole.end);
+        let slice = bytes.slice(part.start as usize..part.end as usize);
+        (Body::from(slice), part)
+    } else {
+        let blob = state.store.get(served.key, range.clone()).await?;
+        (Body::from_stream(blob.stream), blob.range)
+    };
+    let length = served_range.end - served_range.start;
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::ETAG, etag);
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -80,9 +94,9 @@ pub async fn serve(
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         let value = format!(
             "bytes {}-{}/{}",
-            blob.range.start,
-            blob.range.end.saturating_sub(1),
-            blob.size
+            served_range.start,
+            served_range.end.saturating_sub(1),
+            served.size
         );
         if let Ok(v) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(header::CONTENT_RANGE, v);
