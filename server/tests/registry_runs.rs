@@ -314,8 +314,8 @@ async fn oversized_uploads_and_bursts_are_refused_and_nothing_is_stored() {
     // A stream without a length is cut off at the limit too.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..100).map(|_| Ok(vec![0u8; 4096])).collect();
-    let streamed = client
-        .http
+    // Its own client: the server closes a connection whose upload it refused mid-stream.
+    let streamed = reqwest::Client::new()
         .post(client.url("/v1/datasets?name=stream"))
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
@@ -375,4 +375,50 @@ async fn an_archive_expanding_past_the_cap_is_refused_and_nothing_is_stored() {
     let staging = registry.data_dir.join("staging");
     let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "nothing left in {}", staging.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_reads_need_a_token_for_the_api_and_a_login_for_pages() {
+    let registry = Registry::start(
+        &Backend::sqlite_local(),
+        &["--workers", "0", "--private-reads", "--require-token"],
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let api = http
+        .get(format!("{}/v1/datasets", registry.url))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(api.status(), 401);
+    let page = http
+        .get(format!("{}/", registry.url))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(page.status(), 303);
+    assert_eq!(page.headers()["location"], "/login");
+    let login = http
+        .get(format!("{}/login", registry.url))
+        .send()
+        .await
+        .expect("GET /login");
+    assert_eq!(login.status(), 200);
+    let reader = registry.create_token("read");
+    let listed = http
+        .get(format!("{}/v1/datasets", registry.url))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(listed.status(), 200);
+    let signed_in = http
+        .get(format!("{}/", registry.url))
+        .header("cookie", format!("commentary_token={reader}"))
+        .send()
+        .await
+        .expect("GET / with the cookie");
+    assert_eq!(signed_in.status(), 200);
 }

@@ -127,7 +127,21 @@ pub async fn signed_in(state: &SharedState, headers: &HeaderMap) -> Option<Strin
         .map(|t| t.name)
 }
 
-pub fn router() -> Router<SharedState> {
+/// With `--private-reads`, pages (like the API) are for signed-in users only.
+async fn private_reads(
+    State(state): State<SharedState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let open = path == "/login" || path == "/logout" || path.starts_with("/static/");
+    if state.config.private_reads && !open && signed_in(&state, request.headers()).await.is_none() {
+        return Redirect::to("/login").into_response();
+    }
+    next.run(request).await
+}
+
+pub fn router(state: SharedState) -> Router<SharedState> {
     Router::new()
         .route("/", get(views::home))
         .route("/datasets/{digest}", get(views::dataset))
@@ -138,6 +152,7 @@ pub fn router() -> Router<SharedState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/static/{file}", get(asset))
+        .layer(axum::middleware::from_fn_with_state(state, private_reads))
 }
 
 async fn login_page(State(state): State<SharedState>, headers: HeaderMap) -> PageResult {

@@ -129,7 +129,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .route("/metrics", axum::routing::get(ops::metrics))
-        .merge(super::pages::router())
+        .merge(super::pages::router(state.clone()))
         .fallback(super::pages::fallback)
         .layer(middleware::from_fn_with_state(
             state.clone(),
