@@ -14,7 +14,7 @@ use schema::report::ApplyReport;
 use schema::{CommentaryKind, Sha256};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, QuerySelect as _, Set,
+    QueryOrder as _, Set,
 };
 
 use super::SharedState;
@@ -208,13 +208,8 @@ pub async fn list(
             )
             .order_by_desc(commentary::Column::Id),
     };
-    let models = query.offset(offset).limit(limit + 1).all(&state.db).await?;
-    let more = models.len() as u64 > limit;
-    let items = models
-        .iter()
-        .take(limit as usize)
-        .map(info)
-        .collect::<ApiResult<Vec<_>>>()?;
+    let (models, more) = super::db::page(&state.db, query, offset, limit).await?;
+    let items = models.iter().map(info).collect::<ApiResult<Vec<_>>>()?;
     Ok((items, more))
 }
 

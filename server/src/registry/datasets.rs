@@ -12,7 +12,7 @@ use schema::api::DatasetInfo;
 use schema::{DatasetSummary, Sha256};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, PaginatorTrait as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _, Set, TransactionTrait as _,
+    QueryFilter as _, QueryOrder as _, Set, TransactionTrait as _,
 };
 use tokio::io::AsyncWriteExt as _;
 use trainer::data::{Dataset, SplitData};
@@ -166,10 +166,9 @@ pub async fn list(
     if let Some(name) = name.filter(|n| !n.is_empty()) {
         query = query.filter(dataset::Column::Name.contains(name));
     }
-    let models = query.offset(offset).limit(limit + 1).all(&state.db).await?;
-    let more = models.len() as u64 > limit;
+    let (models, more) = super::db::page(&state.db, query, offset, limit).await?;
     let mut items = Vec::new();
-    for model in models.into_iter().take(limit as usize) {
+    for model in models {
         items.push(info(state, model).await?);
     }
     Ok((items, more))

@@ -189,13 +189,8 @@ pub async fn list(
     if let Some(s) = run_state {
         query = query.filter(run::Column::State.eq(s.as_str()));
     }
-    let models = query.offset(offset).limit(limit + 1).all(&state.db).await?;
-    let more = models.len() as u64 > limit;
-    let items = models
-        .iter()
-        .take(limit as usize)
-        .map(info)
-        .collect::<ApiResult<Vec<_>>>()?;
+    let (models, more) = super::db::page(&state.db, query, offset, limit).await?;
+    let items = models.iter().map(info).collect::<ApiResult<Vec<_>>>()?;
     Ok((items, more))
 }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QuerySelect as _, Select,
+};
 use sea_orm_migration::MigratorTrait as _;
 
 pub use migration::Migrator;
@@ -45,6 +47,19 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .await
         .context("cannot migrate the database schema")?;
     Ok(db)
+}
+
+/// One page of `query`: at most `limit` rows after `offset`, and whether more follow.
+pub async fn page<E: EntityTrait>(
+    db: &DatabaseConnection,
+    query: Select<E>,
+    offset: u64,
+    limit: u64,
+) -> Result<(Vec<E::Model>, bool), DbErr> {
+    let mut models = query.offset(offset).limit(limit + 1).all(db).await?;
+    let more = models.len() as u64 > limit;
+    models.truncate(limit as usize);
+    Ok((models, more))
 }
 
 /// The URL without a password, for messages.
