@@ -66,6 +66,18 @@ pub async fn create_token(
     Ok(CreatedToken { id, secret })
 }
 
+/// The stored, unrevoked token with this secret.
+pub async fn find_token(
+    db: &sea_orm::DatabaseConnection,
+    secret: &str,
+) -> Result<Option<token::Model>, sea_orm::DbErr> {
+    token::Entity::find()
+        .filter(token::Column::Hash.eq(hash_token(secret)))
+        .filter(token::Column::RevokedAt.is_null())
+        .one(db)
+        .await
+}
+
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Caller {
@@ -186,11 +198,7 @@ async fn resolve(state: &SharedState, secret: &str, via_cookie: bool) -> ApiResu
     if secret == state.internal_token {
         return Ok(Caller::Internal);
     }
-    let found = token::Entity::find()
-        .filter(token::Column::Hash.eq(hash_token(secret)))
-        .one(&state.db)
-        .await?;
-    let Some(found) = found.filter(|t| t.revoked_at.is_none()) else {
+    let Some(found) = find_token(&state.db, secret).await? else {
         return Err(ApiError::unauthorized("unknown or revoked token"));
     };
     let scope = found

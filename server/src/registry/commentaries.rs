@@ -7,8 +7,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use schema::api::{CommentaryDetail, CommentaryInfo, Insights, JsonTensor};
 use schema::artifact::{
-    ArtifactManifest, INSIGHT_PREFIX, MANIFEST_FILE, REPORT_FILE, TENSORS_FILE, TensorValues,
-    decode_tensors, verify_artifact,
+    ArtifactManifest, INSIGHT_PREFIX, MANIFEST_FILE, REPORT_FILE, TENSORS_FILE, TensorMap,
+    TensorValues, decode_tensors, verify_artifact,
 };
 use schema::report::ApplyReport;
 use schema::{CommentaryKind, Sha256};
@@ -42,8 +42,7 @@ pub struct Checked {
 /// Verifies an uploaded artifact exactly as `commentary artifact verify` does (it is written to a
 /// scratch folder and read back), and checks its dataset is stored here.
 pub async fn check(state: &SharedState, upload: Upload) -> ApiResult<Checked> {
-    let scratch = tempfile::tempdir_in(&state.staging_dir)
-        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    let scratch = tempfile::tempdir_in(&state.staging_dir).map_err(ApiError::internal)?;
     let dir = scratch.path().to_path_buf();
     let files = [
         (MANIFEST_FILE, Some(upload.manifest.clone())),
@@ -53,8 +52,7 @@ pub async fn check(state: &SharedState, upload: Upload) -> ApiResult<Checked> {
     let verified = tokio::task::spawn_blocking(move || {
         for (name, bytes) in files {
             if let Some(bytes) = bytes {
-                std::fs::write(dir.join(name), &bytes)
-                    .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+                std::fs::write(dir.join(name), &bytes).map_err(ApiError::internal)?;
             }
         }
         verify_artifact(&dir).map_err(|e| {
@@ -66,7 +64,7 @@ pub async fn check(state: &SharedState, upload: Upload) -> ApiResult<Checked> {
         })
     })
     .await
-    .map_err(|e| ApiError::internal(anyhow::Error::from(e)))??;
+    .map_err(ApiError::internal)??;
     drop(scratch);
     let report = match &upload.report {
         Some(bytes) => Some(serde_json::from_slice::<ApplyReport>(bytes).map_err(|e| {
@@ -235,14 +233,26 @@ pub fn detail(model: &commentary::Model) -> ApiResult<CommentaryDetail> {
     })
 }
 
+/// The strong ETag of a commentary's tensors: their sha256, quoted.
+pub fn tensors_etag(model: &commentary::Model) -> String {
+    format!("\"{}\"", model.tensors_sha256)
+}
+
+/// The commentary's tensors, decoded; the bytes come through the blob cache, so pages that
+/// draw from them (insights, mask images) do not read the store on every request.
+pub async fn tensors(state: &SharedState, model: &commentary::Model) -> ApiResult<TensorMap> {
+    let key = commentary_key(&model.id, TENSORS_FILE);
+    let bytes = state
+        .blob_cache
+        .get(&state.store, &key, &tensors_etag(model))
+        .await?;
+    Ok(decode_tensors(&bytes).map_err(anyhow::Error::from)?)
+}
+
 /// The insight tensors as JSON.
 pub async fn insights(state: &SharedState, model: &commentary::Model) -> ApiResult<Insights> {
     let detail = detail(model)?;
-    let bytes = state
-        .store
-        .get_bytes(&commentary_key(&model.id, TENSORS_FILE))
-        .await?;
-    let tensors = decode_tensors(&bytes).map_err(anyhow::Error::from)?;
+    let tensors = tensors(state, model).await?;
     let mut out = BTreeMap::new();
     for (name, tensor) in tensors {
         let Some(short) = name.strip_prefix(INSIGHT_PREFIX) else {

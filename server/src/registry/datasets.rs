@@ -33,8 +33,7 @@ pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(D
     if name.trim().is_empty() || name.len() > 200 {
         return Err(ApiError::bad_request("?name= must be 1 to 200 characters"));
     }
-    let staged = tempfile::NamedTempFile::new_in(&state.staging_dir)
-        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    let staged = tempfile::NamedTempFile::new_in(&state.staging_dir).map_err(ApiError::internal)?;
     let size = stage(state, body, staged.path()).await?;
     if size == 0 {
         return Err(ApiError::unprocessable(
@@ -55,7 +54,7 @@ pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(D
         opened.summarize().map_err(|e| shown(&e))
     })
     .await
-    .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?
+    .map_err(ApiError::internal)?
     .map_err(|problem| {
         ApiError::unprocessable(
             "invalid_dataset",
@@ -100,7 +99,7 @@ async fn stage(state: &SharedState, body: Body, to: &Path) -> ApiResult<u64> {
     let max = state.config.max_upload_bytes;
     let mut file = tokio::fs::File::create(to)
         .await
-        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+        .map_err(ApiError::internal)?;
     let mut stream = body.into_data_stream();
     let mut size = 0u64;
     while let Some(chunk) = stream
@@ -112,13 +111,9 @@ async fn stage(state: &SharedState, body: Body, to: &Path) -> ApiResult<u64> {
         if size > max {
             return Err(too_large(max));
         }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
     }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    file.flush().await.map_err(ApiError::internal)?;
     Ok(size)
 }
 
@@ -271,8 +266,8 @@ pub async fn load_split(
         return Ok(hit);
     }
     let model = find(state, digest).await?;
-    let archive = tempfile::NamedTempFile::new_in(&state.staging_dir)
-        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    let archive =
+        tempfile::NamedTempFile::new_in(&state.staging_dir).map_err(ApiError::internal)?;
     state
         .store
         .download(&model.archive_key, archive.path())
@@ -288,7 +283,7 @@ pub async fn load_split(
         Ok(Some(dataset.load_split(&wanted)?))
     })
     .await
-    .map_err(|e| ApiError::internal(anyhow::Error::from(e)))??
+    .map_err(ApiError::internal)??
     .ok_or_else(|| ApiError::not_found(format!("dataset {digest} has no split {split:?}")))?;
     let loaded = Arc::new(LoadedSplit {
         digest: *digest,
@@ -328,6 +323,6 @@ pub fn example_png(loaded: &LoadedSplit, index: usize) -> ApiResult<(Vec<u8>, u3
         shape.height,
         color,
     )
-    .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    .map_err(ApiError::internal)?;
     Ok((png, data.labels[index]))
 }

@@ -63,14 +63,13 @@ pub async fn create(state: &SharedState, request: RunRequest) -> ApiResult<run::
     validate(&request, &stored)?;
     let id = uuid::Uuid::now_v7().to_string();
     let at = now();
-    let json = |v: &dyn erased::Json| v.to_json();
     let model = run::ActiveModel {
         id: Set(id.clone()),
         dataset_digest: Set(digest.to_string()),
         kind: Set(request.kind.as_str().to_string()),
         algorithm: Set(request.algorithm.to_string()),
-        config: Set(json(&request.config)?),
-        evaluation: Set(json(&request.evaluation)?),
+        config: Set(to_json(&request.config)?),
+        evaluation: Set(to_json(&request.evaluation)?),
         state: Set(RunState::Queued.as_str().to_string()),
         attempts: Set(0),
         max_attempts: Set(state.config.max_attempts as i32),
@@ -133,16 +132,8 @@ fn validate(request: &RunRequest, stored: &super::db::entities::dataset::Model) 
 }
 
 /// JSON for text columns.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> super::ApiResult<String>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> super::ApiResult<String> {
-            serde_json::to_string(self)
-                .map_err(|e| super::ApiError::internal(anyhow::Error::from(e)))
-        }
-    }
+fn to_json(value: &impl serde::Serialize) -> ApiResult<String> {
+    serde_json::to_string(value).map_err(ApiError::internal)
 }
 
 /// Stores events for a run.

@@ -237,14 +237,16 @@ impl BlobCache {
         }
     }
 
-    /// The blob's bytes from memory, or read whole from the store and remembered.
+    /// The blob's bytes from memory, or read whole from the store (and remembered when small).
     pub async fn get(&self, store: &BlobStore, key: &str, content: &str) -> anyhow::Result<Bytes> {
         let cache_key = format!("{content}:{key}");
         if let Some(hit) = self.cache.get(&cache_key) {
             return Ok(hit);
         }
         let bytes = store.get_bytes(key).await?;
-        self.cache.insert(cache_key, bytes.clone());
+        if bytes.len() as u64 <= self.max_item {
+            self.cache.insert(cache_key, bytes.clone());
+        }
         Ok(bytes)
     }
 }

@@ -14,12 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use minijinja::Environment;
-use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 use serde::Deserialize;
 
 use super::SharedState;
-use super::auth::{COOKIE, hash_token};
-use super::db::entities::token;
+use super::auth::{COOKIE, find_token};
 use super::error::ApiError;
 
 /// Templates, parsed once.
@@ -117,10 +115,7 @@ fn render(name: &str, context: minijinja::Value) -> Result<Html<String>, PageErr
 pub async fn signed_in(state: &SharedState, headers: &HeaderMap) -> Option<String> {
     let jar = axum_extra::extract::CookieJar::from_headers(headers);
     let secret = jar.get(COOKIE)?.value().to_string();
-    token::Entity::find()
-        .filter(token::Column::Hash.eq(hash_token(&secret)))
-        .filter(token::Column::RevokedAt.is_null())
-        .one(&state.db)
+    find_token(&state.db, &secret)
         .await
         .ok()
         .flatten()
@@ -172,10 +167,7 @@ struct LoginForm {
 /// Checks the token and keeps it in an HttpOnly, SameSite=Strict cookie.
 async fn login(State(state): State<SharedState>, Form(form): Form<LoginForm>) -> PageResult {
     let secret = form.token.trim().to_string();
-    let known = token::Entity::find()
-        .filter(token::Column::Hash.eq(hash_token(&secret)))
-        .filter(token::Column::RevokedAt.is_null())
-        .one(&state.db)
+    let known = find_token(&state.db, &secret)
         .await
         .map_err(|_| PageError::Internal)?;
     if known.is_none() {

@@ -10,7 +10,6 @@ use minijinja::Value;
 use minijinja::context;
 use schema::CommentaryKind;
 use schema::api::{EventBody, JsonTensor, Phase, RunInfo};
-use schema::artifact::{TENSORS_FILE, decode_tensors};
 use schema::report::{ApplyReport, ArmReport};
 use serde::Serialize;
 
@@ -19,7 +18,6 @@ use super::{PageError, PageResult, Search, render, signed_in};
 use crate::registry::commentaries::{self, Sort};
 use crate::registry::datasets::{self, parse_digest};
 use crate::registry::error::ApiError;
-use crate::registry::store::commentary_key;
 use crate::registry::{SharedState, runs};
 
 fn svg(text: String) -> Value {
@@ -566,11 +564,7 @@ pub async fn mask_png(
 ) -> Response {
     let result = async {
         let model = commentaries::find(&state, &id).await?;
-        let bytes = state
-            .store
-            .get_bytes(&commentary_key(&model.id, TENSORS_FILE))
-            .await?;
-        let tensors = decode_tensors(&bytes).map_err(anyhow::Error::from)?;
+        let tensors = commentaries::tensors(&state, &model).await?;
         let missing = || ApiError::not_found("this commentary has no masks");
         let masks = tensors.get("insight.masks").ok_or_else(missing)?;
         let images = tensors.get("insight.images").ok_or_else(missing)?;

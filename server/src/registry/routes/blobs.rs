@@ -25,8 +25,7 @@ pub async fn serve(
     headers: &HeaderMap,
     served: Served<'_>,
 ) -> ApiResult<Response> {
-    let etag = HeaderValue::from_str(&served.etag)
-        .map_err(|e| ApiError::internal(anyhow::Error::from(e)))?;
+    let etag = HeaderValue::from_str(&served.etag).map_err(ApiError::internal)?;
     if let Some(wanted) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

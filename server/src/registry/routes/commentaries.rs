@@ -97,7 +97,7 @@ pub async fn artifact(
         Served {
             key: &key,
             size: model.tensors_bytes.max(0) as u64,
-            etag: format!("\"{}\"", model.tensors_sha256),
+            etag: commentaries::tensors_etag(&model),
             content_type: "application/octet-stream",
             file_name: TENSORS_FILE,
         },
