@@ -163,16 +163,7 @@ async fn scenario(backend: &Backend) {
     assert_eq!((image.width(), image.height()), (28, 28));
 
     // A learning run, followed over SSE to its end.
-    let created = client
-        .http
-        .post(client.url("/v1/runs"))
-        .json(&fast_run(&digest, 3, &[1]))
-        .send()
-        .await
-        .expect("create run");
-    assert_eq!(created.status(), 202);
-    let created: serde_json::Value = created.json().await.expect("JSON");
-    let run_id = created["id"].as_str().expect("run id").to_string();
+    let run_id = client.create_run(fast_run(&digest, 3, &[1])).await;
     let events = read_sse(&client, &format!("/v1/runs/{run_id}/events"), None).await;
     let states: Vec<&str> = events
         .iter()

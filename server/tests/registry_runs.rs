@@ -50,17 +50,10 @@ async fn a_killed_worker_s_run_is_requeued_and_finished_by_another() {
     );
     let client = registry.client();
     assert_eq!(upload_fixture(&registry, None).await.status(), 201);
-    let created: serde_json::Value = client
-        .http
-        .post(client.url("/v1/runs"))
-        .json(&fast_run(MNIST_FIXTURE_DIGEST, 40, &[]))
-        .send()
-        .await
-        .expect("create run")
-        .json()
-        .await
-        .expect("JSON");
-    let path = format!("/v1/runs/{}", created["id"].as_str().expect("id"));
+    let id = client
+        .create_run(fast_run(MNIST_FIXTURE_DIGEST, 40, &[]))
+        .await;
+    let path = format!("/v1/runs/{id}");
 
     let mut first = start_worker(&registry, "first");
     client
@@ -103,17 +96,9 @@ async fn the_last_expired_lease_fails_the_run_with_its_error() {
     );
     let client = registry.client();
     assert_eq!(upload_fixture(&registry, None).await.status(), 201);
-    let created: serde_json::Value = client
-        .http
-        .post(client.url("/v1/runs"))
-        .json(&fast_run(MNIST_FIXTURE_DIGEST, 3, &[]))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("JSON");
-    let id = created["id"].as_str().expect("id");
+    let id = client
+        .create_run(fast_run(MNIST_FIXTURE_DIGEST, 3, &[]))
+        .await;
     // Lease by hand and never send a heartbeat.
     let lease: serde_json::Value = client
         .http
@@ -125,7 +110,7 @@ async fn the_last_expired_lease_fails_the_run_with_its_error() {
         .json()
         .await
         .expect("JSON");
-    assert_eq!(lease["run"]["id"], id);
+    assert_eq!(lease["run"]["id"], id.as_str());
     let failed = client
         .wait_for(&format!("/v1/runs/{id}"), Duration::from_secs(30), |r| {
             r["state"] == "failed"
@@ -155,17 +140,9 @@ async fn cancelling_stops_a_queued_run() {
     let registry = Registry::start(&Backend::sqlite_local(), &["--workers", "0"]);
     let client = registry.client();
     assert_eq!(upload_fixture(&registry, None).await.status(), 201);
-    let created: serde_json::Value = client
-        .http
-        .post(client.url("/v1/runs"))
-        .json(&fast_run(MNIST_FIXTURE_DIGEST, 3, &[]))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("JSON");
-    let id = created["id"].as_str().expect("id");
+    let id = client
+        .create_run(fast_run(MNIST_FIXTURE_DIGEST, 3, &[]))
+        .await;
     let cancel = client
         .http
         .post(client.url(&format!("/v1/runs/{id}/cancel")))

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Backend, Client, Registry, commentary};
+use common::{Backend, Registry, commentary};
 use schema::ImageShape;
 use tests::{
     Examples, MNIST_FIXTURE_DIGEST, mnist_fixture, pseudo_random_bytes, tar_gz_dir, write_idx_split,
@@ -55,24 +55,6 @@ fn push(registry: &Registry, path: &Path, name: &str, token: Option<&str>) -> St
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-async fn start_run(client: &Client, body: serde_json::Value) -> String {
-    let response = client
-        .http
-        .post(client.url("/v1/runs"))
-        .json(&body)
-        .send()
-        .await
-        .expect("POST /v1/runs");
-    assert_eq!(
-        response.status(),
-        202,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
-    let created: serde_json::Value = response.json().await.expect("JSON");
-    created["id"].as_str().expect("id").to_string()
-}
-
 fn small_config(meta_steps: u32) -> serde_json::Value {
     serde_json::json!({
         "inner_steps": 8, "meta_steps": meta_steps, "batch_size": 32,
@@ -110,8 +92,7 @@ async fn pages_work_in_headless_chromium() {
         ("label-blending", "ift"),
         ("attention-mask", "ift"),
     ] {
-        let id = start_run(
-            &client,
+        let id = client.create_run(
             serde_json::json!({"dataset": digest, "kind": kind, "algorithm": algorithm, "config": small_config(4), "evaluation": evaluation}),
         )
         .await;
@@ -119,8 +100,7 @@ async fn pages_work_in_headless_chromium() {
     }
     let mut failing = small_config(1);
     failing["validation_examples"] = serde_json::json!(100_000);
-    let failed_run = start_run(
-        &client,
+    let failed_run = client.create_run(
         serde_json::json!({"dataset": digest, "kind": "example-weighting", "config": failing, "evaluation": {"seeds": []}}),
     )
     .await;

@@ -184,6 +184,25 @@ impl Client {
         response.json().await.expect("JSON")
     }
 
+    /// `POST /v1/runs` with `body`; asserts 202 and returns the run id.
+    pub async fn create_run(&self, body: serde_json::Value) -> String {
+        let response = self
+            .http
+            .post(self.url("/v1/runs"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /v1/runs");
+        assert_eq!(
+            response.status(),
+            202,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        let created: serde_json::Value = response.json().await.expect("JSON");
+        created["id"].as_str().expect("id").to_string()
+    }
+
     /// Polls `GET path` until `done` holds for its JSON, or panics after `limit`.
     pub async fn wait_for(
         &self,
