@@ -2,13 +2,15 @@
 //! student trains on x * m(x) (the mask multiplies every channel) and is validated and tested on
 //! unmasked x, so the masks learn which regions help a student generalise.
 
+use std::ops::Range;
+
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Int, Tensor, TensorData};
 use schema::ImageShape;
 use schema::arch::NetSpec;
 
 use super::weighting::LabelledImages;
-use crate::hypergrad::InnerProblem;
+use crate::hypergrad::{InnerProblem, step_row};
 use crate::models::{Input, Network};
 use crate::nn::loss;
 
@@ -36,6 +38,10 @@ pub fn apply_masks(mask_net: &Network, phi: &Tensor<1>, images: &Tensor<4>) -> T
     images.clone() * masks(mask_net, phi, images).reshape([n, 1, h, w])
 }
 
+/// Examples the mask network sees per batch when BPTT masks many steps at once (bounds its
+/// activation memory).
+const MASK_BATCH_EXAMPLES: usize = 256;
+
 /// Training a student on masked images, as an inner problem.
 #[derive(Clone)]
 pub struct AttentionMasking {
@@ -62,14 +68,32 @@ impl AttentionMasking {
 
 impl InnerProblem for AttentionMasking {
     fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, step: usize) -> Tensor<1> {
+        self.inner_gradient_from(theta, &step_row(self, phi, step), step)
+    }
+
+    fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
+        self.validation.mean_loss(&self.student, theta)
+    }
+
+    /// The masks of each step's batch, flattened: [steps, batch x h x w].
+    fn step_commentary(&self, phi: &Tensor<1>, steps: Range<usize>) -> Tensor<2> {
+        let count = steps.len();
+        let images = Tensor::cat(steps.map(|step| self.batch(step).images).collect(), 0);
+        let masks = masks(&self.mask_net, phi, &images);
+        let per_step = masks.shape().num_elements() / count.max(1);
+        masks.reshape([count, per_step])
+    }
+
+    fn inner_gradient_from(&self, theta: &Tensor<1>, masks: &Tensor<1>, step: usize) -> Tensor<1> {
         let batch = self.batch(step);
-        let masked = apply_masks(&self.mask_net, phi, &batch.images);
+        let [b, _, h, w] = batch.images.dims();
+        let masked = batch.images.clone() * masks.clone().reshape([b, 1, h, w]);
         let (logits, trace) = self.student.forward(theta, Input::Image(masked), None);
         let dlogits = loss::weighted_mean_backward(&logits, &batch.onehot, None);
         self.student.backward(theta, &trace, dlogits)
     }
 
-    fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
-        self.validation.mean_loss(&self.student, theta)
+    fn steps_per_commentary_batch(&self) -> usize {
+        (MASK_BATCH_EXAMPLES / self.batch_size.max(1)).max(1)
     }
 }

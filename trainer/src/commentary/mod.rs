@@ -26,3 +26,157 @@ pub(crate) fn step_batch(
         .collect();
     (chosen, rng)
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use rand::SeedableRng as _;
+    use rand::rngs::StdRng;
+    use schema::ImageShape;
+    use schema::arch::NetSpec;
+
+    use super::masks::{AttentionMasking, mask_network};
+    use super::weighting::{LabelledImages, TeacherWeighting, WeightSource, teacher_network};
+    use crate::hypergrad::optim::InnerOptimizer;
+    use crate::hypergrad::{InnerProblem, bptt};
+    use crate::models::Network;
+    use crate::nn::loss;
+    use crate::nn::testing::{device, random, values};
+
+    const SHAPE: ImageShape = ImageShape {
+        height: 4,
+        width: 4,
+        channels: 1,
+    };
+    const CLASSES: usize = 3;
+    const STEPS: usize = 7;
+
+    fn images(n: usize) -> LabelledImages {
+        let labels: Vec<i64> = (0..n).map(|i| (i % CLASSES) as i64).collect();
+        LabelledImages {
+            images: random([n, 1, 4, 4]),
+            onehot: loss::one_hot(
+                &Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device()),
+                CLASSES,
+            ),
+        }
+    }
+
+    /// The same problem with phi passed whole to every step (the trait's default route).
+    struct PhiPerStep<'a>(&'a dyn InnerProblem);
+
+    impl InnerProblem for PhiPerStep<'_> {
+        fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, step: usize) -> Tensor<1> {
+            self.0.inner_gradient(theta, phi, step)
+        }
+
+        fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
+            self.0.validation_loss(theta)
+        }
+    }
+
+    /// The same problem with its commentary rows computed two steps at a time.
+    struct TwoStepBatches<'a>(&'a dyn InnerProblem);
+
+    impl InnerProblem for TwoStepBatches<'_> {
+        fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, step: usize) -> Tensor<1> {
+            self.0.inner_gradient(theta, phi, step)
+        }
+
+        fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
+            self.0.validation_loss(theta)
+        }
+
+        fn step_commentary(&self, phi: &Tensor<1>, steps: std::ops::Range<usize>) -> Tensor<2> {
+            self.0.step_commentary(phi, steps)
+        }
+
+        fn inner_gradient_from(
+            &self,
+            theta: &Tensor<1>,
+            row: &Tensor<1>,
+            step: usize,
+        ) -> Tensor<1> {
+            self.0.inner_gradient_from(theta, row, step)
+        }
+
+        fn steps_per_commentary_batch(&self) -> usize {
+            2
+        }
+    }
+
+    /// BPTT through batched commentary rows (in one batch and in batches of two steps) gives the
+    /// hypergradient of passing phi to every step.
+    fn assert_routes_agree(problem: &dyn InnerProblem, student: &Network, commentary: &Network) {
+        let mut rng = StdRng::seed_from_u64(3);
+        let theta0 = student.init(&mut rng, &device());
+        let phi = commentary.init(&mut rng, &device());
+        let adam = InnerOptimizer::Adam {
+            lr: 0.05,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        let reference = bptt::hypergradient(&PhiPerStep(problem), &theta0, &phi, adam, STEPS);
+        let expected = values(&reference.hypergrad);
+        let norm = expected.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!(norm > 1e-6, "a zero hypergradient proves nothing");
+        for route in [problem, &TwoStepBatches(problem) as &dyn InnerProblem] {
+            let out = bptt::hypergradient(route, &theta0, &phi, adam, STEPS);
+            // Batched kernels may round differently; a wrong route is off by far more.
+            let loss_gap = (out.val_loss - reference.val_loss).abs();
+            assert!(
+                loss_gap <= 1e-5 * reference.val_loss.abs().max(1.0),
+                "{loss_gap}"
+            );
+            let error = values(&out.hypergrad)
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f32>()
+                .sqrt()
+                / norm;
+            assert!(error < 1e-4, "relative error {error}");
+        }
+    }
+
+    #[test]
+    fn batched_teacher_weights_give_the_per_step_hypergradient() {
+        let teacher = teacher_network(&NetSpec::Mlp { hidden: vec![6] }, SHAPE, CLASSES, true);
+        let student = Network::new(&NetSpec::Mlp { hidden: vec![5] }, "student.", SHAPE, 0, 3);
+        let batches = (0..STEPS as i64)
+            .map(|k| {
+                let rows = vec![(2 * k) % 12, (2 * k + 1) % 12, (5 * k + 3) % 12];
+                Tensor::<1, Int>::from_data(TensorData::new(rows, [3]), &device())
+            })
+            .collect();
+        let problem = TeacherWeighting {
+            student: student.clone(),
+            source: WeightSource::Teacher {
+                net: teacher.clone(),
+                label_input: true,
+                horizon: STEPS,
+            },
+            train: images(12),
+            validation: images(6),
+            batches,
+        };
+        assert_routes_agree(&problem, &student, &teacher);
+    }
+
+    #[test]
+    fn batched_masks_give_the_per_step_hypergradient() {
+        let mask_net = mask_network(&NetSpec::Mlp { hidden: vec![6] }, SHAPE);
+        let student = Network::new(&NetSpec::Mlp { hidden: vec![5] }, "student.", SHAPE, 0, 3);
+        let problem = AttentionMasking {
+            student: student.clone(),
+            mask_net: mask_net.clone(),
+            train: images(12),
+            validation: images(6),
+            pool: (0..12).collect(),
+            batch_size: 4,
+            seed: 9,
+        };
+        assert_routes_agree(&problem, &student, &mask_net);
+    }
+}

@@ -6,11 +6,13 @@
 //! gradient through its output, which burn's first-order autodiff differentiates in phi.
 
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Int, Tensor};
+use std::ops::Range;
+
+use burn::tensor::{Int, Tensor, TensorData};
 use schema::ImageShape;
 use schema::arch::NetSpec;
 
-use crate::hypergrad::InnerProblem;
+use crate::hypergrad::{InnerProblem, step_row};
 use crate::models::{Input, Network};
 use crate::nn::loss;
 
@@ -115,12 +117,24 @@ impl WeightSource {
         indices: &Tensor<1, Int>,
         step: usize,
     ) -> Tensor<1> {
+        self.weights_at(phi, batch, indices, &vec![step; batch.len()])
+    }
+
+    /// Weights [n] for `examples` (canonical train `indices`), example j seen at inner step
+    /// `steps[j]`: one teacher pass for examples of many steps.
+    pub fn weights_at(
+        &self,
+        phi: &Tensor<1>,
+        examples: &LabelledImages,
+        indices: &Tensor<1, Int>,
+        steps: &[usize],
+    ) -> Tensor<1> {
         match self {
             Self::Teacher {
                 net,
                 label_input,
                 horizon,
-            } => teacher_weights(net, *label_input, *horizon, phi, batch, step),
+            } => teacher_weights(net, *label_input, *horizon, phi, examples, steps),
             Self::Table => sigmoid(phi.clone().select(0, indices.clone())),
         }
     }
@@ -136,38 +150,87 @@ pub struct TeacherWeighting {
     pub batches: Vec<Tensor<1, Int>>,
 }
 
-/// Teacher weights [batch] for `batch` at inner step `step` of a run of `horizon` steps (the
-/// time input i/T is clamped to 1).
+/// Teacher weights [n] for `examples`, example j seen at inner step `steps[j]` of a run of
+/// `horizon` steps (the time input i/T is clamped to 1).
 pub fn teacher_weights(
     teacher: &Network,
     label_input: bool,
     horizon: usize,
     phi: &Tensor<1>,
-    batch: &LabelledImages,
-    step: usize,
+    examples: &LabelledImages,
+    steps: &[usize],
 ) -> Tensor<1> {
-    let [b, _, h, w] = batch.images.dims();
-    let time = (step as f32 / horizon.max(1) as f32).min(1.0);
-    let time_channel = Tensor::<4>::full([b, 1, h, w], time, &batch.images.device());
-    let input = Tensor::cat(vec![batch.images.clone(), time_channel], 1);
-    let extra = label_input.then(|| batch.onehot.clone());
+    let [n, _, h, w] = examples.images.dims();
+    let times: Vec<f32> = steps
+        .iter()
+        .map(|&step| (step as f32 / horizon.max(1) as f32).min(1.0))
+        .collect();
+    let time_channel =
+        Tensor::<1>::from_data(TensorData::new(times, [n]), &examples.images.device())
+            .reshape([n, 1, 1, 1])
+            .repeat_dim(2, h)
+            .repeat_dim(3, w);
+    let input = Tensor::cat(vec![examples.images.clone(), time_channel], 1);
+    let extra = label_input.then(|| examples.onehot.clone());
     let (logits, _) = teacher.forward(phi, Input::Image(input), extra.as_ref());
-    sigmoid(logits).reshape([b])
+    sigmoid(logits).reshape([n])
+}
+
+/// Examples a teacher sees per batch when BPTT weights many steps at once: large enough for
+/// efficient kernels, small enough to bound the teacher's activation memory (the CBR teacher
+/// on 28x28 images adds about 16 MiB to the meta-step benchmark's peak RSS).
+const TEACHER_BATCH_EXAMPLES: usize = 256;
+
+impl TeacherWeighting {
+    /// The train examples of inner step `step`'s batch.
+    fn batch(&self, step: usize) -> LabelledImages {
+        self.train.select(&self.batches[step % self.batches.len()])
+    }
 }
 
 impl InnerProblem for TeacherWeighting {
     fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, step: usize) -> Tensor<1> {
-        let indices = &self.batches[step % self.batches.len()];
-        let batch = self.train.select(indices);
-        let weights = self.source.weights(phi, &batch, indices, step);
-        let (logits, trace) = self
-            .student
-            .forward(theta, Input::Image(batch.images.clone()), None);
-        let dlogits = loss::weighted_mean_backward(&logits, &batch.onehot, Some(&weights));
-        self.student.backward(theta, &trace, dlogits)
+        self.inner_gradient_from(theta, &step_row(self, phi, step), step)
     }
 
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
         self.validation.mean_loss(&self.student, theta)
+    }
+
+    /// The weights of each step's batch ([steps, batch]; all batches have one size).
+    fn step_commentary(&self, phi: &Tensor<1>, steps: Range<usize>) -> Tensor<2> {
+        let count = steps.len();
+        let batches: Vec<Tensor<1, Int>> = steps
+            .clone()
+            .map(|step| self.batches[step % self.batches.len()].clone())
+            .collect();
+        let per_step = batches.first().map_or(0, |b| b.dims()[0]);
+        let example_steps: Vec<usize> = steps
+            .flat_map(|step| std::iter::repeat_n(step, per_step))
+            .collect();
+        let indices = Tensor::cat(batches, 0);
+        let examples = self.train.select(&indices);
+        self.source
+            .weights_at(phi, &examples, &indices, &example_steps)
+            .reshape([count, per_step])
+    }
+
+    fn inner_gradient_from(
+        &self,
+        theta: &Tensor<1>,
+        weights: &Tensor<1>,
+        step: usize,
+    ) -> Tensor<1> {
+        let batch = self.batch(step);
+        let (logits, trace) = self
+            .student
+            .forward(theta, Input::Image(batch.images.clone()), None);
+        let dlogits = loss::weighted_mean_backward(&logits, &batch.onehot, Some(weights));
+        self.student.backward(theta, &trace, dlogits)
+    }
+
+    fn steps_per_commentary_batch(&self) -> usize {
+        let per_step = self.batches.first().map_or(1, |b| b.dims()[0].max(1));
+        (TEACHER_BATCH_EXAMPLES / per_step).max(1)
     }
 }

@@ -4,7 +4,10 @@
 //! theta_k and optimiser state (K x |theta| memory). The reverse pass walks back one step at a
 //! time: it rebuilds step k's graph (inner gradient through the explicit backward, then the
 //! optimiser update), and one first-order `backward()` of <step outputs, adjoints> gives the
-//! adjoints of theta_k and the state, plus step k's contribution to d L_V / d phi.
+//! adjoints of theta_k and the state, plus that of the commentary values step k read (its row
+//! of [`InnerProblem::step_commentary`]). The rows are computed, and differentiated in phi, in
+//! batches of steps: a teacher network runs on a few large batches per meta-step rather than
+//! twice per inner step on a batch of 8.
 
 use burn::tensor::Tensor;
 
@@ -77,7 +80,35 @@ fn zeros_like(t: &Tensor<1>) -> Tensor<1> {
     Tensor::zeros(t.dims(), &t.device())
 }
 
+/// Each step's row of [`InnerProblem::step_commentary`], computed (without a graph) in batches
+/// of `chunk` steps.
+struct StepCommentary {
+    chunks: Vec<Tensor<2>>,
+    chunk: usize,
+}
+
+impl StepCommentary {
+    fn compute(problem: &dyn InnerProblem, phi: &Tensor<1>, steps: usize) -> Self {
+        let chunk = problem.steps_per_commentary_batch().max(1);
+        let chunks = (0..steps)
+            .step_by(chunk)
+            .map(|start| problem.step_commentary(phi, start..(start + chunk).min(steps)))
+            .collect();
+        Self { chunks, chunk }
+    }
+
+    fn row(&self, step: usize) -> Tensor<1> {
+        let rows = &self.chunks[step / self.chunk];
+        let (i, m) = (step % self.chunk, rows.dims()[1]);
+        rows.clone().slice([i..i + 1]).reshape([m])
+    }
+}
+
 /// Trains from `theta0` for `steps` inner steps under `phi` and returns d L_V / d phi.
+///
+/// phi reaches each step through its row of [`InnerProblem::step_commentary`]: the reverse pass
+/// collects d L_V / d row_k step by step, and each batch of rows is differentiated in phi once,
+/// when the reverse pass has left it.
 pub fn hypergradient(
     problem: &dyn InnerProblem,
     theta0: &Tensor<1>,
@@ -87,11 +118,12 @@ pub fn hypergradient(
 ) -> BpttOutput {
     let started = std::time::Instant::now();
     let phi_const = plain(phi);
+    let commentary = StepCommentary::compute(problem, &phi_const, steps);
     let mut trajectory = Trajectory::with_capacity(steps);
     let mut theta = plain(theta0);
     let mut state = OptState::new();
     for k in 0..steps {
-        let grad = problem.inner_gradient(&theta, &phi_const, k);
+        let grad = problem.inner_gradient_from(&theta, &commentary.row(k), k);
         let (next, next_state) = optimizer.step(&theta, &state, grad);
         trajectory.push(&theta, &state);
         theta = plain(&next);
@@ -103,6 +135,8 @@ pub fn hypergradient(
     let forward_done = started.elapsed();
     let mut state_adjoint: Vec<Tensor<1>> = state.tensors().iter().map(zeros_like).collect();
     let mut hypergrad = zeros_like(phi);
+    // d L_V / d row_k for the steps of the batch being reversed, last step first.
+    let mut row_adjoints: Vec<Tensor<1>> = Vec::with_capacity(commentary.chunk);
     for k in (0..steps).rev() {
         let Some((theta_k, state_k)) = trajectory.pop(&theta.device()) else {
             break;
@@ -110,8 +144,8 @@ pub fn hypergradient(
         let theta_leaf = leaf(&theta_k);
         let state_leaves: Vec<Tensor<1>> =
             state_k.tensors().into_iter().map(|t| leaf(&t)).collect();
-        let phi_leaf = leaf(&phi_const);
-        let grad = problem.inner_gradient(&theta_leaf, &phi_leaf, k);
+        let row_leaf = leaf(&commentary.row(k));
+        let grad = problem.inner_gradient_from(&theta_leaf, &row_leaf, k);
         let (next, next_state) = optimizer.step(
             &theta_leaf,
             &state_k.with_tensors(state_leaves.clone()),
@@ -129,8 +163,21 @@ pub fn hypergradient(
             .iter()
             .map(|leaf| leaf.grad(&grads).unwrap_or_else(|| zeros_like(leaf)))
             .collect();
-        if let Some(g) = phi_leaf.grad(&grads) {
-            hypergrad = hypergrad + g;
+        row_adjoints.push(
+            row_leaf
+                .grad(&grads)
+                .unwrap_or_else(|| zeros_like(&row_leaf)),
+        );
+        if k % commentary.chunk == 0 {
+            let end = k + row_adjoints.len();
+            row_adjoints.reverse();
+            let adjoints = Tensor::stack(std::mem::take(&mut row_adjoints), 0);
+            let phi_leaf = leaf(&phi_const);
+            let rows = problem.step_commentary(&phi_leaf, k..end);
+            let grads = (rows * adjoints).sum().backward();
+            if let Some(g) = phi_leaf.grad(&grads) {
+                hypergrad = hypergrad + g;
+            }
         }
     }
     tracing::debug!(

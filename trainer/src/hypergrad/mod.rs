@@ -5,13 +5,18 @@
 //!   trajectory one step at a time so memory grows with K x |theta|, not K x activations.
 //! - [`ift`]: implicit differentiation with a Neumann-series (or conjugate-gradient) inverse
 //!   Hessian (Algorithm 2).
+//! - [`finite`] and [`module`]: the approximate fallback for arbitrary burn modules
+//!   (finite-difference Hessian-vector products).
 //! - [`problem`]: the `commentary hypergrad` problem files that let any framework check us.
 
 pub mod bptt;
 pub mod finite;
 pub mod ift;
+pub mod module;
 pub mod optim;
 pub mod problem;
+
+use std::ops::Range;
 
 use burn::tensor::Tensor;
 
@@ -23,6 +28,37 @@ pub trait InnerProblem {
 
     /// The validation loss L_V(theta), differentiable in theta.
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1>;
+
+    /// What inner steps `steps` read of phi, one row per step ([steps.len(), m], differentiable
+    /// in phi): per-example weights, masks. BPTT evaluates these for many steps in one batch
+    /// and differentiates them once per batch at the end, so a commentary network (a teacher)
+    /// runs on a few large batches per meta-step instead of twice per inner step.
+    ///
+    /// The default row is phi itself (m = |phi|): right for any problem, but it stores K x |phi|
+    /// values, so problems with a large phi override this and [`Self::inner_gradient_from`].
+    fn step_commentary(&self, phi: &Tensor<1>, steps: Range<usize>) -> Tensor<2> {
+        phi.clone().unsqueeze_dim::<2>(0).repeat_dim(0, steps.len())
+    }
+
+    /// The inner gradient at `step` from that step's row of [`Self::step_commentary`],
+    /// differentiable in theta and the row; agrees with `inner_gradient` (default: the row is
+    /// phi).
+    fn inner_gradient_from(&self, theta: &Tensor<1>, row: &Tensor<1>, step: usize) -> Tensor<1> {
+        self.inner_gradient(theta, row, step)
+    }
+
+    /// How many steps BPTT passes to one [`Self::step_commentary`] call: a bound on the batch a
+    /// commentary network sees (and so on its activation memory).
+    fn steps_per_commentary_batch(&self) -> usize {
+        16
+    }
+}
+
+/// One step's row of [`InnerProblem::step_commentary`] as a vector.
+pub fn step_row(problem: &dyn InnerProblem, phi: &Tensor<1>, step: usize) -> Tensor<1> {
+    let rows = problem.step_commentary(phi, step..step + 1);
+    let m = rows.dims()[1];
+    rows.reshape([m])
 }
 
 /// d L_V / d theta at `theta`, and L_V.

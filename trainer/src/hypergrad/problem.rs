@@ -17,9 +17,12 @@
 //! - output file: `hypergrad` (phi's shape, f32) and `val_loss` [1] f32.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 
-use burn::tensor::activation::sigmoid;
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use schema::ImageShape;
 use schema::arch::NetSpec;
@@ -27,10 +30,10 @@ use schema::artifact::{
     Tensor as FileTensor, TensorMap, TensorValues, decode_metadata, decode_tensors, encode_tensors,
 };
 
-use super::finite::{self, LossProblem};
 use super::ift::{self, InverseHessian};
+use super::module::ModuleProblem;
 use super::optim::InnerOptimizer;
-use super::{InnerProblem, bptt};
+use super::{InnerProblem, bptt, step_row};
 use crate::models::{Input, Network};
 use crate::nn::loss;
 
@@ -423,7 +426,22 @@ impl Problem {
             Task::BlendIft { pairs, inverse } => {
                 let problem = BlendedMlp::new(net, data, pairs, classes, device);
                 if approximate {
-                    finite::hypergradient(&problem, &theta, &phi, 0, *inverse)
+                    // The fallback for arbitrary burn modules, here a burn-nn MLP with the
+                    // problem's weights: only its first-order autodiff is used.
+                    let student = NnMlp::new(&self.widths, &self.theta, device);
+                    ModuleProblem::new(
+                        student,
+                        |mlp: &NnMlp, phi: &Tensor<1>, _step| {
+                            let (x, targets) = problem.blend(phi);
+                            loss::weighted_mean(&mlp.forward(x), &targets, None)
+                        },
+                        |mlp: &NnMlp| {
+                            let logits = mlp.forward(problem.data.val_x.clone());
+                            loss::weighted_mean(&logits, &problem.data.val_onehot, None)
+                        },
+                    )
+                    .and_then(|(fallback, theta)| fallback.hypergradient(&theta, &phi, 0, *inverse))
+                    .map_err(|e| invalid(e.to_string()))?
                 } else {
                     let out = ift::hypergradient(&problem, &theta, &phi, 0, *inverse)?;
                     (out.hypergrad, out.val_loss)
@@ -501,17 +519,35 @@ struct WeightedMlp {
 
 impl InnerProblem for WeightedMlp {
     fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, step: usize) -> Tensor<1> {
-        let batch = &self.batches[step % self.batches.len()];
-        let x = self.data.x.clone().select(0, batch.clone());
-        let targets = self.data.onehot.clone().select(0, batch.clone());
-        let weights = sigmoid(phi.clone().select(0, batch.clone()));
-        let (logits, trace) = self.net.forward(theta, Input::Flat(x), None);
-        let dlogits = loss::weighted_mean_backward(&logits, &targets, Some(&weights));
-        self.net.backward(theta, &trace, dlogits)
+        self.inner_gradient_from(theta, &step_row(self, phi, step), step)
     }
 
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
         self.data.validation_loss(&self.net, theta)
+    }
+
+    /// The weights of each step's batch: [steps, b].
+    fn step_commentary(&self, phi: &Tensor<1>, steps: Range<usize>) -> Tensor<2> {
+        let count = steps.len();
+        let batches: Vec<Tensor<1, Int>> = steps
+            .map(|step| self.batches[step % self.batches.len()].clone())
+            .collect();
+        let b = batches.first().map_or(0, |batch| batch.dims()[0]);
+        sigmoid(phi.clone().select(0, Tensor::cat(batches, 0))).reshape([count, b])
+    }
+
+    fn inner_gradient_from(
+        &self,
+        theta: &Tensor<1>,
+        weights: &Tensor<1>,
+        step: usize,
+    ) -> Tensor<1> {
+        let batch = &self.batches[step % self.batches.len()];
+        let x = self.data.x.clone().select(0, batch.clone());
+        let targets = self.data.onehot.clone().select(0, batch.clone());
+        let (logits, trace) = self.net.forward(theta, Input::Flat(x), None);
+        let dlogits = loss::weighted_mean_backward(&logits, &targets, Some(weights));
+        self.net.backward(theta, &trace, dlogits)
     }
 }
 
@@ -561,18 +597,6 @@ impl BlendedMlp {
     }
 }
 
-impl LossProblem for BlendedMlp {
-    fn inner_loss(&self, theta: &Tensor<1>, phi: &Tensor<1>, _step: usize) -> Tensor<1> {
-        let (x, targets) = self.blend(phi);
-        let (logits, _) = self.net.forward(theta, Input::Flat(x), None);
-        loss::weighted_mean(&logits, &targets, None)
-    }
-
-    fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
-        self.data.validation_loss(&self.net, theta)
-    }
-}
-
 impl InnerProblem for BlendedMlp {
     fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, _step: usize) -> Tensor<1> {
         let (x, targets) = self.blend(phi);
@@ -583,5 +607,55 @@ impl InnerProblem for BlendedMlp {
 
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
         self.data.validation_loss(&self.net, theta)
+    }
+}
+
+/// The student MLP as a plain burn-nn module (no explicit backward passes), for the
+/// finite-difference fallback that any burn model would take.
+#[derive(Module, Debug)]
+struct NnMlp {
+    layers: Vec<Linear>,
+}
+
+impl NnMlp {
+    /// The MLP with `widths` (input first) and the problem's flat weights (per layer: weight
+    /// [out, in], then bias), its parameters trainable on the autodiff `device`.
+    fn new(widths: &[usize], theta: &[f32], device: &Device) -> Self {
+        let device = device.clone().autodiff();
+        let mut offset = 0;
+        let mut take = |n: usize| {
+            let values = theta[offset..offset + n].to_vec();
+            offset += n;
+            values
+        };
+        let layers = widths
+            .windows(2)
+            .map(|pair| {
+                let (fan_in, out) = (pair[0], pair[1]);
+                // burn's Linear computes x W + b with W [in, out].
+                let weight = Tensor::<2>::from_data(
+                    TensorData::new(take(out * fan_in), [out, fan_in]),
+                    &device,
+                )
+                .transpose()
+                .detach()
+                .require_grad();
+                let bias = Tensor::<1>::from_data(TensorData::new(take(out), [out]), &device)
+                    .require_grad();
+                Linear {
+                    weight: Param::from_tensor(weight),
+                    bias: Some(Param::from_tensor(bias)),
+                }
+            })
+            .collect();
+        Self { layers }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let last = self.layers.len().saturating_sub(1);
+        self.layers.iter().enumerate().fold(x, |x, (i, layer)| {
+            let y = layer.forward(x);
+            if i < last { relu(y) } else { y }
+        })
     }
 }

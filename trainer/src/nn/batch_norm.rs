@@ -42,17 +42,20 @@ pub struct BatchNormGrads {
 
 /// Backward of [`forward`]: dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat)).
 pub fn backward(cache: &BatchNormCache, gamma: &Tensor<1>, dy: Tensor<4>) -> BatchNormGrads {
-    let [_, c, _, _] = dy.dims();
+    let [n, c, h, w] = dy.dims();
+    let count = (n * h * w) as f32;
     let x_hat = cache.normalized.clone();
-    let dbeta = dy.clone().sum_dims(&[0, 2, 3]).reshape([c]);
-    let dgamma = (dy.clone() * x_hat.clone())
-        .sum_dims(&[0, 2, 3])
-        .reshape([c]);
-    let mean_dy = dy.clone().mean_dims(&[0, 2, 3]);
-    let mean_dy_xhat = (dy.clone() * x_hat.clone()).mean_dims(&[0, 2, 3]);
-    let dx = (dy - mean_dy - x_hat * mean_dy_xhat)
-        * (cache.inv_std.clone() * gamma.clone().reshape([1, c, 1, 1]));
-    BatchNormGrads { dx, dgamma, dbeta }
+    // [1, c, 1, 1] sums, shared by the parameter gradients and the means in dx.
+    let sum_dy = dy.clone().sum_dims(&[0, 2, 3]);
+    let sum_dy_xhat = (dy.clone() * x_hat.clone()).sum_dims(&[0, 2, 3]);
+    let dx =
+        (dy - sum_dy.clone().div_scalar(count) - x_hat * sum_dy_xhat.clone().div_scalar(count))
+            * (cache.inv_std.clone() * gamma.clone().reshape([1, c, 1, 1]));
+    BatchNormGrads {
+        dx,
+        dgamma: sum_dy_xhat.reshape([c]),
+        dbeta: sum_dy.reshape([c]),
+    }
 }
 
 #[cfg(test)]
