@@ -100,7 +100,7 @@ impl StepCommentary {
     fn row(&self, step: usize) -> Tensor<1> {
         let rows = &self.chunks[step / self.chunk];
         let (i, m) = (step % self.chunk, rows.dims()[1]);
-        rows.clone().slice([i..i + 1]).reshape([m])
+        rows.clone().narrow(0, i, 1).reshape([m])
     }
 }
 

@@ -68,7 +68,12 @@ impl ModuleMapper for Load<'_> {
             return param;
         };
         let theta = self.theta;
-        param.map(|value| theta.clone().slice([range]).reshape(value.shape()))
+        param.map(|value| {
+            theta
+                .clone()
+                .narrow(0, range.start, range.len())
+                .reshape(value.shape())
+        })
     }
 }
 
@@ -286,7 +291,7 @@ mod tests {
         let module = SmallCnn::new(&device());
         let (layout, _) = ParameterLayout::of(&module).expect("trainable");
         let short = Tensor::<1>::zeros([3], &device());
-        let err = layout.load(module, &short).err().expect("refused");
+        let err = layout.load(module, &short).expect_err("refused");
         assert_eq!(
             err,
             ModuleError::LengthMismatch {
