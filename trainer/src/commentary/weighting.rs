@@ -146,7 +146,7 @@ pub struct TeacherWeighting {
     pub source: WeightSource,
     pub train: LabelledImages,
     pub validation: LabelledImages,
-    /// The canonical indices of each inner step's batch.
+    /// The canonical indices of each inner step's batch (all batches of one size).
     pub batches: Vec<Tensor<1, Int>>,
 }
 
