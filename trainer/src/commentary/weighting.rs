@@ -12,7 +12,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use schema::ImageShape;
 use schema::arch::NetSpec;
 
-use crate::hypergrad::{InnerProblem, step_row};
+use crate::hypergrad::{InnerProblem, step_batch_indices, step_row};
 use crate::models::{Input, Network};
 use crate::nn::loss;
 
@@ -200,15 +200,10 @@ impl InnerProblem for TeacherWeighting {
     /// The weights of each step's batch ([steps, batch]; all batches have one size).
     fn step_commentary(&self, phi: &Tensor<1>, steps: Range<usize>) -> Tensor<2> {
         let count = steps.len();
-        let batches: Vec<Tensor<1, Int>> = steps
-            .clone()
-            .map(|step| self.batches[step % self.batches.len()].clone())
-            .collect();
-        let per_step = batches.first().map_or(0, |b| b.dims()[0]);
+        let (indices, per_step) = step_batch_indices(&self.batches, steps.clone());
         let example_steps: Vec<usize> = steps
             .flat_map(|step| std::iter::repeat_n(step, per_step))
             .collect();
-        let indices = Tensor::cat(batches, 0);
         let examples = self.train.select(&indices);
         self.source
             .weights_at(phi, &examples, &indices, &example_steps)

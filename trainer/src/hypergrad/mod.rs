@@ -18,7 +18,7 @@ pub mod problem;
 
 use std::ops::Range;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 
 /// A student being trained under a commentary: what the engine needs from it.
 pub trait InnerProblem {
@@ -52,6 +52,20 @@ pub trait InnerProblem {
     fn steps_per_commentary_batch(&self) -> usize {
         16
     }
+}
+
+/// The canonical indices of the batches of inner steps `steps` (step k trains on
+/// `batches[k % len]`), concatenated, and the batch size (all batches have one size): what a
+/// [`InnerProblem::step_commentary`] over per-example weights gathers.
+pub fn step_batch_indices(
+    batches: &[Tensor<1, Int>],
+    steps: Range<usize>,
+) -> (Tensor<1, Int>, usize) {
+    let chosen: Vec<Tensor<1, Int>> = steps
+        .map(|step| batches[step % batches.len()].clone())
+        .collect();
+    let per_step = chosen.first().map_or(0, |batch| batch.dims()[0]);
+    (Tensor::cat(chosen, 0), per_step)
 }
 
 /// One step's row of [`InnerProblem::step_commentary`] as a vector.

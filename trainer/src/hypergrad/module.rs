@@ -106,16 +106,23 @@ impl ParameterLayout {
         self.len == 0
     }
 
+    /// Whether `theta` has one value per trainable parameter.
+    pub fn check(&self, theta: &Tensor<1>) -> Result<(), ModuleError> {
+        let actual = theta.dims()[0];
+        if actual == self.len {
+            Ok(())
+        } else {
+            Err(ModuleError::LengthMismatch {
+                expected: self.len,
+                actual,
+            })
+        }
+    }
+
     /// `module` with its trainable parameters read from `theta`: gradients of anything computed
     /// with the result flow back to `theta`.
     pub fn load<M: Module>(&self, module: M, theta: &Tensor<1>) -> Result<M, ModuleError> {
-        let actual = theta.dims()[0];
-        if actual != self.len {
-            return Err(ModuleError::LengthMismatch {
-                expected: self.len,
-                actual,
-            });
-        }
+        self.check(theta)?;
         Ok(module.map(&mut Load {
             slots: &self.slots,
             theta,
@@ -164,7 +171,7 @@ where
         step: usize,
         method: InverseHessian,
     ) -> Result<(Tensor<1>, f32), ModuleError> {
-        self.layout.load(self.module.clone(), theta)?;
+        self.layout.check(theta)?;
         Ok(finite::hypergradient(self, theta, phi, step, method))
     }
 

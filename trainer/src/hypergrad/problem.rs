@@ -33,7 +33,7 @@ use schema::artifact::{
 use super::ift::{self, InverseHessian};
 use super::module::ModuleProblem;
 use super::optim::InnerOptimizer;
-use super::{InnerProblem, bptt, step_row};
+use super::{InnerProblem, bptt, step_batch_indices, step_row};
 use crate::models::{Input, Network};
 use crate::nn::loss;
 
@@ -529,11 +529,8 @@ impl InnerProblem for WeightedMlp {
     /// The weights of each step's batch: [steps, b].
     fn step_commentary(&self, phi: &Tensor<1>, steps: Range<usize>) -> Tensor<2> {
         let count = steps.len();
-        let batches: Vec<Tensor<1, Int>> = steps
-            .map(|step| self.batches[step % self.batches.len()].clone())
-            .collect();
-        let b = batches.first().map_or(0, |batch| batch.dims()[0]);
-        sigmoid(phi.clone().select(0, Tensor::cat(batches, 0))).reshape([count, b])
+        let (indices, b) = step_batch_indices(&self.batches, steps);
+        sigmoid(phi.clone().select(0, indices)).reshape([count, b])
     }
 
     fn inner_gradient_from(
