@@ -3,7 +3,9 @@
 
 use std::process::Command;
 
-use schema::artifact::{Tensor, TensorMap, TensorValues, decode_tensors, encode_tensors};
+use schema::artifact::{
+    Tensor, TensorMap, TensorValues, decode_metadata, decode_tensors, encode_tensors,
+};
 use tempfile::TempDir;
 
 fn base(metadata: &[(&str, &str)]) -> (TensorMap, Vec<(String, String)>) {
@@ -36,6 +38,15 @@ fn base(metadata: &[(&str, &str)]) -> (TensorMap, Vec<(String, String)>) {
 }
 
 fn run(tmp: &TempDir, map: &TensorMap, metadata: &[(String, String)]) -> std::process::Output {
+    run_with(tmp, map, metadata, &[])
+}
+
+fn run_with(
+    tmp: &TempDir,
+    map: &TensorMap,
+    metadata: &[(String, String)],
+    flags: &[&str],
+) -> std::process::Output {
     let spec = tmp.path().join("problem.safetensors");
     std::fs::write(
         &spec,
@@ -47,8 +58,18 @@ fn run(tmp: &TempDir, map: &TensorMap, metadata: &[(String, String)]) -> std::pr
         .arg(&spec)
         .arg("--out")
         .arg(tmp.path().join("out.safetensors"))
+        .args(flags)
         .output()
         .expect("run")
+}
+
+/// The method named in an output file's metadata.
+fn method_of(tmp: &TempDir) -> Option<String> {
+    let bytes = std::fs::read(tmp.path().join("out.safetensors")).expect("out");
+    decode_metadata(&bytes)
+        .expect("metadata")
+        .get("hypergradient")
+        .cloned()
 }
 
 const SGD: &[(&str, &str)] = &[
@@ -79,6 +100,52 @@ fn a_problem_is_solved_and_the_answer_written() {
             .iter()
             .any(|v| *v != 0.0)
     );
+    assert_eq!(method_of(&tmp).as_deref(), Some("exact"));
+}
+
+#[test]
+fn finite_difference_answers_are_labelled_approximate() {
+    let (mut map, metadata) = base(&[
+        ("problem", "blend-ift"),
+        ("neumann_terms", "1"),
+        ("neumann_lr", "0.1"),
+    ]);
+    map.remove("batches");
+    map.insert(
+        "pairs".into(),
+        Tensor::new(vec![6], TensorValues::I64(vec![3, 4, 5, 0, 1, 2])).expect("t"),
+    );
+    map.insert(
+        "commentary.logits".into(),
+        Tensor::f32(vec![3, 3], vec![0.1; 9]).expect("t"),
+    );
+    for (flags, method, printed) in [
+        (&[][..], "exact", "method=exact"),
+        (
+            &["--approximate"][..],
+            "finite-difference",
+            "method=finite-difference (approximate)",
+        ),
+    ] {
+        let tmp = TempDir::new().expect("tmp");
+        let out = run_with(&tmp, &map, &metadata, flags);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(printed), "{stdout}");
+        assert_eq!(method_of(&tmp).as_deref(), Some(method));
+    }
+
+    // BPTT problems have no finite-difference route: refused, not silently exact.
+    let (map, metadata) = base(SGD);
+    let tmp = TempDir::new().expect("tmp");
+    let out = run_with(&tmp, &map, &metadata, &["--approximate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("IFT problems (blend-ift) only"), "{stderr}");
 }
 
 /// Runs a damaged problem and returns stderr, checking the failure is clean.

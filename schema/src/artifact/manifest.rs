@@ -52,6 +52,16 @@ pub enum HypergradientMethod {
     FiniteDifference,
 }
 
+impl HypergradientMethod {
+    /// The name used in manifests and in `commentary hypergrad` outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::FiniteDifference => "finite-difference",
+        }
+    }
+}
+
 /// Who made the artifact, where and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
+use schema::artifact::HypergradientMethod;
 use trainer::device::{ComputeDevice, burn_device};
 use trainer::hypergrad::problem::Problem;
 
@@ -32,16 +33,16 @@ pub fn run(args: HypergradArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot solve {}", args.spec.display()))?;
     solution.write(&args.out)?;
     let norm = solution.hypergrad.iter().map(|v| v * v).sum::<f32>().sqrt();
-    let method = if args.approximate {
-        " method=finite-difference (approximate)"
-    } else {
-        " method=exact"
+    let approximate = match solution.method {
+        HypergradientMethod::Exact => "",
+        HypergradientMethod::FiniteDifference => " (approximate)",
     };
     println!(
-        "val_loss={} hypergrad_norm={norm} shape={:?} out={}{method}",
+        "val_loss={} hypergrad_norm={norm} shape={:?} out={} method={}{approximate}",
         solution.val_loss,
         solution.shape,
-        args.out.display()
+        args.out.display(),
+        solution.method.as_str()
     );
     Ok(())
 }

@@ -14,7 +14,8 @@
 //!     on x~_i = lambda_i x_i + (1 - lambda_i) x_pairs_i; metadata `neumann_terms` J,
 //!     `neumann_lr` alpha, or `inverse` = `cg` with `cg_damping` (and optional
 //!     `cg_iterations`); output -(d/d phi)[grad_theta L_T . p].
-//! - output file: `hypergrad` (phi's shape, f32) and `val_loss` [1] f32.
+//! - output file: `hypergrad` (phi's shape, f32) and `val_loss` [1] f32; metadata
+//!   `hypergradient` = `exact` or `finite-difference` (approximate, with `--approximate`).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -27,7 +28,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use schema::ImageShape;
 use schema::arch::NetSpec;
 use schema::artifact::{
-    Tensor as FileTensor, TensorMap, TensorValues, decode_metadata, decode_tensors, encode_tensors,
+    HypergradientMethod, Tensor as FileTensor, TensorMap, TensorValues, decode_metadata,
+    decode_tensors, encode_tensors,
 };
 
 use super::ift::{self, InverseHessian};
@@ -88,6 +90,8 @@ pub struct Solution {
     pub hypergrad: Vec<f32>,
     pub shape: Vec<usize>,
     pub val_loss: f32,
+    /// Exact, or finite-difference (approximate); written to the output's metadata.
+    pub method: HypergradientMethod,
 }
 
 /// A tensor's f32 values, refusing other dtypes, wrong shapes and non-finite values.
@@ -453,12 +457,17 @@ impl Problem {
             hypergrad,
             shape: self.phi_shape.clone(),
             val_loss,
+            method: if approximate {
+                HypergradientMethod::FiniteDifference
+            } else {
+                HypergradientMethod::Exact
+            },
         })
     }
 }
 
 impl Solution {
-    /// Writes `hypergrad` and `val_loss` as a safetensors file.
+    /// Writes `hypergrad` and `val_loss` as a safetensors file, with the method in its metadata.
     pub fn write(&self, path: &Path) -> Result<(), ProblemError> {
         let mut map = TensorMap::new();
         let tensor =
@@ -468,7 +477,8 @@ impl Solution {
             tensor(self.shape.clone(), self.hypergrad.clone())?,
         );
         map.insert("val_loss".into(), tensor(vec![1], vec![self.val_loss])?);
-        let bytes = encode_tensors(&map, []).map_err(|e| invalid(e.to_string()))?;
+        let metadata = [("hypergradient".to_owned(), self.method.as_str().to_owned())];
+        let bytes = encode_tensors(&map, metadata).map_err(|e| invalid(e.to_string()))?;
         std::fs::write(path, bytes).map_err(|source| ProblemError::Io {
             path: path.display().to_string(),
             source,
