@@ -11,13 +11,16 @@ shares no code with the Rust engine:
   differences over phi.
 
 Usage: scripts/hypergrad_reference.py PROBLEM.safetensors   (prints JSON)
+       scripts/hypergrad_reference.py --train-blend PROBLEM STEPS LR OUT
+           (gradient descent on a blend-ift problem's inner loss; writes OUT, prints the
+           gradient norms before and after and the smallest |ReLU pre-activation| as JSON)
 """
 import json
 import sys
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 
 def load(path):
@@ -122,21 +125,44 @@ def weight_bptt(tensors, meta, layers):
     return grad, val_loss(phi)
 
 
+def blended(tensors, classes, phi):
+    """The blended inputs x~ and soft targets of a blend-ift problem."""
+    x, y = tensors["train.x"].astype(np.float64), tensors["train.y"]
+    pairs = tensors["pairs"]
+    onehot = one_hot(y, classes)
+    lam = 1.0 - 0.5 / (1.0 + np.exp(-phi[y, y[pairs]]))
+    xt = lam[:, None] * x + (1 - lam[:, None]) * x[pairs]
+    return xt, lam[:, None] * onehot + (1 - lam[:, None]) * onehot[pairs]
+
+
+def blend_inner_grad(tensors, shapes):
+    """grad_theta L_T(theta, phi) of a blend-ift problem."""
+    classes = shapes[-1][0]
+
+    def inner_grad(theta, phi):
+        xt, t = blended(tensors, classes, phi)
+        return loss_and_grad(theta, shapes, xt, t, np.ones(len(xt)))[1]
+
+    return inner_grad
+
+
+def closest_kink(theta, shapes, x):
+    """The smallest |pre-activation| of a ReLU unit: central differences of the gradient with a
+    smaller step than this see a smooth loss."""
+    h, closest = x, np.inf
+    for w, b in unflatten(theta, shapes)[:-1]:
+        z = h @ w.T + b
+        closest = min(closest, float(np.abs(z).min()))
+        h = np.maximum(z, 0)
+    return closest
+
+
 def blend_ift(tensors, meta, layers):
     shapes = [w.shape for w, _ in layers]
     classes = shapes[-1][0]
-    x, y = tensors["train.x"].astype(np.float64), tensors["train.y"]
     vx, vy = tensors["val.x"].astype(np.float64), tensors["val.y"]
-    pairs = tensors["pairs"]
     theta = flatten(layers)
-    onehot = one_hot(y, classes)
-
-    def inner_grad(theta, phi):
-        lam = 1.0 - 0.5 / (1.0 + np.exp(-phi[y, y[pairs]]))
-        xt = lam[:, None] * x + (1 - lam[:, None]) * x[pairs]
-        t = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[pairs]
-        return loss_and_grad(theta, shapes, xt, t, np.ones(len(y)))[1]
-
+    inner_grad = blend_inner_grad(tensors, shapes)
     phi = tensors["commentary.logits"].astype(np.float64)
     val_loss, v0 = loss_and_grad(theta, shapes, vx, one_hot(vy, classes), np.ones(len(vy)))
     h = 1e-6
@@ -164,6 +190,32 @@ def blend_ift(tensors, meta, layers):
     return grad, val_loss
 
 
+def train_blend(path, steps, lr, out):
+    """Gradient descent on a blend-ift problem's inner loss at its phi, in float64; writes the
+    problem with the trained student to `out` and prints the gradient norm before and after and
+    how close a ReLU unit sits to its kink (long training drives some there, where H is
+    undefined). The exact
+    inverse Hessian belongs at a trained theta: elsewhere H may be indefinite."""
+    tensors, meta, layers = load(path)
+    shapes = [w.shape for w, _ in layers]
+    inner_grad = blend_inner_grad(tensors, shapes)
+    phi = tensors["commentary.logits"].astype(np.float64)
+    theta = flatten(layers)
+    initial_norm = float(np.linalg.norm(inner_grad(theta, phi)))
+    for _ in range(steps):
+        theta = theta - lr * inner_grad(theta, phi)
+    # The file holds float32: report the gradient at the weights as written.
+    theta = theta.astype(np.float32).astype(np.float64)
+    for i, (w, b) in enumerate(unflatten(theta, shapes)):
+        tensors[f"student.layers.{i}.weight"] = w.astype(np.float32)
+        tensors[f"student.layers.{i}.bias"] = b.astype(np.float32)
+    save_file(tensors, out, metadata=meta)
+    xt, _ = blended(tensors, shapes[-1][0], phi)
+    print(json.dumps({"initial_gradient_norm": initial_norm,
+                      "gradient_norm": float(np.linalg.norm(inner_grad(theta, phi))),
+                      "closest_kink": closest_kink(theta, shapes, xt)}))
+
+
 def main(path):
     tensors, meta, layers = load(path)
     solve = {"weight-bptt": weight_bptt, "blend-ift": blend_ift}[meta["problem"]]
@@ -173,4 +225,7 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--train-blend":
+        train_blend(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
+    else:
+        main(sys.argv[1])

@@ -1,6 +1,7 @@
 //! The hypergradient engine against an independent float64 implementation
 //! (scripts/hypergrad_reference.py, numpy): BPTT with SGD, momentum and Adam, and IFT with
-//! Neumann series of several lengths, on random problems. Relative L2 error must be <= 1e-3.
+//! Neumann series of several lengths, on random problems, and conjugate gradients against the
+//! exact damped inverse at a trained theta. Relative L2 error must be <= 1e-3.
 
 use std::process::Command;
 
@@ -230,16 +231,56 @@ fn ift_neumann_matches_a_dense_float64_hessian() {
     }
 }
 
+/// The problem with its student trained by the reference (`steps` of float64 gradient descent on
+/// the inner loss at phi), checked to have come far towards a stationary point without putting
+/// a ReLU unit at its kink: longer training does that (to within 1e-6), and there the Hessian
+/// is undefined and no two computations of it need agree.
+fn trained(bytes: &[u8], steps: usize) -> Vec<u8> {
+    let tmp = TempDir::new().expect("tmp");
+    let (from, to) = (
+        tmp.path().join("problem.safetensors"),
+        tmp.path().join("trained.safetensors"),
+    );
+    std::fs::write(&from, bytes).expect("write");
+    let output = Command::new("python3")
+        .arg(workspace_root().join("scripts/hypergrad_reference.py"))
+        .arg("--train-blend")
+        .arg(&from)
+        .args([steps.to_string().as_str(), "0.2"])
+        .arg(&to)
+        .output()
+        .expect("python3 with numpy and safetensors (scripts/test.sh installs them)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let number = |key: &str| report[key].as_f64().expect(key);
+    let (before, after, kink) = (
+        number("initial_gradient_norm"),
+        number("gradient_norm"),
+        number("closest_kink"),
+    );
+    eprintln!("trained: gradient norm {before:.2e} -> {after:.2e}, closest kink {kink:.1e}");
+    assert!(after < before / 10.0, "gradient norm {before} -> {after}");
+    assert!(kink > 1e-4, "a ReLU unit sits {kink} from its kink");
+    std::fs::read(&to).expect("trained problem")
+}
+
+/// The exact inverse is compared only at a trained theta, where H is nearly positive
+/// semi-definite; the damping covers what is left.
 #[test]
-fn ift_conjugate_gradients_match_the_exact_damped_inverse() {
-    for seed in [40u64, 41] {
+fn ift_conjugate_gradients_match_the_exact_damped_inverse_at_a_trained_theta() {
+    // Seeds whose 500 training steps end away from every kink (most seeds do).
+    for seed in [41u64, 53] {
         let metadata = [
             ("inverse", "cg"),
-            ("cg_damping", "1.0"),
+            ("cg_damping", "0.1"),
             ("cg_iterations", "200"),
             ("cg_tolerance", "1e-7"),
         ];
-        let error = compare(&blend_problem(seed, &metadata));
+        let error = compare(&trained(&blend_problem(seed, &metadata), 500));
         assert!(error <= 1e-3, "seed {seed}: relative error {error}");
     }
 }
