@@ -6,9 +6,11 @@ pub fn relu<const D: usize>(x: &Tensor<D>) -> Tensor<D> {
     x.clone().clamp_min(0.0)
 }
 
-/// Backward of [`relu`]: the upstream gradient where the input was positive, else 0.
+/// Backward of [`relu`]: the upstream gradient where the input was positive, else 0. A product
+/// with a 0/1 mask rather than `mask_fill`: on flex the product is vectorised and so is its own
+/// derivative (about 5% of a meta-step, measured with `commentary bench meta-step`).
 pub fn relu_backward<const D: usize>(x: &Tensor<D>, dy: Tensor<D>) -> Tensor<D> {
-    dy.mask_fill(x.clone().detach().lower_equal_elem(0.0), 0.0)
+    dy * x.clone().detach().greater_elem(0.0).float()
 }
 
 /// [batch, c, h, w] -> [batch, c*h*w]
