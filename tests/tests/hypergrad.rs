@@ -3,6 +3,7 @@
 //! Neumann series of several lengths, on random problems, and conjugate gradients against the
 //! exact damped inverse at a trained theta. Relative L2 error must be <= 1e-3.
 
+use std::ffi::OsStr;
 use std::process::Command;
 
 use rand::rngs::StdRng;
@@ -123,6 +124,21 @@ fn blend_problem(seed: u64, metadata: &[(&str, &str)]) -> Vec<u8> {
     })
 }
 
+/// Runs scripts/hypergrad_reference.py with `args` and returns the JSON it prints.
+fn run_reference<'a>(args: impl IntoIterator<Item = &'a OsStr>) -> serde_json::Value {
+    let output = Command::new("python3")
+        .arg(workspace_root().join("scripts/hypergrad_reference.py"))
+        .args(args)
+        .output()
+        .expect("python3 with numpy and safetensors (scripts/test.sh installs them)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
 /// Solves with the engine and with the reference; returns the relative L2 error.
 fn compare(bytes: &[u8]) -> f64 {
     let tmp = TempDir::new().expect("tmp");
@@ -133,17 +149,7 @@ fn compare(bytes: &[u8]) -> f64 {
         .expect("load")
         .solve(&device)
         .expect("solve");
-    let output = Command::new("python3")
-        .arg(workspace_root().join("scripts/hypergrad_reference.py"))
-        .arg(&path)
-        .output()
-        .expect("python3 with numpy and safetensors (scripts/test.sh installs them)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let reference: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let reference = run_reference([path.as_os_str()]);
     let expected: Vec<f64> = reference["hypergrad"]
         .as_array()
         .expect("hypergrad")
@@ -242,20 +248,14 @@ fn trained(bytes: &[u8], steps: usize) -> Vec<u8> {
         tmp.path().join("trained.safetensors"),
     );
     std::fs::write(&from, bytes).expect("write");
-    let output = Command::new("python3")
-        .arg(workspace_root().join("scripts/hypergrad_reference.py"))
-        .arg("--train-blend")
-        .arg(&from)
-        .args([steps.to_string().as_str(), "0.2"])
-        .arg(&to)
-        .output()
-        .expect("python3 with numpy and safetensors (scripts/test.sh installs them)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let steps = steps.to_string();
+    let report = run_reference([
+        OsStr::new("--train-blend"),
+        from.as_os_str(),
+        OsStr::new(&steps),
+        OsStr::new("0.2"),
+        to.as_os_str(),
+    ]);
     let number = |key: &str| report[key].as_f64().expect(key);
     let (before, after, kink) = (
         number("initial_gradient_norm"),
