@@ -94,10 +94,16 @@ def weight_bptt(tensors, meta, layers):
     t_all, v_targets = one_hot(y, classes), one_hot(vy, classes)
     lr = float(meta["inner_lr"])
     optimizer = meta["optimizer"]
+    # An Adam state part-way through training (a truncated-BPTT window), when given.
+    m0 = tensors.get("state.first")
+    v0 = tensors.get("state.second")
+    step0 = int(meta.get("state_step", 0)) if m0 is not None else 0
 
     def val_loss(phi):
         theta = theta0.copy()
-        buf = m = v = None
+        buf = None
+        m = None if m0 is None else m0.astype(np.float64)
+        v = None if v0 is None else v0.astype(np.float64)
         for k, idx in enumerate(batches):
             w = 1.0 / (1.0 + np.exp(-phi[idx]))
             _, g = loss_and_grad(theta, shapes, x[idx], t_all[idx], w)
@@ -110,7 +116,7 @@ def weight_bptt(tensors, meta, layers):
                 eps = float(meta.get("adam_eps", 1e-8))
                 m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
                 v = (1 - b2) * g * g if v is None else b2 * v + (1 - b2) * g * g
-                t = k + 1
+                t = step0 + k + 1
                 theta = theta - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
         return loss_and_grad(theta, shapes, vx, v_targets, np.ones(len(vy)))[0]
 

@@ -65,25 +65,61 @@ pub enum Algorithm {
     Bptt,
     /// Implicit differentiation with a Neumann-series inverse Hessian (Algorithm 2).
     Ift,
+    /// Online BPTT: one student trains the whole run; every `unroll_steps` steps the commentary
+    /// takes an outer step through those last steps (1 = learning to reweight's look-ahead).
+    TruncatedBptt,
+}
+
+impl Algorithm {
+    pub const ALL: [Self; 3] = [Self::Bptt, Self::Ift, Self::TruncatedBptt];
+
+    /// The kebab-case name used on the CLI, in URLs and in manifests.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Bptt => "bptt",
+            Self::Ift => "ift",
+            Self::TruncatedBptt => "truncated-bptt",
+        }
+    }
+
+    /// The algorithm a run of `kind` uses when none is named. Example weighting with a trusted
+    /// validation split (`trusted`: the dataset has a `val` split, or one is named) is learned
+    /// online by truncated BPTT (one student trained for the whole run, so the weights cover
+    /// all of it); without one, by the paper's BPTT. Blending and masks: online IFT.
+    pub fn default_for(kind: CommentaryKind, trusted: bool) -> Self {
+        match kind {
+            CommentaryKind::ExampleWeighting if trusted => Self::TruncatedBptt,
+            CommentaryKind::ExampleWeighting => Self::Bptt,
+            CommentaryKind::LabelBlending | CommentaryKind::AttentionMask => Self::Ift,
+        }
+    }
+
+    /// Whether a commentary of `kind` can be learned by this algorithm (the one rule, used by
+    /// the CLI, the server and the trainer).
+    pub fn supports(self, kind: CommentaryKind) -> bool {
+        match kind {
+            CommentaryKind::ExampleWeighting => matches!(self, Self::Bptt | Self::TruncatedBptt),
+            CommentaryKind::LabelBlending => self == Self::Ift,
+            CommentaryKind::AttentionMask => true,
+        }
+    }
 }
 
 impl std::fmt::Display for Algorithm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Bptt => "bptt",
-            Self::Ift => "ift",
-        })
+        f.write_str(self.as_str())
     }
 }
 
 impl std::str::FromStr for Algorithm {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "bptt" => Ok(Self::Bptt),
-            "ift" => Ok(Self::Ift),
-            other => Err(format!("unknown algorithm {other:?}; expected bptt or ift")),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown algorithm {s:?}; expected bptt, ift or truncated-bptt")
+            })
     }
 }
 
@@ -104,13 +140,21 @@ pub enum Optimizer {
 pub struct LearnConfig {
     /// Seed for the validation split, initialisations and batch order.
     pub seed: u64,
-    /// Examples split off the train split for the validation loss L_V; unset: a fifth of the
-    /// train split, at most 1,000.
+    /// The split on which the validation loss L_V is measured (a trusted split: clean labels,
+    /// balanced classes). Unset: the dataset's `val` split when it has one, otherwise a seeded
+    /// hold-out of the train split. `test` is refused.
+    pub validation_split: Option<String>,
+    /// Examples held out of the train split for L_V when no validation split is used; unset: a
+    /// fifth of the train split, at most 1,000.
     pub validation_examples: Option<u32>,
-    /// Student (inner) steps per meta-step; also T in the teacher's time input i/T.
+    /// Student (inner) steps per meta-step under `bptt` and `ift`; under `truncated-bptt` the
+    /// length of each student's whole training. Also S in the teacher's time input i/S.
     pub inner_steps: u32,
-    /// Meta-steps (outer updates of the commentary parameters).
+    /// Meta-steps: outer updates under `bptt`, blocks of `inner_steps` under `ift`, students
+    /// trained in sequence (phi carried over) under `truncated-bptt`.
     pub meta_steps: u32,
+    /// `truncated-bptt`: student steps unrolled per outer step (1 = a one-step look-ahead).
+    pub unroll_steps: u32,
     /// Student batch size.
     pub batch_size: u32,
     /// Validation examples per evaluation of L_V.
@@ -174,9 +218,11 @@ impl Default for LearnConfig {
     fn default() -> Self {
         Self {
             seed: 0,
+            validation_split: None,
             validation_examples: None,
             inner_steps: 100,
             meta_steps: 20,
+            unroll_steps: 1,
             batch_size: 32,
             validation_batch_size: 512,
             inner_optimizer: Optimizer::Adam,

@@ -7,11 +7,14 @@
 pub mod api;
 pub mod arch;
 pub mod artifact;
+pub mod bounds;
 pub mod config;
+pub mod corruption;
 pub mod dataset;
 pub mod digest;
 pub mod report;
 
+pub use bounds::ConfigError;
 pub use config::{Algorithm, CommentaryKind, LearnConfig, Optimizer};
 pub use dataset::{DatasetFormat, DatasetSummary, ImageShape, SplitSummary};
 pub use digest::{DigestParseError, Sha256};

@@ -69,6 +69,45 @@ pub struct MaskReport {
     pub accuracy_random_removed: Spread,
 }
 
+/// A reference arm a sceptical practitioner would ask for, trained beside the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReferenceArm {
+    /// `train+val` (the trusted validation examples used as plain training data) or
+    /// `class-weights` (inverse-frequency class weights, for imbalanced data).
+    pub name: String,
+    pub arm: ArmReport,
+}
+
+/// How well low weights find flipped labels (given the dataset's `corruption.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NoiseDetection {
+    /// Train examples scored, and how many of them have flipped labels.
+    pub examples: u64,
+    pub flipped: u64,
+    /// Area under the ROC curve of "low weight" as a detector of a flipped label (0.5: chance).
+    pub auroc: f64,
+    /// Share of flipped labels among the lowest-weighted `flipped` examples.
+    pub precision_at_noise_rate: f64,
+}
+
+/// The z below which a commentary's gain counts as harm beyond noise.
+pub const HARMFUL_Z: f64 = -2.0;
+/// Smallest per-arm standard deviation assumed in z (an accuracy measured on one seed still
+/// varies by about a point between seeds).
+pub const MIN_ARM_STD: f64 = 0.01;
+
+/// z = (mean_with - mean_without) / sqrt(s_with^2 / n + s_without^2 / n), each s at least
+/// [`MIN_ARM_STD`].
+pub fn gain_z(with: &ArmReport, without: &ArmReport) -> f64 {
+    let n = with.runs.len().max(1) as f64;
+    let m = without.runs.len().max(1) as f64;
+    let (sw, sb) = (
+        with.test_accuracy.std.max(MIN_ARM_STD),
+        without.test_accuracy.std.max(MIN_ARM_STD),
+    );
+    (with.test_accuracy.mean - without.test_accuracy.mean) / (sw * sw / n + sb * sb / m).sqrt()
+}
+
 /// The apply report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ApplyReport {
@@ -91,6 +130,25 @@ pub struct ApplyReport {
     pub masks: Option<MaskReport>,
     /// with_commentary.test_accuracy.mean - baseline.test_accuracy.mean
     pub test_accuracy_gain: f64,
+    /// The gain measured against its noise (see [`gain_z`]).
+    #[serde(default)]
+    pub gain_z: f64,
+    /// Whether the commentary hurts beyond noise (z below [`HARMFUL_Z`]): never picked as
+    /// "best".
+    #[serde(default)]
+    pub harmful: bool,
+    /// Where the curves' validation accuracy is measured (the recorded validation protocol).
+    #[serde(default)]
+    pub validation: Option<String>,
+    /// Reference arms (train+val, class weights) beside the baseline.
+    #[serde(default)]
+    pub reference_arms: Vec<ReferenceArm>,
+    /// with_commentary minus the best reference arm's mean test accuracy.
+    #[serde(default)]
+    pub gain_over_best_reference: Option<f64>,
+    /// Example weighting on a corrupted dataset: how well low weights find flipped labels.
+    #[serde(default)]
+    pub label_noise: Option<NoiseDetection>,
     /// True when the commentary was applied to a dataset with another digest (--force).
     pub forced: bool,
     pub wall_s: f64,

@@ -83,7 +83,7 @@ fn a_teacher_is_learned_and_written_as_a_verified_artifact() {
     let artifact = verify_artifact(&out_dir).expect("verified artifact");
     let manifest = &artifact.manifest;
     assert_eq!(manifest.dataset.digest.to_string(), MNIST_FIXTURE_DIGEST);
-    assert_eq!(manifest.validation_indices.len(), 500);
+    assert_eq!(manifest.validation.holdout_indices().len(), 500);
     assert_eq!(manifest.metrics["meta_steps_done"], 3.0);
     assert!(manifest.metrics["best_val_loss"] <= manifest.metrics["first_val_loss"]);
     let weights = artifact.tensors["insight.weights"]

@@ -11,7 +11,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use schema::arch::{ArchitectureSpec, CommentarySpec, NetSpec};
 use schema::artifact::{
-    ArtifactManifest, DatasetRef, HypergradientMethod, Provenance, Tensor, TensorMap, TensorValues,
+    ArtifactManifest, DatasetRef, HypergradientMethod, Provenance, Tensor, TensorMap, TensorValues, TimeInput, Validation,
 };
 use schema::{Algorithm, CommentaryKind, ImageShape, LearnConfig, Sha256};
 
@@ -284,7 +284,8 @@ pub fn sample_artifact(kind: CommentaryKind) -> (ArtifactManifest, TensorMap) {
             _ => Algorithm::Ift,
         },
         dataset,
-        validation_indices: vec![3, 10, 42],
+        validation: Validation::holdout(vec![3, 10, 42]),
+        time_input: TimeInput::Progress,
         architecture: ArchitectureSpec {
             student: NetSpec::Cbr,
             commentary,

@@ -5,8 +5,8 @@ use std::process::Command;
 
 use schema::CommentaryKind;
 use schema::artifact::{
-    ArtifactError, MANIFEST_FILE, REPORT_FILE, TENSORS_FILE, Tensor, TensorValues, verify_artifact,
-    write_artifact,
+    ArtifactError, FORMAT_VERSION, MANIFEST_FILE, REPORT_FILE, TENSORS_FILE, Tensor, TensorValues,
+    TimeInput, Validation, verify_artifact, write_artifact,
 };
 use tempfile::TempDir;
 use tests::sample_artifact;
@@ -161,7 +161,7 @@ fn inconsistent_manifests_are_explained() {
     let tmp = TempDir::new().expect("tmp");
     let (mut manifest, tensors) = sample_artifact(CommentaryKind::LabelBlending);
     manifest.kind = CommentaryKind::AttentionMask;
-    manifest.validation_indices = vec![5, 4];
+    manifest.validation = Validation::holdout(vec![5, 4]);
     write_artifact(tmp.path(), manifest.clone(), &tensors).expect("write");
     let all = problems(verify_artifact(tmp.path()).expect_err("invalid")).join("\n");
     assert!(
@@ -173,7 +173,7 @@ fn inconsistent_manifests_are_explained() {
     assert!(all.contains("strictly increasing (4 follows 5)"), "{all}");
 
     manifest.kind = CommentaryKind::LabelBlending;
-    manifest.validation_indices = vec![1, 100];
+    manifest.validation = Validation::holdout(vec![1, 100]);
     write_artifact(tmp.path(), manifest, &tensors).expect("write");
     let all = problems(verify_artifact(tmp.path()).expect_err("invalid")).join("\n");
     assert!(
@@ -204,7 +204,10 @@ fn unreadable_manifests_name_the_file_and_the_reason() {
 
     std::fs::write(
         &manifest_path,
-        text.replace("\"format_version\": 1", "\"format_version\": 9"),
+        text.replace(
+            &format!("\"format_version\": {FORMAT_VERSION}"),
+            "\"format_version\": 9",
+        ),
     )
     .expect("write");
     let err = verify_artifact(tmp.path())
@@ -219,4 +222,35 @@ fn unreadable_manifests_name_the_file_and_the_reason() {
 
     std::fs::write(tmp.path().join(REPORT_FILE), "{\"runs\": []}").expect("report");
     assert!(verify_artifact(tmp.path()).expect("valid").report.is_some());
+}
+
+#[test]
+fn a_format_version_1_manifest_still_loads_with_its_meaning() {
+    let tmp = TempDir::new().expect("tmp");
+    let (manifest, tensors) = sample_artifact(CommentaryKind::ExampleWeighting);
+    write_artifact(tmp.path(), manifest, &tensors).expect("write");
+    let manifest_path = tmp.path().join(MANIFEST_FILE);
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("read")).expect("json");
+    let object = value.as_object_mut().expect("object");
+    object.remove("validation");
+    object.remove("time_input");
+    object.insert("format_version".into(), 1.into());
+    object.insert("validation_indices".into(), serde_json::json!([3, 10, 42]));
+    std::fs::write(&manifest_path, serde_json::to_vec(&value).expect("json")).expect("write");
+
+    let verified = verify_artifact(tmp.path()).expect("a version 1 artifact verifies");
+    assert_eq!(verified.manifest.format_version, 1);
+    assert_eq!(
+        verified.manifest.validation,
+        Validation::holdout(vec![3, 10, 42])
+    );
+    assert_eq!(verified.manifest.time_input, TimeInput::ClampedIteration);
+
+    // Version 2 fields in a version 1 manifest (or the reverse) are refused.
+    let object = value.as_object_mut().expect("object");
+    object.insert("format_version".into(), 2.into());
+    std::fs::write(&manifest_path, serde_json::to_vec(&value).expect("json")).expect("write");
+    let err = verify_artifact(tmp.path()).expect_err("mixed versions").to_string();
+    assert!(err.contains("validation_indices belongs to format version 1"), "{err}");
 }

@@ -312,3 +312,31 @@ fn finite_difference_fallback_approximates_the_exact_ift_hypergradient() {
         );
     }
 }
+
+/// Truncated BPTT's outer step differentiates through a window that starts part-way through
+/// training: from theta and Adam's moments after `state_step` steps. The same window as a
+/// weight-bptt problem with that state matches the float64 reference.
+#[test]
+fn a_truncated_bptt_window_from_a_mid_training_adam_state_matches_float64() {
+    let params = HIDDEN * D + HIDDEN + CLASSES * HIDDEN + CLASSES;
+    for seed in 30..33 {
+        let metadata = [
+            ("problem", "weight-bptt"),
+            ("optimizer", "adam"),
+            ("inner_lr", "0.05"),
+            ("state_step", "40"),
+        ];
+        let bytes = random_problem(seed, &metadata, |map, rng| {
+            f32s(map, "commentary.logits", vec![N], normal(rng, N, 1.0));
+            // A one-step look-ahead window (unroll_steps = 1) and a three-step one.
+            let steps = if seed == 30 { 1 } else { 3 };
+            let batches: Vec<i64> = (0..steps * 4).map(|_| rng.random_range(0..N as i64)).collect();
+            i64s(map, "batches", vec![steps, 4], batches);
+            f32s(map, "state.first", vec![params], normal(rng, params, 0.05));
+            let second: Vec<f32> = normal(rng, params, 0.05).iter().map(|v| v * v + 1e-4).collect();
+            f32s(map, "state.second", vec![params], second);
+        });
+        let error = compare(&bytes);
+        assert!(error <= 1e-3, "seed {seed}: relative error {error}");
+    }
+}

@@ -8,7 +8,9 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
-pub use manifest::{ArtifactManifest, DatasetRef, HypergradientMethod, Provenance};
+pub use manifest::{
+    ArtifactManifest, DatasetRef, HypergradientMethod, Provenance, TimeInput, Validation,
+};
 pub use tensors::{
     Tensor, TensorError, TensorMap, TensorValues, decode_metadata, decode_tensors, encode_tensors,
 };
@@ -16,8 +18,11 @@ pub use verify::{VerifiedArtifact, verify_artifact};
 
 use crate::Sha256;
 
-/// Manifest format version written by this build; `verify` accepts only this one.
-pub const FORMAT_VERSION: u32 = 1;
+/// Manifest format version written by this build.
+pub const FORMAT_VERSION: u32 = 2;
+/// Versions `verify` reads (version 1 artifacts keep their meaning: a train hold-out and a
+/// clamped i/K time input).
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const TENSORS_FILE: &str = "tensors.safetensors";
 pub const REPORT_FILE: &str = "report.json";

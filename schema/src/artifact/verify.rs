@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::{
-    ArtifactError, ArtifactManifest, FORMAT_VERSION, INSIGHT_PREFIX, MANIFEST_FILE, REPORT_FILE,
+    ArtifactError, ArtifactManifest, FORMAT_VERSION, INSIGHT_PREFIX, MANIFEST_FILE, READABLE_VERSIONS,
+    REPORT_FILE,
     TENSORS_FILE, TensorMap, TensorValues, decode_tensors, io_error,
 };
 use crate::Sha256;
@@ -31,7 +32,7 @@ pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
             .ok()
             .and_then(|v| v.get("format_version").and_then(|v| v.as_u64()))
         {
-            Some(version) if version != u64::from(FORMAT_VERSION) => ArtifactError::Invalid {
+            Some(version) if !READABLE_VERSIONS.iter().any(|&v| u64::from(v) == version) => ArtifactError::Invalid {
                 dir: dir.to_owned(),
                 problems: vec![format!(
                     "{MANIFEST_FILE}: format_version {version} is not supported \
@@ -48,7 +49,7 @@ pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
     let tensors_path = dir.join(TENSORS_FILE);
     let tensor_bytes = read_file(&tensors_path)?;
     let mut problems = Vec::new();
-    if manifest.format_version != FORMAT_VERSION {
+    if !READABLE_VERSIONS.contains(&manifest.format_version) {
         problems.push(format!(
             "{MANIFEST_FILE}: format_version {} is not supported (this build reads version \
              {FORMAT_VERSION})",
@@ -133,7 +134,12 @@ fn check_manifest(manifest: &ArtifactManifest, problems: &mut Vec<String>) {
         ));
     }
     let mut previous: Option<u64> = None;
-    for &index in &manifest.validation_indices {
+    if manifest.validation.split() == crate::bounds::TEST_SPLIT {
+        problems.push(format!(
+            "{MANIFEST_FILE}: validation split is \"test\"; the test split is never used for learning"
+        ));
+    }
+    for &index in manifest.validation.holdout_indices() {
         if index >= dataset.train_examples {
             problems.push(format!(
                 "{MANIFEST_FILE}: validation index {index} is out of range (the train split \
@@ -144,7 +150,7 @@ fn check_manifest(manifest: &ArtifactManifest, problems: &mut Vec<String>) {
         }
         if previous.is_some_and(|p| p >= index) {
             problems.push(format!(
-                "{MANIFEST_FILE}: validation_indices must be strictly increasing ({index} \
+                "{MANIFEST_FILE}: validation indices must be strictly increasing ({index} \
                  follows {})",
                 previous.unwrap_or_default()
             ));

@@ -57,6 +57,14 @@ pub struct ApplyArgs {
     /// Train on a seeded subset of this many examples (a small-data regime).
     #[arg(long)]
     train_examples: Option<usize>,
+    /// The dataset's corruption.json, to score per-example weights against its flipped labels
+    /// (default: corruption.json in the dataset folder, when there is one).
+    #[arg(long)]
+    corruption: Option<PathBuf>,
+    /// Skip the reference arms (train+val with a trusted validation split; class weights on
+    /// imbalanced data).
+    #[arg(long)]
+    no_references: bool,
 }
 
 pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
@@ -96,8 +104,10 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         device: args.device,
         force: args.force,
         train_examples: args.train_examples,
+        corruption: args.corruption,
+        references: !args.no_references,
     };
-    let report = apply(&dataset, &commentary, &options, &mut |arm, seed| {
+    let report = apply(&dataset, Some(&args.dataset), &commentary, &options, &mut |arm, seed| {
         eprintln!("training a student ({arm}, seed {seed})");
     })
     .with_context(|| format!("cannot apply {}", commentary.display()))?;
@@ -121,5 +131,27 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         report.test_accuracy_gain,
         report.steps_to_baseline_accuracy
     );
+    println!("validated on: {}", report.validation.as_deref().unwrap_or("-"));
+    for reference in &report.reference_arms {
+        println!(
+            "reference {}: test accuracy {:.4} +- {:.4}",
+            reference.name, reference.arm.test_accuracy.mean, reference.arm.test_accuracy.std
+        );
+    }
+    if let Some(gain) = report.gain_over_best_reference {
+        println!("gain over the best reference arm: {gain:+.4}");
+    }
+    if let Some(found) = &report.label_noise {
+        println!(
+            "flipped labels found by low weight: AUROC {:.3}, precision among the lowest {} {:.3}",
+            found.auroc, found.flipped, found.precision_at_noise_rate
+        );
+    }
+    if report.harmful {
+        println!(
+            "warning: this commentary hurts (z = {:.2}): the students trained with it are worse beyond noise",
+            report.gain_z
+        );
+    }
     Ok(())
 }

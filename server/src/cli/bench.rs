@@ -95,6 +95,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         train,
         validation,
         batches,
+        first_step: 0,
     };
     let inner = InnerOptimizer::Adam {
         lr: 1e-4,

@@ -7,6 +7,7 @@ use bytesize::ByteSize;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use schema::DatasetSummary;
+use schema::corruption::{CorruptionOptions, NoiseKind};
 use trainer::data::{Dataset, Limits};
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +51,40 @@ pub enum DatasetCommand {
         #[arg(long, default_value_t = 40)]
         canvas: usize,
         /// Seed of the test split's random patch positions.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Write a variant with known problems: a clean, class-balanced `val` split held out of
+    /// train, then train corrupted (flipped labels, long-tailed classes, a class-correlated
+    /// patch); test stays clean. DIR/corruption.json records what was done.
+    ///
+    /// Example: commentary dataset corrupt fixtures/mnist --out /tmp/noisy --label-noise 0.4 --noise pair
+    Corrupt {
+        /// The source dataset.
+        path: PathBuf,
+        /// The folder to write (gzipped IDX and corruption.json).
+        #[arg(long)]
+        out: PathBuf,
+        /// Share of train labels flipped, in [0, 1).
+        #[arg(long, default_value_t = 0.0)]
+        label_noise: f64,
+        /// How labels are flipped: symmetric (a random other class) or pair (c -> c+1).
+        #[arg(long, default_value = "symmetric")]
+        noise: NoiseKind,
+        /// Largest over smallest class count in train (n_c = n_max * r^(-c/(C-1))); 1: none.
+        #[arg(long, default_value_t = 1.0)]
+        imbalance: f64,
+        /// Add a class-correlated background patch in train (random places in val and test).
+        #[arg(long)]
+        spurious: bool,
+        /// Canvas side with --spurious.
+        #[arg(long, requires = "spurious")]
+        canvas: Option<u32>,
+        /// Class-balanced clean examples held out of train as the val split.
+        #[arg(long, default_value_t = 500)]
+        clean_val: u32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[command(flatten)]
@@ -106,6 +141,39 @@ pub fn run(command: DatasetCommand) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write the spurious variant to {}", out.display()))?;
             let summary = summarize(&out, &limits)?;
             println!("wrote {} ({})", out.display(), summary.digest);
+        }
+        DatasetCommand::Corrupt {
+            path,
+            out,
+            label_noise,
+            noise,
+            imbalance,
+            spurious,
+            canvas,
+            clean_val,
+            seed,
+            limits,
+        } => {
+            let dataset = Dataset::open(&path, limits.limits())
+                .with_context(|| format!("cannot read dataset {}", path.display()))?;
+            let options = CorruptionOptions {
+                label_noise,
+                noise,
+                imbalance,
+                spurious,
+                canvas: spurious.then_some(canvas.unwrap_or(40)),
+                clean_val,
+                seed,
+            };
+            let record = trainer::data::corrupt::write_corrupted(&dataset, &out, &options)
+                .with_context(|| format!("cannot write the corrupted variant to {}", out.display()))?;
+            println!(
+                "wrote {} ({}): {} train examples, {} labels flipped, {clean_val} clean val examples",
+                out.display(),
+                record.digest,
+                record.train_examples,
+                record.flipped.len()
+            );
         }
         DatasetCommand::Inspect { path, json, limits } => {
             let summary = summarize(&path, &limits)?;

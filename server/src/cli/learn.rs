@@ -20,9 +20,12 @@ pub struct LearnArgs {
     /// example-weighting, label-blending or attention-mask.
     #[arg(long)]
     kind: CommentaryKind,
-    /// bptt (backpropagation through training) or ift (implicit differentiation).
-    #[arg(long, default_value = "bptt")]
-    algorithm: Algorithm,
+    /// bptt (backpropagation through training, a fresh student per meta-step), ift (implicit
+    /// differentiation) or truncated-bptt (one student, phi updated every --unroll-steps).
+    /// Default: for example-weighting truncated-bptt when the dataset has a val split (bptt
+    /// without one), ift for the other kinds.
+    #[arg(long)]
+    algorithm: Option<Algorithm>,
     /// The artifact directory to write (re-running with the same request resumes).
     #[arg(long)]
     out: PathBuf,
@@ -44,11 +47,20 @@ pub struct LearnArgs {
 struct ConfigOverrides {
     #[arg(long)]
     seed: Option<u64>,
-    /// Student steps per meta-step (K; also T in the teacher's time input).
+    /// Student steps per meta-step (K), or per student under truncated-bptt; also S in the
+    /// teacher's time input i/S.
     #[arg(long)]
     inner_steps: Option<u32>,
+    /// Meta-steps (bptt), blocks of inner steps (ift), or students in sequence (truncated-bptt).
     #[arg(long)]
     meta_steps: Option<u32>,
+    /// truncated-bptt: student steps unrolled per outer step (1 = a one-step look-ahead).
+    #[arg(long)]
+    unroll_steps: Option<u32>,
+    /// The split L_V is measured on (a trusted one, e.g. val); default: the dataset's val split
+    /// when it has one, else a hold-out of train. test is refused.
+    #[arg(long)]
+    validation_split: Option<String>,
     #[arg(long)]
     batch_size: Option<u32>,
     /// Train examples held out for the validation loss.
@@ -103,10 +115,14 @@ impl ConfigOverrides {
         if self.validation_examples.is_some() {
             config.validation_examples = self.validation_examples;
         }
+        if self.validation_split.is_some() {
+            config.validation_split = self.validation_split;
+        }
         set!(
             seed,
             inner_steps,
             meta_steps,
+            unroll_steps,
             batch_size,
             validation_batch_size,
             inner_optimizer,
@@ -131,9 +147,17 @@ pub fn run(args: LearnArgs) -> anyhow::Result<()> {
     }
     let dataset = Dataset::open(&args.dataset, Limits::default())
         .with_context(|| format!("cannot read dataset {}", args.dataset.display()))?;
+    let trusted = config.validation_split.is_some()
+        || dataset
+            .split_names()
+            .contains(&trainer::data::tensors::DEFAULT_VALIDATION_SPLIT);
+    let algorithm = args
+        .algorithm
+        .unwrap_or_else(|| Algorithm::default_for(args.kind, trusted));
+    config.validate(args.kind, algorithm)?;
     let request = LearnRequest {
         kind: args.kind,
-        algorithm: args.algorithm,
+        algorithm,
         config,
         device: args.device,
         run_id: None,
@@ -141,10 +165,11 @@ pub fn run(args: LearnArgs) -> anyhow::Result<()> {
     };
     let bar = ProgressBar::new(u64::from(request.config.meta_steps));
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} meta-steps  {msg}  [{elapsed} < {eta}]")
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let manifest = learn(&dataset, &request, &args.out, &mut |p| {
+        bar.set_length(p.meta_steps as u64);
         bar.set_position(p.meta_step as u64 + 1);
         bar.set_message(format!(
             "L_V {:.4} (best {:.4})",
@@ -160,10 +185,12 @@ pub fn run(args: LearnArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot learn a {} commentary", args.kind))?;
     bar.finish_and_clear();
     println!(
-        "wrote {} ({} commentary for {}, best L_V {:.4} after {} meta-steps)",
+        "wrote {} ({} commentary for {} by {}, validated on {}, best L_V {:.4} after {} meta-steps)",
         args.out.display(),
         manifest.kind,
         manifest.dataset.digest,
+        manifest.algorithm,
+        manifest.validation,
         manifest
             .metrics
             .get("best_val_loss")

@@ -7,8 +7,11 @@ mod bench;
 mod dataset;
 mod hypergrad;
 mod learn;
+mod pull;
 mod remote;
 mod serve;
+mod token;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -41,12 +44,12 @@ pub enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Download the best commentary for a dataset from a registry, verified.
-    Pull(remote::PullArgs),
+    Pull(pull::PullArgs),
     /// Learn runs queued on a registry (e.g. on a GPU machine).
-    Worker(remote::WorkerArgs),
+    Worker(worker::WorkerArgs),
     /// Manage the registry's bearer tokens (works on the database directly).
     #[command(subcommand)]
-    Token(serve::TokenCommand),
+    Token(token::TokenCommand),
     /// Solve a hypergradient problem file (for checking the engine against other frameworks).
     Hypergrad(hypergrad::HypergradArgs),
 }
@@ -55,9 +58,9 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::serve(args),
-        Command::Pull(args) => remote::pull(args),
-        Command::Worker(args) => remote::worker(args),
-        Command::Token(command) => serve::token(command),
+        Command::Pull(args) => pull::pull(args),
+        Command::Worker(args) => worker::worker(args),
+        Command::Token(command) => token::token(command),
         Command::Dataset(command) => dataset::run(command),
         Command::Artifact(command) => artifact::run(command),
         Command::Hypergrad(args) => hypergrad::run(args),

@@ -1,4 +1,5 @@
-//! `commentary serve` and `commentary token`: the registry and its tokens.
+//! `commentary serve`: the registry, configured from flags and `COMMENTARY_*` variables; and
+//! `StorageArgs`, where it keeps its data (shared with `commentary token`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,14 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytesize::ByteSize;
-use clap::{Args, Subcommand};
-use schema::api::Scope;
-use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
+use clap::Args;
 use trainer::data::Limits;
 use trainer::device::ComputeDevice;
 
-use crate::registry::db::entities::token;
-use crate::registry::{ServeConfig, auth, db};
+use crate::registry::config::ServeConfig;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -71,10 +69,10 @@ pub struct ServeArgs {
 pub struct StorageArgs {
     /// Data directory: the SQLite database, local blobs, scratch space.
     #[arg(long, env = "COMMENTARY_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// Database URL (postgres://...); default: SQLite at <data-dir>/commentary.db.
     #[arg(long, env = "COMMENTARY_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    pub database_url: Option<String>,
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -97,7 +95,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.blob_cache_bytes = args.blob_cache_bytes.as_u64();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
-        let server = crate::registry::start(config).await?;
+        let server = crate::registry::server::start(config).await?;
         // Tests and scripts read this line to find a port-0 server.
         println!("listening on http://{}", server.addr);
         server.run_until_signal().await
@@ -105,90 +103,4 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // A learning step still running on a blocking thread must not hold up the exit.
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Create a token and print its secret (shown once).
-    Create {
-        #[arg(long)]
-        scope: Scope,
-        /// A name to recognise it by.
-        #[arg(long, default_value = "token")]
-        name: String,
-        #[command(flatten)]
-        storage: StorageArgs,
-    },
-    /// List tokens (never their secrets).
-    List {
-        #[command(flatten)]
-        storage: StorageArgs,
-    },
-    /// Revoke a token by id.
-    Revoke {
-        id: String,
-        #[command(flatten)]
-        storage: StorageArgs,
-    },
-}
-
-pub fn token(command: TokenCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let open = |s: &StorageArgs| {
-            std::fs::create_dir_all(&s.data_dir)
-                .with_context(|| format!("cannot create {}", s.data_dir.display()))?;
-            anyhow::Ok(db::database_url(s.database_url.as_deref(), &s.data_dir))
-        };
-        match command {
-            TokenCommand::Create {
-                scope,
-                name,
-                storage,
-            } => {
-                let db = db::connect(&open(&storage)?).await?;
-                let created = auth::create_token(&db, &name, scope).await?;
-                eprintln!(
-                    "created token {} ({name}, {scope}); its secret, shown only now:",
-                    created.id
-                );
-                println!("{}", created.secret);
-            }
-            TokenCommand::List { storage } => {
-                let db = db::connect(&open(&storage)?).await?;
-                for t in token::Entity::find()
-                    .order_by_asc(token::Column::CreatedAt)
-                    .all(&db)
-                    .await?
-                {
-                    let status = match t.revoked_at {
-                        Some(at) => format!("revoked {}", at.to_rfc3339()),
-                        None => "active".into(),
-                    };
-                    println!(
-                        "{}\t{}\t{}\t{}\t{status}",
-                        t.id,
-                        t.scope,
-                        t.name,
-                        t.created_at.to_rfc3339()
-                    );
-                }
-            }
-            TokenCommand::Revoke { id, storage } => {
-                let db = db::connect(&open(&storage)?).await?;
-                let updated = token::Entity::update_many()
-                    .col_expr(
-                        token::Column::RevokedAt,
-                        sea_orm::sea_query::Expr::value(chrono::Utc::now()),
-                    )
-                    .filter(token::Column::Id.eq(&id))
-                    .filter(token::Column::RevokedAt.is_null())
-                    .exec(&db)
-                    .await?;
-                anyhow::ensure!(updated.rows_affected == 1, "no active token {id:?}");
-                println!("revoked {id}");
-            }
-        }
-        Ok(())
-    })
 }

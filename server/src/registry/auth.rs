@@ -17,7 +17,7 @@ use schema::api::Scope;
 use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set};
 use sha2::{Digest as _, Sha256};
 
-use super::SharedState;
+use super::app::SharedState;
 use super::db::entities::token;
 use super::error::{ApiError, ApiResult};
 

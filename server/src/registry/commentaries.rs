@@ -17,7 +17,7 @@ use sea_orm::{
     QueryOrder as _, Set,
 };
 
-use super::SharedState;
+use super::app::SharedState;
 use super::db::entities::{commentary, dataset};
 use super::error::{ApiError, ApiResult};
 use super::store::commentary_key;
@@ -258,16 +258,11 @@ pub async fn insights(state: &SharedState, model: &commentary::Model) -> ApiResu
         let Some(short) = name.strip_prefix(INSIGHT_PREFIX) else {
             continue;
         };
-        let values = match tensor.values() {
-            TensorValues::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-            TensorValues::I64(v) => v.iter().map(|&x| x as f64).collect(),
-            TensorValues::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        };
         out.insert(
             short.to_string(),
             JsonTensor {
                 shape: tensor.shape().to_vec(),
-                values,
+                values: values_f64(tensor.values()),
             },
         );
     }
@@ -277,6 +272,15 @@ pub async fn insights(state: &SharedState, model: &commentary::Model) -> ApiResu
         tensors: out,
         report: detail.report,
     })
+}
+
+/// A tensor's values as f64, whatever its stored dtype.
+pub fn values_f64(values: &TensorValues) -> Vec<f64> {
+    match values {
+        TensorValues::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorValues::I64(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorValues::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+    }
 }
 
 /// Deletes a commentary: the row first (it disappears), then its blobs.

@@ -1,5 +1,6 @@
 //! Datasets: the upload pipeline (stage while streaming, decode + digest, commit in one
-//! transaction), lookups, deletion, and example images.
+//! transaction), lookups, deletion, and decoded splits for example images (drawn by
+//! `pages::images`).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -17,7 +18,7 @@ use sea_orm::{
 use tokio::io::AsyncWriteExt as _;
 use trainer::data::{Dataset, SplitData};
 
-use super::SharedState;
+use super::app::SharedState;
 use super::db::entities::{commentary, dataset, run, run_event};
 use super::error::{ApiError, ApiResult};
 use super::store::{commentary_key, dataset_archive_key};
@@ -292,37 +293,4 @@ pub async fn load_split(
     });
     state.examples.put(loaded.clone());
     Ok(loaded)
-}
-
-/// Example `index` of a decoded split as PNG bytes, and its label id.
-pub fn example_png(loaded: &LoadedSplit, index: usize) -> ApiResult<(Vec<u8>, u32)> {
-    let data = &loaded.data;
-    if index >= data.len() {
-        return Err(ApiError::not_found(format!(
-            "split {:?} has {} examples; there is no example {index}",
-            loaded.split,
-            data.len()
-        )));
-    }
-    let shape = data.shape;
-    let color = match shape.channels {
-        1 => image::ExtendedColorType::L8,
-        3 => image::ExtendedColorType::Rgb8,
-        n => {
-            return Err(ApiError::unprocessable(
-                "unsupported",
-                format!("cannot draw images with {n} channels"),
-            ));
-        }
-    };
-    let mut png = Vec::new();
-    image::ImageEncoder::write_image(
-        image::codecs::png::PngEncoder::new(&mut png),
-        data.image(index),
-        shape.width,
-        shape.height,
-        color,
-    )
-    .map_err(ApiError::internal)?;
-    Ok((png, data.labels[index]))
 }

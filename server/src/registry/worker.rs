@@ -248,6 +248,8 @@ fn execute(
         device,
         force: false,
         train_examples: None,
+        corruption: None,
+        references: true,
     };
     let arms = if run.kind == CommentaryKind::LabelBlending {
         3
@@ -256,14 +258,15 @@ fn execute(
     };
     let total = (evaluation.seeds.len() * arms) as u64;
     let mut trained = 0u64;
-    let report = apply(&dataset, out, &options, &mut |arm, seed| {
+    let report = apply(&dataset, None, out, &options, &mut |arm, seed| {
         send(EventBody::Log {
             message: format!("training a student ({arm}, seed {seed})"),
         });
         send(EventBody::Progress(Progress {
             phase: Phase::Evaluating,
             step: trained,
-            total,
+            // Reference arms (train+val, class weights) add runs the count above leaves out.
+            total: total.max(trained + 1),
             val_loss: None,
             best_val_loss: None,
             elapsed_s: started.elapsed().as_secs_f64(),

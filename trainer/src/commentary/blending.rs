@@ -7,8 +7,13 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom as _;
 
-use super::weighting::LabelledImages;
+use schema::artifact::{Tensor as FileTensor, TensorMap};
+
+use crate::data::tensors::LabelledImages;
 use crate::hypergrad::InnerProblem;
+use crate::learn::checkpoint::{to_vec, vector};
+use crate::learn::loops::{Run, learn_online_ift, step_rng};
+use crate::learn::{LearnError, Learned, Progress, insight_error};
 use crate::models::{Input, Network};
 use crate::nn::loss;
 
@@ -99,3 +104,48 @@ impl InnerProblem for LabelBlending {
         self.validation.mean_loss(&self.student, theta)
     }
 }
+
+/// Label blending by online IFT, starting from M = 0 (lambda = 0.75 for every pair).
+pub(crate) fn learn(
+    run: &Run<'_>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Learned, LearnError> {
+    let (config, data, device) = (run.config(), run.data, &run.device);
+    let classes = data.summary.classes.len();
+    let student = run.student();
+    let mut rng = step_rng(config.seed, usize::MAX - 2);
+    let problem = LabelBlending {
+        student: student.clone(),
+        train: data.train.clone(),
+        validation: run.validation(&mut rng),
+        pool: data.pool.clone(),
+        batch_size: config.batch_size as usize,
+        seed: config.seed,
+    };
+    let phi_len = classes * classes;
+    let result = learn_online_ift(
+        run,
+        &problem,
+        &student,
+        Tensor::zeros([phi_len], device),
+        &mut rng,
+        on_progress,
+    )?;
+    let mut tensors = TensorMap::new();
+    tensors.insert(
+        "commentary.logits".into(),
+        FileTensor::f32(vec![classes, classes], result.best_phi.clone()).map_err(insight_error)?,
+    );
+    let proportions =
+        to_vec(&blend_proportions(&vector(&result.best_phi, device), classes).reshape([phi_len]));
+    tensors.insert(
+        "insight.blend".into(),
+        FileTensor::f32(vec![classes, classes], proportions).map_err(insight_error)?,
+    );
+    Ok(Learned {
+        tensors,
+        val_losses: result.val_losses,
+        best_val_loss: result.best_val_loss,
+    })
+}
+

@@ -9,8 +9,16 @@ use burn::tensor::{Int, Tensor, TensorData};
 use schema::ImageShape;
 use schema::arch::NetSpec;
 
-use super::weighting::LabelledImages;
+use rand::Rng as _;
+use rand::rngs::StdRng;
+use schema::Algorithm;
+
+use super::insights;
+use crate::data::tensors::LabelledImages;
 use crate::hypergrad::{InnerProblem, step_row};
+use crate::learn::checkpoint::vector;
+use crate::learn::loops::{Run, learn_bptt, learn_online_ift, learn_truncated, step_rng};
+use crate::learn::{LearnError, Learned, Progress, parameter_tensors};
 use crate::models::{Input, Network};
 use crate::nn::loss;
 
@@ -97,3 +105,79 @@ impl InnerProblem for AttentionMasking {
         (MASK_BATCH_EXAMPLES / self.batch_size.max(1)).max(1)
     }
 }
+
+/// Learns attention masks by online IFT, BPTT (a fresh student per meta-step) or truncated
+/// BPTT (one student, the mask network updated through each window).
+pub(crate) fn learn(
+    run: &Run<'_>,
+    mask_spec: &NetSpec,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Learned, LearnError> {
+    let algorithm = run.request.algorithm;
+    let (config, data, device) = (run.config(), run.data, &run.device);
+    let shape = data.train.shape();
+    let student = run.student();
+    let mask_net = mask_network(mask_spec, shape);
+    let mut rng = step_rng(config.seed, usize::MAX - 3);
+    let problem = AttentionMasking {
+        student: student.clone(),
+        mask_net: mask_net.clone(),
+        train: data.train.clone(),
+        validation: run.validation(&mut rng),
+        pool: data.pool.clone(),
+        batch_size: config.batch_size as usize,
+        seed: config.seed,
+    };
+    let initial = mask_net.init(&mut rng, device);
+    let result = match algorithm {
+        Algorithm::Ift => {
+            learn_online_ift(run, &problem, &student, initial, &mut rng, on_progress)?
+        }
+        Algorithm::TruncatedBptt => learn_truncated(
+            run,
+            initial,
+            &student,
+            &|_, rng| {
+                Box::new(AttentionMasking {
+                    seed: rng.random(),
+                    validation: run.validation(rng),
+                    ..problem.clone()
+                })
+            },
+            on_progress,
+        )?,
+        Algorithm::Bptt => {
+            let steps = config.inner_steps.max(1) as usize;
+            let make_problem = |rng: &mut StdRng| -> Box<dyn InnerProblem + '_> {
+                // Each meta-step draws its own batches.
+                Box::new(AttentionMasking {
+                    seed: rng.random(),
+                    validation: run.validation(rng),
+                    ..problem.clone()
+                })
+            };
+            learn_bptt(
+                run,
+                initial.dims()[0],
+                || initial,
+                steps,
+                on_progress,
+                &make_problem,
+                &student,
+            )?
+        }
+    };
+    let mut tensors = parameter_tensors(&mask_net, &result.best_phi)?;
+    insights::masks_sample(
+        &mask_net,
+        &vector(&result.best_phi, device),
+        data,
+        &mut tensors,
+    )?;
+    Ok(Learned {
+        tensors,
+        val_losses: result.val_losses,
+        best_val_loss: result.best_val_loss,
+    })
+}
+

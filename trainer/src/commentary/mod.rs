@@ -1,10 +1,14 @@
 //! The commentary kinds as inner problems for the hypergradient engine.
 //!
-//! - [`weighting`]: example weighting with a teacher network t(x, i/T) -> (0, 1);
+//! - [`weighting`]: example weighting with a teacher network t(x, i/S) -> (0, 1) or a table;
 //! - [`blending`]: label blending with a C x C matrix, learned by IFT;
-//! - [`masks`]: attention masks from a mask network, learned by IFT.
+//! - [`masks`]: attention masks from a mask network, learned by IFT or (truncated) BPTT;
+//! - `insights`: the insight tensors stored with each kind's artifact.
+//!
+//! Each kind's file also holds its learner (`learn`), built on the loops in `crate::learn`.
 
 pub mod blending;
+pub(crate) mod insights;
 pub mod masks;
 pub mod weighting;
 
@@ -160,6 +164,7 @@ mod tests {
             train: images(12),
             validation: images(6),
             batches,
+            first_step: 0,
         };
         assert_routes_agree(&problem, &student, &teacher);
     }

@@ -1,9 +1,12 @@
-//! Example weighting: a teacher network t(x, i/T; phi) -> (0, 1) (or a per-example table of
-//! logits) weights each example of the
-//! student's batch; inner loss = mean_i w_i CE_i. The teacher sees the image with the iteration
-//! i/T (clamped to 1) as an extra channel, and optionally the label as a one-hot input to its
-//! last layer. Only the student needs explicit backward passes: the teacher enters the inner
-//! gradient through its output, which burn's first-order autodiff differentiates in phi.
+//! Example weighting: a teacher network t(x, i/S; phi) -> (0, 1) (or a per-example table of
+//! logits) weights each example of the student's batch; inner loss = mean_i w_i CE_i. The
+//! teacher sees the image with the training progress i/S (S the length of the training it
+//! serves; clamped to 1) as an extra channel, and optionally the label as a one-hot input to
+//! its last layer. Only the student needs explicit backward passes: the teacher enters the
+//! inner gradient through its output, which burn's first-order autodiff differentiates in phi.
+//!
+//! Learned by BPTT (a fresh student per meta-step) or truncated BPTT (one student, phi
+//! updated through each window of its training); see [`learn`].
 
 use burn::tensor::activation::sigmoid;
 use std::ops::Range;
@@ -12,60 +15,21 @@ use burn::tensor::{Int, Tensor, TensorData};
 use schema::ImageShape;
 use schema::arch::NetSpec;
 
+use rand::Rng as _;
+use rand::rngs::StdRng;
+use schema::Algorithm;
+use schema::artifact::{Tensor as FileTensor, TensorMap};
+
+use super::insights;
+use crate::data::tensors::index_tensor;
 use crate::hypergrad::{InnerProblem, step_batch_indices, step_row};
+use crate::learn::checkpoint::vector;
+use crate::learn::loops::{Run, learn_bptt, learn_truncated, step_rng};
+use crate::learn::{LearnError, Learned, Progress, insight_error, parameter_tensors};
 use crate::models::{Input, Network};
 use crate::nn::loss;
 
-/// Images and one-hot labels on a device.
-#[derive(Clone)]
-pub struct LabelledImages {
-    /// [n, c, h, w], pixels scaled to [0, 1].
-    pub images: Tensor<4>,
-    /// [n, classes]
-    pub onehot: Tensor<2>,
-}
-
-impl LabelledImages {
-    pub fn len(&self) -> usize {
-        self.images.dims()[0]
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn shape(&self) -> ImageShape {
-        let [_, c, h, w] = self.images.dims();
-        ImageShape {
-            height: h as u32,
-            width: w as u32,
-            channels: c as u32,
-        }
-    }
-
-    pub fn classes(&self) -> usize {
-        self.onehot.dims()[1]
-    }
-
-    /// Mean cross-entropy of `net` (parameters `theta`) on these examples: L_V.
-    pub fn mean_loss(&self, net: &Network, theta: &Tensor<1>) -> Tensor<1> {
-        let (logits, _) = net.forward(theta, Input::Image(self.images.clone()), None);
-        loss::weighted_mean(&logits, &self.onehot, None)
-    }
-
-    /// Label ids (from the one-hot rows).
-    pub fn labels(&self) -> Vec<i64> {
-        loss::labels_of(&self.onehot)
-    }
-
-    /// The examples at `indices`.
-    pub fn select(&self, indices: &Tensor<1, Int>) -> Self {
-        Self {
-            images: self.images.clone().select(0, indices.clone()),
-            onehot: self.onehot.clone().select(0, indices.clone()),
-        }
-    }
-}
+pub use crate::data::tensors::LabelledImages;
 
 /// The teacher network for images of `shape` with `classes` classes.
 pub fn teacher_network(
@@ -90,7 +54,8 @@ pub fn teacher_network(
 /// Where per-example weights come from.
 #[derive(Clone)]
 pub enum WeightSource {
-    /// A teacher t(x, i/T) over `horizon` steps (phi = the teacher's parameters).
+    /// A teacher t(x, i/S) serving a training of `horizon` = S steps (phi = the teacher's
+    /// parameters).
     Teacher {
         net: Network,
         label_input: bool,
@@ -148,10 +113,13 @@ pub struct TeacherWeighting {
     pub validation: LabelledImages,
     /// The canonical indices of each inner step's batch (all batches of one size).
     pub batches: Vec<Tensor<1, Int>>,
+    /// The student step that local step 0 is (truncated BPTT's window start; 0 under BPTT):
+    /// the teacher's time input counts from the start of the student's training.
+    pub first_step: usize,
 }
 
 /// Teacher weights [n] for `examples`, example j seen at inner step `steps[j]` of a run of
-/// `horizon` steps (the time input i/T is clamped to 1).
+/// `horizon` steps (the time input i/S is clamped to 1).
 pub fn teacher_weights(
     teacher: &Network,
     label_input: bool,
@@ -202,7 +170,7 @@ impl InnerProblem for TeacherWeighting {
         let count = steps.len();
         let (indices, per_step) = step_batch_indices(&self.batches, steps.clone());
         let example_steps: Vec<usize> = steps
-            .flat_map(|step| std::iter::repeat_n(step, per_step))
+            .flat_map(|step| std::iter::repeat_n(self.first_step + step, per_step))
             .collect();
         let examples = self.train.select(&indices);
         self.source
@@ -228,4 +196,95 @@ impl InnerProblem for TeacherWeighting {
         let per_step = self.batches.first().map_or(1, |b| b.dims()[0].max(1));
         (TEACHER_BATCH_EXAMPLES / per_step).max(1)
     }
+}
+
+/// Learns example weighting: by BPTT (each meta-step a fresh student trained `inner_steps`
+/// steps) or truncated BPTT (one student per meta-step, phi updated every `unroll_steps`).
+/// `teacher` None learns a per-example table instead of a teacher network.
+pub(crate) fn learn(
+    run: &Run<'_>,
+    teacher: Option<(&NetSpec, bool)>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Learned, LearnError> {
+    let (config, data, device) = (run.config(), run.data, &run.device);
+    let shape = data.train.shape();
+    let classes = data.summary.classes.len();
+    let student = run.student();
+    // S in the time input i/S: the length of the training the teacher serves.
+    let (horizon, batch) = (
+        config.inner_steps.max(1) as usize,
+        config.batch_size as usize,
+    );
+    let teacher = teacher.map(|(net, label_input)| {
+        (
+            teacher_network(net, shape, classes, label_input),
+            label_input,
+        )
+    });
+    let source = match &teacher {
+        Some((net, label_input)) => WeightSource::Teacher {
+            net: net.clone(),
+            label_input: *label_input,
+            horizon,
+        },
+        None => WeightSource::Table,
+    };
+    let phi_len = source.phi_len(data.train.len());
+    let initial_phi = match &teacher {
+        Some((net, _)) => net.init(&mut step_rng(config.seed, usize::MAX - 1), device),
+        // A table starts at w = 0.5 for every example.
+        None => Tensor::zeros([phi_len], device),
+    };
+    let problem = |steps: usize, first_step: usize, rng: &mut StdRng| -> TeacherWeighting {
+        let chosen: Vec<i64> = (0..steps * batch)
+            .map(|_| data.pool[rng.random_range(0..data.pool.len())])
+            .collect();
+        TeacherWeighting {
+            student: student.clone(),
+            source: source.clone(),
+            train: data.train.clone(),
+            validation: run.validation(rng),
+            batches: chosen
+                .chunks(batch)
+                .map(|b| index_tensor(b, device))
+                .collect(),
+            first_step,
+        }
+    };
+    let result = match run.request.algorithm {
+        Algorithm::TruncatedBptt => learn_truncated(
+            run,
+            initial_phi,
+            &student,
+            &|window, rng| Box::new(problem(window.steps, window.first_step, rng)),
+            on_progress,
+        )?,
+        _ => learn_bptt(
+            run,
+            phi_len,
+            || initial_phi,
+            horizon,
+            on_progress,
+            &|rng| Box::new(problem(horizon, 0, rng)),
+            &student,
+        )?,
+    };
+    let mut tensors = match &teacher {
+        Some((net, _)) => parameter_tensors(net, &result.best_phi)?,
+        None => {
+            let mut map = TensorMap::new();
+            map.insert(
+                "commentary.logits".into(),
+                FileTensor::f32(vec![phi_len], result.best_phi.clone()).map_err(insight_error)?,
+            );
+            map
+        }
+    };
+    let phi = vector(&result.best_phi, device);
+    insights::weighting(&source, &phi, data, horizon, &mut tensors)?;
+    Ok(Learned {
+        tensors,
+        val_losses: result.val_losses,
+        best_val_loss: result.best_val_loss,
+    })
 }

@@ -15,6 +15,8 @@ mod image_folder;
 mod layout;
 mod limits;
 pub mod spurious;
+pub mod tensors;
+pub mod corrupt;
 
 use std::path::{Path, PathBuf};
 

@@ -42,7 +42,7 @@ pub fn patch_slots(canvas: usize, classes: usize) -> Vec<(usize, usize)> {
 }
 
 /// One split placed on the canvas with patches: class-correlated when `correlated`, else random.
-fn place(
+pub(super) fn place(
     split: &SplitData,
     classes: usize,
     options: SpuriousOptions,

@@ -22,6 +22,8 @@ pub struct BpttOutput {
     pub hypergrad: Tensor<1>,
     /// theta after K steps.
     pub final_theta: Tensor<1>,
+    /// The optimiser state after K steps (where truncated BPTT continues training).
+    pub final_state: OptState,
 }
 
 /// The stored trajectory: theta_k and the optimiser state of each step, packed into one host
@@ -116,12 +118,25 @@ pub fn hypergradient(
     optimizer: InnerOptimizer,
     steps: usize,
 ) -> BpttOutput {
+    hypergradient_from(problem, theta0, &OptState::new(), phi, optimizer, steps)
+}
+
+/// [`hypergradient`] from a student part-way through training: theta0 with optimiser state
+/// `state0` (truncated BPTT's window; the state is a constant, as theta0 is).
+pub fn hypergradient_from(
+    problem: &dyn InnerProblem,
+    theta0: &Tensor<1>,
+    state0: &OptState,
+    phi: &Tensor<1>,
+    optimizer: InnerOptimizer,
+    steps: usize,
+) -> BpttOutput {
     let started = std::time::Instant::now();
     let phi_const = plain(phi);
     let commentary = StepCommentary::compute(problem, &phi_const, steps);
     let mut trajectory = Trajectory::with_capacity(steps);
     let mut theta = plain(theta0);
-    let mut state = OptState::new();
+    let mut state = state0.with_tensors(state0.tensors().iter().map(plain).collect());
     for k in 0..steps {
         let grad = problem.inner_gradient_from(&theta, &commentary.row(k), k);
         let (next, next_state) = optimizer.step(&theta, &state, grad);
@@ -130,6 +145,7 @@ pub fn hypergradient(
         state = next_state.detached();
     }
     let final_theta = theta.clone();
+    let final_state = state.clone();
     let trajectory_done = started.elapsed();
     let (mut theta_adjoint, val_loss) = validation_gradient(problem, &theta);
     let forward_done = started.elapsed();
@@ -191,6 +207,7 @@ pub fn hypergradient(
         val_loss,
         hypergrad,
         final_theta,
+        final_state,
     }
 }
 

@@ -8,7 +8,9 @@
 //! - metadata `problem`:
 //!   - `weight-bptt`: phi [N], w_i = sigmoid(phi_i); `batches` [K, b] i64; inner loss = batch
 //!     mean of w_i CE_i; metadata `optimizer` `sgd` (`inner_lr`, `momentum`) or `adam`
-//!     (`inner_lr`, `adam_beta1`, `adam_beta2`, `adam_eps`); output d L_V / d phi;
+//!     (`inner_lr`, `adam_beta1`, `adam_beta2`, `adam_eps`); output d L_V / d phi. With Adam,
+//!     optional `state.first` and `state.second` [|theta|] and metadata `state_step` start the
+//!     unroll from a student part-way through training (truncated BPTT's window);
 //!   - `blend-ift`: phi [C, C]; `pairs` [N] i64; lambda_i = 1 - 0.5 sigmoid(phi[y_i, y_pairs_i]);
 //!     inner loss = mean_i of lambda_i CE(f(x~_i), y_i) + (1 - lambda_i) CE(f(x~_i), y_pairs_i)
 //!     on x~_i = lambda_i x_i + (1 - lambda_i) x_pairs_i; metadata `neumann_terms` J,
@@ -34,7 +36,7 @@ use schema::artifact::{
 
 use super::ift::{self, InverseHessian};
 use super::module::ModuleProblem;
-use super::optim::InnerOptimizer;
+use super::optim::{InnerOptimizer, OptState};
 use super::{InnerProblem, bptt, step_batch_indices, step_row};
 use crate::models::{Input, Network};
 use crate::nn::loss;
@@ -63,6 +65,8 @@ enum Task {
     WeightBptt {
         batches: Vec<Vec<i64>>,
         optimizer: InnerOptimizer,
+        /// Adam's state at the start of the unroll: steps taken, first and second moments.
+        state: Option<(usize, Vec<f32>, Vec<f32>)>,
     },
     BlendIft {
         pairs: Vec<i64>,
@@ -303,7 +307,37 @@ impl Problem {
                     }
                 };
                 let batches = batches.chunks(b).map(<[i64]>::to_vec).collect();
-                (Task::WeightBptt { batches, optimizer }, vec![n])
+                let state = match (tensors.get("state.first"), tensors.get("state.second")) {
+                    (None, None) => None,
+                    (Some(_), Some(_)) if matches!(optimizer, InnerOptimizer::Adam { .. }) => {
+                        let len = [theta.len()];
+                        let (first, _) = f32_tensor(&tensors, "state.first", Some(&len))?;
+                        let (second, _) = f32_tensor(&tensors, "state.second", Some(&len))?;
+                        if second.iter().any(|&v| v < 0.0) {
+                            return Err(invalid("tensor \"state.second\" holds a negative value"));
+                        }
+                        let step = number(&metadata, "state_step", None)?;
+                        if step < 1.0 || step.fract() != 0.0 {
+                            return Err(invalid(format!(
+                                "metadata \"state_step\" = {step} must be a positive whole number"
+                            )));
+                        }
+                        Some((step as usize, first.to_vec(), second.to_vec()))
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "an optimiser state needs both \"state.first\" and \"state.second\", with optimizer adam",
+                        ));
+                    }
+                };
+                (
+                    Task::WeightBptt {
+                        batches,
+                        optimizer,
+                        state,
+                    },
+                    vec![n],
+                )
             }
             Some("blend-ift") => {
                 let (pairs, p_shape) = index_tensor(&tensors, "pairs", n)?;
@@ -415,7 +449,11 @@ impl Problem {
                     "finite-difference hypergradients apply to IFT problems (blend-ift) only",
                 ));
             }
-            Task::WeightBptt { batches, optimizer } => {
+            Task::WeightBptt {
+                batches,
+                optimizer,
+                state,
+            } => {
                 let batches = batches
                     .iter()
                     .map(|b| {
@@ -423,8 +461,25 @@ impl Problem {
                     })
                     .collect();
                 let problem = WeightedMlp { net, data, batches };
-                let out =
-                    bptt::hypergradient(&problem, &theta, &phi, *optimizer, problem.batches.len());
+                let vector = |v: &Vec<f32>| {
+                    Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device)
+                };
+                let state0 = match state {
+                    Some((step, first, second)) => OptState {
+                        step: *step,
+                        first: Some(vector(first)),
+                        second: Some(vector(second)),
+                    },
+                    None => OptState::new(),
+                };
+                let out = bptt::hypergradient_from(
+                    &problem,
+                    &theta,
+                    &state0,
+                    &phi,
+                    *optimizer,
+                    problem.batches.len(),
+                );
                 (out.hypergrad, out.val_loss)
             }
             Task::BlendIft { pairs, inverse } => {

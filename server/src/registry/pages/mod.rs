@@ -4,19 +4,26 @@
 //! binary. Writes go through the same REST routes as every client.
 
 pub mod charts;
-mod views;
+mod commentary;
+mod dataset;
+mod home;
+pub mod images;
+mod insights;
+mod login;
+mod run;
 
 use std::sync::OnceLock;
 
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use minijinja::Environment;
+use minijinja::{Environment, Value};
+use schema::api::{Phase, RunInfo};
 use serde::Deserialize;
 
-use super::SharedState;
+use super::app::SharedState;
 use super::auth::{COOKIE, find_token};
 use super::error::ApiError;
 
@@ -110,6 +117,42 @@ fn render(name: &str, context: minijinja::Value) -> Result<Html<String>, PageErr
     Ok(Html(templates().get_template(name)?.render(context)?))
 }
 
+/// Markup the page's own code drew (charts), inserted unescaped.
+fn svg(text: String) -> Value {
+    Value::from_safe_string(text)
+}
+
+/// The last 12 characters of an id (UUIDv7s share their first ones).
+fn short(id: &str) -> String {
+    id.chars()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
+}
+
+/// A run's progress in words.
+fn progress_text(run: &RunInfo) -> String {
+    match &run.progress {
+        None => "—".into(),
+        Some(p) => {
+            let phase = match p.phase {
+                Phase::Learning => "learning",
+                Phase::Evaluating => "evaluating",
+            };
+            match p.val_loss {
+                Some(loss) => format!(
+                    "{phase} {} / {}, validation loss {loss:.4}",
+                    p.step, p.total
+                ),
+                None => format!("{phase} {} / {}", p.step, p.total),
+            }
+        }
+    }
+}
+
 /// The signed-in user's token name, from the login cookie (a bad cookie is simply "not signed
 /// in" on pages).
 pub async fn signed_in(state: &SharedState, headers: &HeaderMap) -> Option<String> {
@@ -138,60 +181,19 @@ async fn private_reads(
 
 pub fn router(state: SharedState) -> Router<SharedState> {
     Router::new()
-        .route("/", get(views::home))
-        .route("/datasets/{digest}", get(views::dataset))
-        .route("/runs/{id}", get(views::run))
-        .route("/runs/{id}/chart.svg", get(views::run_chart))
-        .route("/commentaries/{id}", get(views::commentary))
-        .route("/commentaries/{id}/masks/{i}/{layer}", get(views::mask_png))
-        .route("/login", get(login_page).post(login))
-        .route("/logout", post(logout))
+        .route("/", get(home::home))
+        .route("/datasets/{digest}", get(dataset::dataset))
+        .route("/runs/{id}", get(run::run))
+        .route("/runs/{id}/chart.svg", get(run::run_chart))
+        .route("/commentaries/{id}", get(commentary::commentary))
+        .route(
+            "/commentaries/{id}/masks/{i}/{layer}",
+            get(images::mask_png),
+        )
+        .route("/login", get(login::login_page).post(login::login))
+        .route("/logout", post(login::logout))
         .route("/static/{file}", get(asset))
         .layer(axum::middleware::from_fn_with_state(state, private_reads))
-}
-
-async fn login_page(State(state): State<SharedState>, headers: HeaderMap) -> PageResult {
-    let user = signed_in(&state, &headers).await;
-    Ok(render(
-        "login.html",
-        minijinja::context! { title => "Log in", user },
-    )?
-    .into_response())
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    token: String,
-}
-
-/// Checks the token and keeps it in an HttpOnly, SameSite=Strict cookie.
-async fn login(State(state): State<SharedState>, Form(form): Form<LoginForm>) -> PageResult {
-    let secret = form.token.trim().to_string();
-    let known = find_token(&state.db, &secret)
-        .await
-        .map_err(|_| PageError::Internal)?;
-    if known.is_none() {
-        let page = render(
-            "login.html",
-            minijinja::context! { title => "Log in", error => "That token is unknown or revoked.", user => Option::<String>::None },
-        )?;
-        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
-    }
-    let cookie = format!("{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000");
-    let mut response = Redirect::to("/").into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    Ok(response)
-}
-
-async fn logout() -> Response {
-    let mut response = Redirect::to("/").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("commentary_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
-    response
 }
 
 /// Embedded CSS and JavaScript.

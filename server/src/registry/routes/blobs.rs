@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 
-use crate::registry::SharedState;
+use crate::registry::app::SharedState;
 use crate::registry::error::{ApiError, ApiResult};
 
 /// What is being served.

@@ -11,10 +11,11 @@ use utoipa::IntoParams;
 
 use super::PageParams;
 use super::blobs::{Served, serve};
-use crate::registry::SharedState;
+use crate::registry::app::SharedState;
 use crate::registry::auth::Auth;
 use crate::registry::datasets::{self, parse_digest};
 use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::pages::images::example_png;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -193,7 +194,7 @@ pub async fn example(
         .and_then(|i| i.parse().ok())
         .ok_or_else(|| ApiError::not_found(format!("{image:?} is not <index>.png")))?;
     let loaded = datasets::load_split(&state, &digest, &split).await?;
-    let (png, label) = datasets::example_png(&loaded, index)?;
+    let (png, label) = example_png(&loaded, index)?;
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),

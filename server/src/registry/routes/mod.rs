@@ -6,7 +6,6 @@ mod commentaries;
 mod datasets;
 mod ops;
 mod runs;
-mod workers;
 
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::SharedState;
+use super::app::SharedState;
 use super::error::{ApiError, json_rejections};
 
 #[derive(OpenApi)]
@@ -97,10 +96,10 @@ fn api_routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(runs::create, runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))
-        .routes(routes!(workers::lease))
-        .routes(routes!(workers::heartbeat))
-        .routes(routes!(workers::events))
-        .routes(routes!(workers::fail))
+        .routes(routes!(runs::worker::lease))
+        .routes(routes!(runs::worker::heartbeat))
+        .routes(routes!(runs::worker::events))
+        .routes(routes!(runs::worker::fail))
         .routes(routes!(commentaries::list))
         .routes(routes!(commentaries::get, commentaries::delete))
         .routes(routes!(commentaries::insights))
@@ -110,7 +109,7 @@ fn api_routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(datasets::upload))
         .routes(routes!(datasets::archive))
         .routes(routes!(runs::events))
-        .routes(routes!(workers::complete))
+        .routes(routes!(runs::worker::complete))
         .routes(routes!(commentaries::upload))
         .routes(routes!(commentaries::artifact));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -129,8 +128,8 @@ pub fn router(state: SharedState) -> Router {
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .route("/metrics", axum::routing::get(ops::metrics))
-        .merge(super::pages::router(state.clone()))
-        .fallback(super::pages::fallback)
+        .merge(crate::registry::pages::router(state.clone()))
+        .fallback(crate::registry::pages::fallback)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use schema::api::{Health, RunState};
 use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
 
-use crate::registry::SharedState;
+use crate::registry::app::SharedState;
 use crate::registry::db::entities::{commentary, dataset, run};
 use crate::registry::error::{ApiError, ApiResult};
 

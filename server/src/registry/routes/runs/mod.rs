@@ -1,8 +1,9 @@
-//! `/v1/runs...`: queue, inspect, cancel, and stream progress (SSE).
+//! `/v1/runs...`: queue, inspect, cancel, and stream progress (SSE). The worker protocol
+//! (lease, heartbeat, events, complete, fail) is in `worker`.
 
-use std::collections::VecDeque;
+pub mod worker;
+
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -13,11 +14,11 @@ use schema::api::{ErrorBody, Page, RunCreated, RunEvent, RunInfo, RunRequest, Ru
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::PageParams;
-use crate::registry::SharedState;
+use crate::registry::app::SharedState;
 use crate::registry::auth::Auth;
 use crate::registry::datasets::parse_digest;
 use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::routes::PageParams;
 use crate::registry::runs;
 
 /// Queue a learning run for a stored dataset.
@@ -130,66 +131,6 @@ pub async fn events(
         })
         .transpose()?;
     let after = resume.or(params.after).unwrap_or(0);
-    let tail = Tail {
-        state,
-        id,
-        after,
-        pending: VecDeque::new(),
-    };
-    let stream = futures::stream::unfold(tail, |mut tail| async move {
-        let event = tail.next().await?;
-        Some((Ok(event), tail))
-    });
+    let stream = runs::follow(state, id, after);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-/// Follows a run's stored events (polling, so events written by any replica are seen).
-struct Tail {
-    state: SharedState,
-    id: String,
-    after: i64,
-    pending: VecDeque<RunEvent>,
-}
-
-const POLL: Duration = Duration::from_millis(250);
-
-impl Tail {
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some(to_sse(&event));
-            }
-            let batch = runs::events_after(&self.state, &self.id, self.after, 200)
-                .await
-                .ok()?;
-            if let Some(last) = batch.last() {
-                self.after = last.seq;
-                self.pending.extend(batch);
-                continue;
-            }
-            // State changes are stored with their event, so an ended run has nothing more.
-            let run = runs::find(&self.state, &self.id).await.ok()?;
-            if run.state.parse::<RunState>().is_ok_and(|s| s.is_terminal()) {
-                return None;
-            }
-            let mut shutdown = self.state.shutdown.clone();
-            tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
-                _ = shutdown.wait_for(|s| *s) => return None,
-            }
-        }
-    }
-}
-
-fn to_sse(event: &RunEvent) -> Event {
-    let name = match &event.body {
-        schema::api::EventBody::State { .. } => "state",
-        schema::api::EventBody::Progress(_) => "progress",
-        schema::api::EventBody::Log { .. } => "log",
-    };
-    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
-    Event::default()
-        .id(event.seq.to_string())
-        .event(name)
-        .data(data)
 }

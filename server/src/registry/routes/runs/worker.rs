@@ -5,16 +5,16 @@ use axum::Json;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
-use bytes::Bytes;
 use schema::api::{
     CommentaryInfo, ErrorBody, EventsPost, FailPost, HeartbeatAnswer, Lease, LeaseRef,
     LeaseRequest, Scope,
 };
 
-use crate::registry::SharedState;
+use crate::registry::app::SharedState;
 use crate::registry::auth::Auth;
-use crate::registry::commentaries::{self, Upload};
+use crate::registry::commentaries;
 use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::routes::commentaries::{ArtifactForm, read_artifact_form};
 use crate::registry::runs;
 
 /// Take the oldest queued run (204 when none is queued).
@@ -74,62 +74,6 @@ pub async fn events(
     }
     runs::post_events(&state, &id, &body.lease, &body.events).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Form fields of `complete` and `POST /v1/commentaries`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ArtifactForm {
-    /// The lease (complete only).
-    lease: Option<String>,
-    /// `manifest.json`.
-    #[schema(format = Binary, value_type = String)]
-    manifest: Vec<u8>,
-    /// `tensors.safetensors`.
-    #[schema(format = Binary, value_type = String)]
-    tensors: Vec<u8>,
-    /// `report.json`, when the commentary was evaluated.
-    #[schema(format = Binary, value_type = Option<String>)]
-    report: Option<Vec<u8>>,
-}
-
-/// Reads the artifact fields of a multipart form.
-pub async fn read_artifact_form(mut form: Multipart) -> ApiResult<(Upload, Option<String>)> {
-    let mut manifest: Option<Bytes> = None;
-    let mut tensors: Option<Bytes> = None;
-    let mut report: Option<Bytes> = None;
-    let mut lease: Option<String> = None;
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_request(format!("bad multipart body: {e}")))?
-    {
-        let name = field.name().unwrap_or_default().to_string();
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("bad multipart field {name:?}: {e}")))?;
-        match name.as_str() {
-            "manifest" => manifest = Some(bytes),
-            "tensors" => tensors = Some(bytes),
-            "report" => report = Some(bytes),
-            "lease" => lease = Some(String::from_utf8_lossy(&bytes).into_owned()),
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unexpected form field {other:?}; expected manifest, tensors, report"
-                )));
-            }
-        }
-    }
-    let missing = |f: &str| ApiError::bad_request(format!("the form has no {f:?} field"));
-    Ok((
-        Upload {
-            manifest: manifest.ok_or_else(|| missing("manifest"))?,
-            tensors: tensors.ok_or_else(|| missing("tensors"))?,
-            report,
-        },
-        lease,
-    ))
 }
 
 /// Publish the run's artifact (multipart: lease, manifest, tensors, report); the run succeeds

@@ -1,0 +1,69 @@
+//! `ServeConfig`: everything `commentary serve` is configured with, and its laptop defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use trainer::data::Limits;
+use trainer::device::ComputeDevice;
+
+/// Everything `commentary serve` is configured with (flags and `COMMENTARY_*` variables).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// The SQLite database, local blobs and scratch space live here.
+    pub data_dir: PathBuf,
+    /// In-process learning workers (0: runs wait for remote workers).
+    pub workers: usize,
+    /// Device of the in-process workers.
+    pub device: ComputeDevice,
+    /// None: SQLite at `<data_dir>/commentary.db`.
+    pub database_url: Option<String>,
+    /// None: `<data_dir>/blobs`.
+    pub store_url: Option<String>,
+    /// A running run whose worker has not sent a heartbeat for this long is re-queued.
+    pub lease_ttl: Duration,
+    /// Leases a run may take before an expiry fails it.
+    pub max_attempts: u32,
+    /// Reads without a token are refused.
+    pub private_reads: bool,
+    /// Writes need a token even on a loopback bind.
+    pub require_token: bool,
+    /// Largest accepted request body (dataset archives).
+    pub max_upload_bytes: u64,
+    /// Caps on decoding uploaded archives.
+    pub limits: Limits,
+    /// Longest a non-streaming request may take.
+    pub request_timeout: Duration,
+    /// Write requests per second per caller (token or address); 0 = no limit.
+    pub write_rate_limit: u32,
+    /// Read requests per second per caller; 0 = no limit.
+    pub read_rate_limit: u32,
+    /// Memory for caching small blobs (commentary tensors); 0 disables.
+    pub blob_cache_bytes: u64,
+}
+
+impl ServeConfig {
+    /// Defaults for a laptop: loopback, `./data`, one worker.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir,
+            workers: 1,
+            device: ComputeDevice::Cpu,
+            database_url: None,
+            store_url: None,
+            lease_ttl: Duration::from_secs(60),
+            max_attempts: 3,
+            private_reads: false,
+            require_token: false,
+            max_upload_bytes: 4 << 30,
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(30),
+            write_rate_limit: 20,
+            read_rate_limit: 0,
+            blob_cache_bytes: 256 << 20,
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! State transitions of a run: the one conditional update every change goes through, and
+//! completing (publishing the artifact), failing and cancelling.
+
+use chrono::{DateTime, Utc};
+use schema::api::{EventBody, RunState};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _, TransactionTrait as _,
+};
+
+use super::events::append;
+use super::leases::leased;
+use super::queue::find;
+use crate::registry::app::SharedState;
+use crate::registry::commentaries::{self, Checked};
+use crate::registry::db::entities::run;
+use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::store::commentary_key;
+
+/// Changes state with a conditional update (`from` must still hold), recording an event.
+/// Returns whether this call made the change.
+pub(super) async fn transition(
+    db: &impl ConnectionTrait,
+    id: &str,
+    from: &[RunState],
+    to: RunState,
+    error: Option<&str>,
+    extra: impl FnOnce(sea_orm::UpdateMany<run::Entity>) -> sea_orm::UpdateMany<run::Entity>,
+) -> ApiResult<bool> {
+    let mut update = run::Entity::update_many()
+        .col_expr(run::Column::State, Expr::value(to.as_str()))
+        .col_expr(run::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(run::Column::Id.eq(id))
+        .filter(run::Column::State.is_in(from.iter().map(|s| s.as_str())));
+    if let Some(error) = error {
+        update = update.col_expr(run::Column::Error, Expr::value(error));
+    }
+    if to != RunState::Running {
+        update = update
+            .col_expr(run::Column::Lease, Expr::value(Option::<String>::None))
+            .col_expr(
+                run::Column::LeaseExpiresAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            );
+    }
+    update = extra(update);
+    let done = update.exec(db).await?.rows_affected == 1;
+    if done {
+        append(
+            db,
+            id,
+            &[EventBody::State {
+                state: to,
+                message: error.map(str::to_string),
+            }],
+        )
+        .await?;
+    }
+    Ok(done)
+}
+
+/// Publishes the run's artifact and marks it succeeded, in one transaction.
+pub async fn complete(
+    state: &SharedState,
+    id: &str,
+    lease: &str,
+    upload: commentaries::Upload,
+) -> ApiResult<String> {
+    let model = leased(state, id, lease).await?;
+    let checked: Checked = commentaries::check(state, upload).await?;
+    if checked.manifest.dataset.digest.to_string() != model.dataset_digest
+        || checked.manifest.kind.as_str() != model.kind
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_artifact",
+            format!(
+                "the artifact is a {} commentary for {}, but run {id} learns a {} commentary for {}",
+                checked.manifest.kind,
+                checked.manifest.dataset.digest,
+                model.kind,
+                model.dataset_digest
+            ),
+        ));
+    }
+    let commentary_id = uuid::Uuid::now_v7().to_string();
+    commentaries::store_blobs(state, &commentary_id, &checked).await?;
+    let txn = state.db.begin().await?;
+    commentaries::insert_row(&txn, &commentary_id, &checked, Some(id.to_string())).await?;
+    let lease_owned = lease.to_string();
+    let cid = commentary_id.clone();
+    let done = transition(
+        &txn,
+        id,
+        &[RunState::Running],
+        RunState::Succeeded,
+        None,
+        move |u| {
+            u.col_expr(run::Column::CommentaryId, Expr::value(cid))
+                .filter(run::Column::Lease.eq(lease_owned))
+        },
+    )
+    .await?;
+    if !done {
+        drop(txn);
+        for file in commentaries::FILES {
+            state
+                .store
+                .delete(&commentary_key(&commentary_id, file))
+                .await?;
+        }
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "lease_lost",
+            "the lease expired or the run was cancelled before it completed",
+        ));
+    }
+    txn.commit().await?;
+    tracing::info!(run = id, commentary = %commentary_id, "run succeeded");
+    Ok(commentary_id)
+}
+
+/// A worker reports that the run failed (not retried: the failure is the run's own).
+pub async fn fail(state: &SharedState, id: &str, lease: &str, error: &str) -> ApiResult<()> {
+    leased(state, id, lease).await?;
+    let lease_owned = lease.to_string();
+    let done = transition(
+        &state.db,
+        id,
+        &[RunState::Running],
+        RunState::Failed,
+        Some(error),
+        move |u| u.filter(run::Column::Lease.eq(lease_owned)),
+    )
+    .await?;
+    if done {
+        tracing::warn!(run = id, error, "run failed");
+    }
+    Ok(())
+}
+
+/// Cancels a queued or running run (a running one stops at its next heartbeat).
+pub async fn cancel(state: &SharedState, id: &str) -> ApiResult<run::Model> {
+    let model = find(state, id).await?;
+    let current: RunState = model
+        .state
+        .parse()
+        .map_err(|e: String| ApiError::internal(anyhow::anyhow!(e)))?;
+    if current.is_terminal() {
+        return Err(ApiError::conflict(format!("run {id} already {current}")));
+    }
+    transition(
+        &state.db,
+        id,
+        &[RunState::Queued, RunState::Running],
+        RunState::Cancelled,
+        None,
+        |u| u,
+    )
+    .await?;
+    find(state, id).await
+}

@@ -1,0 +1,155 @@
+//! The run queue: creating runs (after validating the request), finding and listing them, and
+//! their API view.
+
+use chrono::Utc;
+use schema::api::{Evaluation, EventBody, Progress, RunInfo, RunRequest, RunState};
+use schema::{CommentaryKind, LearnConfig};
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
+    Set, TransactionTrait as _,
+};
+
+use super::events::append;
+use crate::registry::app::SharedState;
+use crate::registry::datasets;
+use crate::registry::db;
+use crate::registry::db::entities::{dataset, run};
+use crate::registry::error::{ApiError, ApiResult};
+
+/// The API view of a row.
+pub fn info(model: &run::Model) -> ApiResult<RunInfo> {
+    let bad = |what: String| ApiError::internal(anyhow::anyhow!("stored run {}: {what}", model.id));
+    let config: LearnConfig =
+        serde_json::from_str(&model.config).map_err(|e| bad(e.to_string()))?;
+    let evaluation: Evaluation =
+        serde_json::from_str(&model.evaluation).map_err(|e| bad(e.to_string()))?;
+    let progress: Option<Progress> = match &model.progress {
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
+    Ok(RunInfo {
+        id: model.id.clone(),
+        dataset: schema::Sha256::parse(&model.dataset_digest).map_err(|e| bad(e.to_string()))?,
+        kind: model.kind.parse().map_err(bad)?,
+        algorithm: model.algorithm.parse().map_err(bad)?,
+        config,
+        evaluation,
+        state: model.state.parse().map_err(bad)?,
+        attempts: model.attempts.max(0) as u32,
+        max_attempts: model.max_attempts.max(0) as u32,
+        error: model.error.clone(),
+        progress,
+        commentary_id: model.commentary_id.clone(),
+        worker: model.worker.clone(),
+        created_at: model.created_at,
+        updated_at: model.updated_at,
+    })
+}
+
+/// Checks a run request and queues it.
+pub async fn create(state: &SharedState, request: RunRequest) -> ApiResult<run::Model> {
+    let digest = datasets::parse_digest(&request.dataset)?;
+    let stored = datasets::find(state, &digest).await?;
+    validate(&request, &stored)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let at = Utc::now();
+    let model = run::ActiveModel {
+        id: Set(id.clone()),
+        dataset_digest: Set(digest.to_string()),
+        kind: Set(request.kind.as_str().to_string()),
+        algorithm: Set(request.algorithm.to_string()),
+        config: Set(to_json(&request.config)?),
+        evaluation: Set(to_json(&request.evaluation)?),
+        state: Set(RunState::Queued.as_str().to_string()),
+        attempts: Set(0),
+        max_attempts: Set(state.config.max_attempts as i32),
+        lease: Set(None),
+        lease_expires_at: Set(None),
+        worker: Set(None),
+        error: Set(None),
+        progress: Set(None),
+        commentary_id: Set(None),
+        created_at: Set(at),
+        updated_at: Set(at),
+    };
+    let txn = state.db.begin().await?;
+    let model = model.insert(&txn).await?;
+    append(
+        &txn,
+        &id,
+        &[EventBody::State {
+            state: RunState::Queued,
+            message: None,
+        }],
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// Refuses requests that cannot work, before they wait in the queue.
+fn validate(request: &RunRequest, stored: &dataset::Model) -> ApiResult<()> {
+    use schema::Algorithm;
+    let config = &request.config;
+    let invalid = |m: String| Err(ApiError::unprocessable("invalid_run", m));
+    match (request.kind, request.algorithm) {
+        (CommentaryKind::ExampleWeighting, Algorithm::Ift) if !config.tabular => {
+            return invalid(
+                "example weighting with a teacher network is learned by bptt (the teacher's time input needs the trajectory)".into(),
+            );
+        }
+        (CommentaryKind::LabelBlending, Algorithm::Bptt) => {
+            return invalid("label blending is learned by ift".into());
+        }
+        _ => {}
+    }
+    if config.inner_steps == 0 || config.meta_steps == 0 || config.batch_size == 0 {
+        return invalid("inner_steps, meta_steps and batch_size must be positive".into());
+    }
+    let summary: schema::DatasetSummary =
+        serde_json::from_str(&stored.summary).map_err(anyhow::Error::from)?;
+    if summary.split("train").is_none() {
+        return invalid(format!(
+            "dataset {} has no train split to learn from",
+            summary.digest
+        ));
+    }
+    let e = &request.evaluation;
+    if !e.seeds.is_empty() && (e.steps == 0 || e.batch_size == 0 || e.eval_every == 0) {
+        return invalid("evaluation steps, eval_every and batch_size must be positive".into());
+    }
+    Ok(())
+}
+
+/// JSON for text columns.
+fn to_json(value: &impl serde::Serialize) -> ApiResult<String> {
+    serde_json::to_string(value).map_err(ApiError::internal)
+}
+
+/// The run `id`, or 404.
+pub async fn find(state: &SharedState, id: &str) -> ApiResult<run::Model> {
+    run::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run {id:?}")))
+}
+
+/// Runs, newest first, optionally of one dataset or state.
+pub async fn list(
+    state: &SharedState,
+    dataset: Option<&schema::Sha256>,
+    run_state: Option<RunState>,
+    offset: u64,
+    limit: u64,
+) -> ApiResult<(Vec<RunInfo>, bool)> {
+    let mut query = run::Entity::find().order_by_desc(run::Column::Id);
+    if let Some(digest) = dataset {
+        query = query.filter(run::Column::DatasetDigest.eq(digest.to_string()));
+    }
+    if let Some(s) = run_state {
+        query = query.filter(run::Column::State.eq(s.as_str()));
+    }
+    let (models, more) = db::page(&state.db, query, offset, limit).await?;
+    let items = models.iter().map(info).collect::<ApiResult<Vec<_>>>()?;
+    Ok((items, more))
+}

@@ -1,0 +1,129 @@
+//! Start-up and shutdown: opens storage, binds, and serves the router plus the in-process
+//! workers and the lease reaper until stopped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::app::{AppState, Metrics};
+use super::config::ServeConfig;
+use super::store::{BlobCache, BlobStore};
+use super::{auth, client, datasets, db, routes, runs, worker};
+
+/// A started server: its address, and a handle to stop it.
+pub struct Server {
+    pub addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("the server task panicked")?
+    }
+
+    /// Runs until Ctrl-C / SIGTERM.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.stop().await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// Opens storage, binds, and starts serving plus the in-process workers and the lease reaper.
+pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let staging_dir = config.data_dir.join("staging");
+    // Anything left here by a crash was never committed.
+    let _ = std::fs::remove_dir_all(&staging_dir);
+    std::fs::create_dir_all(&staging_dir)
+        .with_context(|| format!("cannot create {}", staging_dir.display()))?;
+    let url = db::database_url(config.database_url.as_deref(), &config.data_dir);
+    let db = db::connect(&url).await?;
+    let store = BlobStore::open(config.store_url.as_deref(), &config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    let anonymous_writes = addr.ip().is_loopback() && !config.require_token;
+    let workers = config.workers;
+    let device = config.device;
+    let blob_cache_bytes = config.blob_cache_bytes;
+    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let state = Arc::new(AppState {
+        shutdown: stop.clone(),
+        limiter: auth::RateLimits::new(config.write_rate_limit, config.read_rate_limit),
+        config,
+        db,
+        store,
+        staging_dir,
+        anonymous_writes,
+        internal_token: auth::new_token_secret(),
+        metrics: Metrics::default(),
+        examples: datasets::ExampleCache::default(),
+        blob_cache: BlobCache::new(blob_cache_bytes),
+    });
+    tracing::info!(
+        %addr,
+        database = %db::redact(&url),
+        store = %state.store.location,
+        anonymous_writes,
+        "registry listening"
+    );
+
+    let app = routes::router(state.clone());
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(runs::reap_forever(state.clone(), stop.clone()));
+    let base = format!("http://{addr}");
+    for n in 0..workers {
+        let client = client::Client::new(&base, Some(state.internal_token.clone()))?;
+        let options = worker::WorkerOptions {
+            name: format!("in-process-{n}"),
+            device,
+            poll: Duration::from_millis(500),
+            scratch: state.data_dir_scratch(),
+        };
+        background.spawn(worker::work_forever(client, options, stop.clone()));
+    }
+    let task = tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("the server stopped with an error");
+        background.shutdown().await;
+        served
+    });
+    Ok(Server {
+        addr,
+        shutdown,
+        task,
+    })
+}

@@ -1,0 +1,404 @@
+//! The generic meta-loops every kind shares, with checkpoints, progress and the time limit:
+//! BPTT with a fresh student per meta-step (the paper's Algorithm 1), online IFT (Algorithm 2),
+//! and truncated BPTT (one student trained for the whole run, phi updated through each window
+//! of its last `unroll_steps` steps).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::SeedableRng as _;
+use schema::LearnConfig;
+
+use super::checkpoint::Checkpoint;
+use super::{LearnError, LearnRequest, Progress};
+use crate::data::tensors::{LabelledImages, PreparedData, index_tensor};
+use crate::hypergrad::ift::{self, InverseHessian, OnlineState};
+use crate::hypergrad::optim::{InnerOptimizer, OptState};
+use crate::hypergrad::{InnerProblem, bptt};
+use crate::models::Network;
+
+/// The random stream of meta-step `step`: derived from the seed, so a resumed run continues
+/// exactly as an uninterrupted one.
+pub(crate) fn step_rng(seed: u64, step: usize) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64 + 1))
+}
+
+/// What every learning loop shares.
+pub(crate) struct Run<'a> {
+    pub request: &'a LearnRequest,
+    pub data: &'a PreparedData,
+    pub device: Device,
+    pub out: &'a Path,
+    pub fingerprint: String,
+    pub started: Instant,
+}
+
+impl Run<'_> {
+    pub fn config(&self) -> &LearnConfig {
+        &self.request.config
+    }
+
+    /// Whether the time limit is reached or a stop was requested.
+    pub fn out_of_time(&self) -> bool {
+        let stopped = (self.request.stop.as_ref()).is_some_and(|s| s.load(Ordering::Relaxed));
+        stopped
+            || self
+                .config()
+                .time_limit_s
+                .is_some_and(|l| self.started.elapsed() >= Duration::from_secs(l))
+    }
+
+    /// The checkpoint of an interrupted run of the same request when `usable`, else a fresh one
+    /// that `start` fills.
+    pub fn resume_or_start(
+        &self,
+        usable: impl Fn(&Checkpoint) -> bool,
+        start: impl FnOnce(&mut Checkpoint),
+    ) -> Checkpoint {
+        match Checkpoint::load(self.out, &self.fingerprint) {
+            Some(checkpoint) if usable(&checkpoint) => {
+                let step = checkpoint.next_step;
+                tracing::info!(
+                    meta_step = step,
+                    "resuming from checkpoint at meta-step {step}"
+                );
+                checkpoint
+            }
+            _ => {
+                let mut fresh = Checkpoint {
+                    best_val_loss: f32::INFINITY,
+                    ..Checkpoint::default()
+                };
+                start(&mut fresh);
+                fresh
+            }
+        }
+    }
+
+    /// Saves the checkpoint, reports progress, and says whether to stop (time is up).
+    pub fn end_meta_step(
+        &self,
+        checkpoint: &Checkpoint,
+        step: usize,
+        val_loss: f32,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<bool, LearnError> {
+        self.end_block(checkpoint, step, self.config().meta_steps as usize, val_loss, on_progress)
+    }
+
+    /// [`Self::end_meta_step`] for loops whose progress unit is a block (`steps` in all).
+    pub fn end_block(
+        &self,
+        checkpoint: &Checkpoint,
+        step: usize,
+        steps: usize,
+        val_loss: f32,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<bool, LearnError> {
+        checkpoint.save(self.out, &self.fingerprint)?;
+        on_progress(&Progress {
+            meta_step: step,
+            meta_steps: steps,
+            val_loss,
+            best_val_loss: checkpoint.best_val_loss,
+            elapsed: self.started.elapsed(),
+        });
+        let stop = self.out_of_time();
+        if stop {
+            tracing::info!(
+                meta_step = step,
+                "time limit reached; keeping the best commentary so far"
+            );
+        }
+        Ok(stop)
+    }
+
+    /// A fresh-student network for the dataset (parameters named `student.*`).
+    pub fn student(&self) -> Network {
+        let data = self.data;
+        Network::new(
+            &self.config().student,
+            "student.",
+            data.train.shape(),
+            0,
+            data.summary.classes.len(),
+        )
+    }
+
+    /// A fixed sample of validation examples for L_V.
+    pub fn validation(&self, rng: &mut StdRng) -> LabelledImages {
+        let mut chosen: Vec<i64> = (0..self.data.validation.len() as i64).collect();
+        chosen.shuffle(rng);
+        chosen.truncate(self.config().validation_batch_size.max(1) as usize);
+        chosen.sort_unstable();
+        self.data
+            .validation
+            .select(&index_tensor(&chosen, &self.device))
+    }
+}
+
+/// BPTT meta-steps, shared by example weighting and attention masks: each meta-step builds its
+/// inner problem with `make_problem` (fresh batches from the step's seeded stream), trains a
+/// fresh student K steps, and moves phi along d L_V / d phi with Adam.
+pub(crate) fn learn_bptt<'a>(
+    run: &Run<'_>,
+    phi_len: usize,
+    initial_phi: impl FnOnce() -> Tensor<1>,
+    steps: usize,
+    on_progress: &mut dyn FnMut(&Progress),
+    make_problem: &dyn Fn(&mut StdRng) -> Box<dyn InnerProblem + 'a>,
+    student: &Network,
+) -> Result<OnlineResult, LearnError> {
+    let (config, device) = (run.config(), &run.device);
+    let inner = InnerOptimizer::from_config(config);
+    let outer = outer_optimizer(config);
+    let mut checkpoint = run.resume_or_start(
+        |c| c.tensor("phi", phi_len, device).is_some(),
+        |fresh| {
+            let phi = initial_phi();
+            fresh.put("phi", &phi);
+            fresh.put("best_phi", &phi);
+        },
+    );
+    let mut phi = checkpoint
+        .tensor("phi", phi_len, device)
+        .unwrap_or_else(|| Tensor::zeros([phi_len], device));
+    let mut outer_state = checkpoint.state("outer", phi_len, device);
+    while checkpoint.next_step < config.meta_steps as usize {
+        let step = checkpoint.next_step;
+        let mut rng = step_rng(config.seed, step);
+        let problem = make_problem(&mut rng);
+        let theta0 = student.init(&mut rng, device);
+        let result = bptt::hypergradient(problem.as_ref(), &theta0, &phi, inner, steps);
+        checkpoint.record(step, result.val_loss, &phi)?;
+        let (next, state) = outer.step(&phi, &outer_state, result.hypergrad);
+        phi = next.detach();
+        outer_state = state.detached();
+        checkpoint.put("phi", &phi);
+        checkpoint.put_state("outer", &outer_state);
+        if run.end_meta_step(&checkpoint, step, result.val_loss, on_progress)? {
+            break;
+        }
+    }
+    Ok(OnlineResult {
+        best_phi: checkpoint.vector("best_phi"),
+        val_losses: checkpoint.vector("val_losses"),
+        best_val_loss: checkpoint.best_val_loss,
+    })
+}
+
+/// Adam on the commentary parameters.
+pub(crate) fn outer_optimizer(config: &LearnConfig) -> InnerOptimizer {
+    InnerOptimizer::Adam {
+        lr: config.outer_lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    }
+}
+
+/// What a learning loop (BPTT or online IFT) produced.
+pub(crate) struct OnlineResult {
+    pub best_phi: Vec<f32>,
+    pub val_losses: Vec<f32>,
+    pub best_val_loss: f32,
+}
+
+/// Online IFT, shared by label blending and attention masks: one student trains
+/// `meta_steps` x `inner_steps` steps while phi takes a hyper-step every `hyper_step_every`
+/// steps; progress and checkpoints come per block of `inner_steps`.
+pub(crate) fn learn_online_ift(
+    run: &Run<'_>,
+    problem: &dyn InnerProblem,
+    student: &Network,
+    initial_phi: Tensor<1>,
+    rng: &mut StdRng,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<OnlineResult, LearnError> {
+    let (config, device) = (run.config(), &run.device);
+    let inner = InnerOptimizer::from_config(config);
+    let outer = outer_optimizer(config);
+    let method = InverseHessian::Neumann {
+        terms: config.neumann_terms as usize,
+        alpha: config.neumann_lr,
+    };
+    let every = config.hyper_step_every.max(1) as usize;
+    let block = config.inner_steps.max(1) as usize;
+    let phi_len = initial_phi.dims()[0];
+    let mut checkpoint = run.resume_or_start(
+        |c| {
+            c.tensor("phi", phi_len, device).is_some()
+                && c.tensor("theta", student.len(), device).is_some()
+        },
+        |fresh| {
+            fresh.put("phi", &initial_phi);
+            fresh.put("best_phi", &initial_phi);
+            fresh.put("theta", &student.init(rng, device));
+        },
+    );
+    let theta = checkpoint
+        .tensor("theta", student.len(), device)
+        .unwrap_or_else(|| student.init(rng, device));
+    let phi = checkpoint
+        .tensor("phi", phi_len, device)
+        .unwrap_or_else(|| Tensor::zeros([phi_len], device));
+    let mut state = OnlineState {
+        inner: OptState {
+            step: checkpoint.next_step * block,
+            ..checkpoint.state("inner", student.len(), device)
+        },
+        outer: OptState {
+            step: checkpoint.next_step * block / every,
+            ..checkpoint.state("outer", phi_len, device)
+        },
+        ..OnlineState::new(theta, phi)
+    };
+    let meta_steps = config.meta_steps as usize;
+    while checkpoint.next_step < meta_steps {
+        let block_index = checkpoint.next_step;
+        let steps = block_index * block..(block_index + 1) * block;
+        let block_losses =
+            ift::learn_online(problem, &mut state, inner, outer, steps, every, method)
+                .map_err(|e| LearnError::Invalid(format!("in block {block_index}: {e}")))?;
+        let val_loss = match block_losses.last() {
+            Some(&(_, v)) => v,
+            None => crate::hypergrad::scalar(&problem.validation_loss(&state.theta)),
+        };
+        checkpoint.record(block_index, val_loss, &state.phi)?;
+        checkpoint.put("phi", &state.phi);
+        checkpoint.put("theta", &state.theta);
+        checkpoint.put_state("inner", &state.inner);
+        checkpoint.put_state("outer", &state.outer);
+        if run.end_meta_step(&checkpoint, block_index, val_loss, on_progress)? {
+            break;
+        }
+    }
+    Ok(OnlineResult {
+        best_phi: checkpoint.vector("best_phi"),
+        val_losses: checkpoint.vector("val_losses"),
+        best_val_loss: checkpoint.best_val_loss,
+    })
+}
+
+
+/// A window of truncated BPTT: the student steps it unrolls, counted over the student's whole
+/// training (so a teacher's time input is the run's progress).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub first_step: usize,
+    pub steps: usize,
+}
+
+/// Progress reports (and checkpoints) per student under truncated BPTT.
+const TRUNCATED_BLOCKS: usize = 10;
+
+/// Blocks (progress reports, L_V curve points) per student under truncated BPTT.
+pub(crate) fn truncated_blocks(config: &LearnConfig) -> usize {
+    let total = config.inner_steps.max(1) as usize;
+    let unroll = (config.unroll_steps.max(1) as usize).min(total);
+    TRUNCATED_BLOCKS.min(total.div_ceil(unroll))
+}
+
+/// Truncated (online) BPTT: `meta_steps` students in sequence, each trained `inner_steps`
+/// steps from a fresh initialisation with phi carried over; after every window of
+/// `unroll_steps` steps phi takes one outer Adam step along the exact hypergradient through
+/// that window (from the window's theta and optimiser state). `make_window` builds the
+/// window's inner problem (its batches and validation sample, from the window's seeded
+/// stream). Keeps the final phi; progress and checkpoints come per block of windows.
+pub(crate) fn learn_truncated<'a>(
+    run: &Run<'_>,
+    initial_phi: Tensor<1>,
+    student: &Network,
+    make_window: &dyn Fn(Window, &mut StdRng) -> Box<dyn InnerProblem + 'a>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<OnlineResult, LearnError> {
+    let (config, device) = (run.config(), &run.device);
+    let inner = InnerOptimizer::from_config(config);
+    let outer = outer_optimizer(config);
+    let total = config.inner_steps.max(1) as usize;
+    let unroll = (config.unroll_steps.max(1) as usize).min(total);
+    let windows = total.div_ceil(unroll);
+    let blocks = truncated_blocks(config);
+    let all_blocks = blocks * config.meta_steps as usize;
+    let phi_len = initial_phi.dims()[0];
+    let theta_len = student.len();
+    let mut checkpoint = run.resume_or_start(
+        |c| c.tensor("phi", phi_len, device).is_some(),
+        |fresh| fresh.put("phi", &initial_phi),
+    );
+    let mut phi = checkpoint
+        .tensor("phi", phi_len, device)
+        .unwrap_or_else(|| initial_phi.clone());
+    let mut outer_state = checkpoint.state("outer", phi_len, device);
+    let mut theta = checkpoint.tensor("theta", theta_len, device);
+    let mut inner_state = checkpoint.state("inner", theta_len, device);
+    while checkpoint.next_step < all_blocks {
+        let global_block = checkpoint.next_step;
+        let (student_index, block) = (global_block / blocks, global_block % blocks);
+        let first_window = block * windows / blocks;
+        let last_window = (block + 1) * windows / blocks;
+        let mut theta_now = match (block, theta.take()) {
+            (0, _) | (_, None) => {
+                inner_state = OptState::new();
+                student.init(&mut step_rng(config.seed, student_index), device)
+            }
+            (_, Some(theta)) => {
+                // The stored state's step count is the block's (see Checkpoint::state).
+                inner_state.step = first_window * unroll;
+                theta
+            }
+        };
+        let mut losses = Vec::with_capacity(last_window - first_window);
+        for w in first_window..last_window {
+            let first_step = w * unroll;
+            let window = Window {
+                first_step,
+                steps: unroll.min(total - first_step),
+            };
+            let mut rng = step_rng(config.seed ^ 0x7E57_0000, student_index * windows + w);
+            let problem = make_window(window, &mut rng);
+            let result = bptt::hypergradient_from(
+                problem.as_ref(),
+                &theta_now,
+                &inner_state,
+                &phi,
+                inner,
+                window.steps,
+            );
+            if !result.val_loss.is_finite() {
+                return Err(LearnError::Invalid(format!(
+                    "the validation loss became {} at student step {} of student {student_index}: lower inner_lr or outer_lr",
+                    result.val_loss,
+                    first_step + window.steps
+                )));
+            }
+            losses.push(result.val_loss);
+            outer_state.step = student_index * windows + w;
+            let (next, state) = outer.step(&phi, &outer_state, result.hypergrad);
+            phi = next.detach();
+            outer_state = state.detached();
+            theta_now = result.final_theta.detach();
+            inner_state = result.final_state.detached();
+        }
+        let val_loss = losses.iter().sum::<f32>() / losses.len().max(1) as f32;
+        checkpoint.record(global_block, val_loss, &phi)?;
+        checkpoint.put("phi", &phi);
+        checkpoint.put("theta", &theta_now);
+        checkpoint.put_state("outer", &outer_state);
+        checkpoint.put_state("inner", &inner_state);
+        theta = Some(theta_now);
+        if run.end_block(&checkpoint, global_block, all_blocks, val_loss, on_progress)? {
+            break;
+        }
+    }
+    let val_losses = checkpoint.vector("val_losses");
+    Ok(OnlineResult {
+        best_phi: checkpoint.vector("phi"),
+        best_val_loss: val_losses.last().copied().unwrap_or(f32::NAN),
+        val_losses,
+    })
+}
