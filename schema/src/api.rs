@@ -133,16 +133,24 @@ pub struct RunRequest {
     /// The dataset's digest (`sha256:<hex>` or bare hex); it must be stored.
     pub dataset: String,
     pub kind: CommentaryKind,
-    #[serde(default = "default_algorithm")]
-    pub algorithm: Algorithm,
+    /// Unset: [`Algorithm::default_for`] the kind (truncated-bptt for example weighting on a
+    /// dataset with a trusted `val` split); the run records the algorithm it resolved to.
+    #[serde(default)]
+    pub algorithm: Option<Algorithm>,
     #[serde(default)]
     pub config: LearnConfig,
     #[serde(default)]
     pub evaluation: Evaluation,
 }
 
-fn default_algorithm() -> Algorithm {
-    Algorithm::Bptt
+impl RunRequest {
+    /// The algorithm this request runs on a dataset with `splits`.
+    pub fn resolved_algorithm(&self, splits: &[&str]) -> Algorithm {
+        self.algorithm.unwrap_or_else(|| {
+            let trusted = self.config.validation_split.is_some() || splits.contains(&"val");
+            Algorithm::default_for(self.kind, trusted)
+        })
+    }
 }
 
 /// A learning run as the API shows it.
@@ -275,11 +283,14 @@ pub struct CommentaryInfo {
     pub dataset: Sha256,
     pub kind: CommentaryKind,
     pub algorithm: Algorithm,
-    /// sha256 of `tensors.safetensors` (also its ETag).
-    pub tensors_sha256: String,
+    /// sha256 of `tensors.safetensors`; its bare hex, quoted, is the artifact's strong ETag.
+    pub tensors_sha256: Sha256,
     pub tensors_bytes: u64,
     /// Test-accuracy gain of students trained with it over without (from its apply report).
     pub improvement: Option<f64>,
+    /// Its apply report found it hurts beyond noise (z < -2): never picked as "best".
+    #[serde(default)]
+    pub harmful: bool,
     pub run_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -291,6 +302,26 @@ pub struct CommentaryDetail {
     pub info: CommentaryInfo,
     pub manifest: ArtifactManifest,
     pub report: Option<ApplyReport>,
+}
+
+/// One train example's learned weight (`GET /v1/commentaries/{id}/examples`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExampleWeight {
+    /// Index in the train split's canonical order (as in the dataset's example images).
+    pub index: u64,
+    pub label: u32,
+    /// The label's class name.
+    pub class: String,
+    /// The weight, averaged over training progress 0, 0.25, 0.5, 0.75 and 1.
+    pub weight: f32,
+}
+
+/// The lowest-weighted train examples first: the suspected mislabeled ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExampleWeights {
+    /// Train examples weighed in all.
+    pub total: u64,
+    pub items: Vec<ExampleWeight>,
 }
 
 /// A tensor in JSON, for pages and quick looks (`GET /v1/commentaries/{id}/insights`).

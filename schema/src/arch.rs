@@ -130,15 +130,28 @@ pub fn cbr_feature_map(h: usize, w: usize) -> (usize, usize) {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum CommentarySpec {
-    /// Teacher network t(x, i/T) -> (0,1): the image gets the iteration as an extra channel,
-    /// and optionally the label as a one-hot input to the last layer.
-    Teacher { net: NetSpec, label_input: bool },
+    /// Teacher network t(x, i/S) -> (0,1): the image gets the training progress as an extra
+    /// channel; optionally the label as a one-hot input to the last layer (`label_input`: it
+    /// can only shift the logit per class), or a per-class head (`label_head`: one output per
+    /// class, w = sigmoid(out[y]), which can tell an image of one class labelled as another).
+    Teacher {
+        net: NetSpec,
+        label_input: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        label_head: bool,
+    },
     /// One logit per train example (canonical order); w_i = sigmoid(logit_i).
     Table,
     /// C x C logits M; lambda = 1 - 0.5 * sigmoid(M[y_i, y_j]).
     BlendMatrix,
-    /// Mask network m(x) -> [0,1]^{HxW} (a sigmoid on H*W outputs).
-    MaskNet { net: NetSpec },
+    /// Mask network on H*W outputs z: m(x) = 1 + 0.5 tanh(z) in (0.5, 1.5) when `centered`
+    /// (learned from m = 1, so a mask starts harmless), else sigmoid(z) in (0, 1) (artifacts
+    /// written before centred masks).
+    MaskNet {
+        net: NetSpec,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        centered: bool,
+    },
 }
 
 impl CommentarySpec {
@@ -160,17 +173,22 @@ impl CommentarySpec {
     ) -> Vec<(String, Vec<usize>)> {
         const PREFIX: &str = "commentary.";
         match self {
-            Self::Teacher { net, label_input } => {
+            Self::Teacher {
+                net,
+                label_input,
+                label_head,
+            } => {
                 let with_time = ImageShape {
                     channels: shape.channels + 1,
                     ..shape
                 };
                 let extra = if *label_input { classes } else { 0 };
-                net.parameter_shapes(PREFIX, with_time, extra, 1)
+                let outputs = if *label_head { classes } else { 1 };
+                net.parameter_shapes(PREFIX, with_time, extra, outputs)
             }
             Self::Table => vec![(format!("{PREFIX}logits"), vec![train_examples])],
             Self::BlendMatrix => vec![(format!("{PREFIX}logits"), vec![classes, classes])],
-            Self::MaskNet { net } => net.parameter_shapes(
+            Self::MaskNet { net, .. } => net.parameter_shapes(
                 PREFIX,
                 shape,
                 0,
@@ -213,6 +231,7 @@ mod tests {
         let spec = CommentarySpec::Teacher {
             net: NetSpec::Cbr,
             label_input: true,
+            label_head: false,
         };
         let shapes = spec.parameter_shapes(MNIST, 10, 100);
         assert_eq!(

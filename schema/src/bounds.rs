@@ -140,8 +140,12 @@ impl LearnConfig {
         unit_interval("momentum", self.momentum)?;
         unit_interval("adam_beta1", self.adam_beta1)?;
         unit_interval("adam_beta2", self.adam_beta2)?;
-        if !self.adam_eps.is_finite() || self.adam_eps <= 0.0 {
-            return refuse(format!("adam_eps is {}; it must be positive", self.adam_eps));
+        unit_interval("outer_beta1", self.outer_beta1)?;
+        unit_interval("outer_beta2", self.outer_beta2)?;
+        for (name, eps) in [("adam_eps", self.adam_eps), ("outer_eps", self.outer_eps)] {
+            if !eps.is_finite() || eps <= 0.0 {
+                return refuse(format!("{name} is {eps}; it must be positive"));
+            }
         }
         if self.validation_split.as_deref() == Some(TEST_SPLIT) {
             return refuse(

@@ -167,6 +167,10 @@ pub struct LearnConfig {
     pub adam_eps: f64,
     /// Learning rate of the outer Adam on the commentary parameters.
     pub outer_lr: f64,
+    /// The outer Adam's beta1, beta2 and eps.
+    pub outer_beta1: f64,
+    pub outer_beta2: f64,
+    pub outer_eps: f64,
     /// IFT: Neumann series terms J (0 gives alpha * grad).
     pub neumann_terms: u32,
     /// IFT: Neumann step size alpha.
@@ -177,8 +181,12 @@ pub struct LearnConfig {
     pub student: NetSpec,
     /// The commentary network: the teacher (example weighting) or the mask network.
     pub commentary_net: NetSpec,
-    /// Example weighting: give the teacher the label as a one-hot input to its last layer.
+    /// Example weighting: give the teacher the label as a one-hot input to its last layer (an
+    /// additive shift of its logit per class).
     pub label_input: bool,
+    /// Example weighting: give the teacher one output per class and weigh each example by its
+    /// label's output (what finding mislabeled examples needs).
+    pub label_head: bool,
     /// Example weighting: learn a per-example weight table instead of a teacher network.
     pub tabular: bool,
     /// Stop learning after this many seconds and keep the best commentary so far.
@@ -205,10 +213,12 @@ impl LearnConfig {
             CommentaryKind::ExampleWeighting => CommentarySpec::Teacher {
                 net: self.commentary_net.clone(),
                 label_input: self.label_input,
+                label_head: self.label_head,
             },
             CommentaryKind::LabelBlending => CommentarySpec::BlendMatrix,
             CommentaryKind::AttentionMask => CommentarySpec::MaskNet {
                 net: self.commentary_net.clone(),
+                centered: true,
             },
         }
     }
@@ -232,12 +242,16 @@ impl Default for LearnConfig {
             adam_beta2: 0.999,
             adam_eps: 1e-8,
             outer_lr: 1e-2,
+            outer_beta1: 0.9,
+            outer_beta2: 0.999,
+            outer_eps: 1e-8,
             neumann_terms: 1,
             neumann_lr: 1e-2,
             hyper_step_every: 1,
             student: NetSpec::Cbr,
             commentary_net: NetSpec::Cbr,
             label_input: false,
+            label_head: false,
             tabular: false,
             time_limit_s: None,
         }

@@ -238,7 +238,7 @@ async fn scenario(backend: &Backend) {
     let body = full.bytes().await.expect("bytes");
     let sha = hex::encode(Sha256::digest(&body));
     assert_eq!(etag, format!("\"{sha}\""));
-    assert_eq!(first["tensors_sha256"], sha.as_str());
+    assert_eq!(first["tensors_sha256"], format!("sha256:{sha}").as_str());
     let cached = client
         .http
         .get(client.url(&path))

@@ -253,10 +253,12 @@ pub fn spec_for(kind: CommentaryKind) -> CommentarySpec {
         CommentaryKind::ExampleWeighting => CommentarySpec::Teacher {
             net: NetSpec::Cbr,
             label_input: true,
+            label_head: false,
         },
         CommentaryKind::LabelBlending => CommentarySpec::BlendMatrix,
         CommentaryKind::AttentionMask => CommentarySpec::MaskNet {
             net: NetSpec::Mlp { hidden: vec![32] },
+            centered: true,
         },
     }
 }

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use schema::artifact::{Tensor, TensorMap, TensorValues, encode_tensors};
 use tempfile::TempDir;
 use tests::workspace_root;
-use trainer::hypergrad::problem::Problem;
+use trainer::verify::Problem;
 
 const D: usize = 5;
 const HIDDEN: usize = 6;

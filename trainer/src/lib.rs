@@ -9,3 +9,4 @@ pub mod hypergrad;
 pub mod learn;
 pub mod models;
 pub mod nn;
+pub mod verify;

@@ -4,7 +4,7 @@
 
 use burn::tensor::Device;
 use schema::artifact::{Tensor, TensorMap, TensorValues, encode_tensors};
-use trainer::hypergrad::problem::Problem;
+use trainer::verify::Problem;
 
 /// A fixed 4-5-3 MLP weight-bptt problem with Adam (values from a simple LCG).
 fn problem_bytes() -> Vec<u8> {

@@ -66,11 +66,13 @@ function setupRunForm() {
     const value = (name) => form.elements[name].value;
     const net = value("student") === "cbr" ? { type: "cbr" } : { type: "mlp", hidden: [128] };
     const evalSteps = Number(value("eval_steps"));
+    const config = {};
+    if (value("validation_split")) config.validation_split = value("validation_split");
     const body = {
       dataset: form.dataset.dataset,
       kind: value("kind"),
-      algorithm: value("algorithm"),
       config: {
+        ...config,
         meta_steps: Number(value("meta_steps")),
         inner_steps: Number(value("inner_steps")),
         batch_size: Number(value("batch_size")),
@@ -80,6 +82,7 @@ function setupRunForm() {
       },
       evaluation: evalSteps > 0 ? { steps: evalSteps } : { seeds: [] },
     };
+    if (value("algorithm")) body.algorithm = value("algorithm");
     say(form, "Starting…", true);
     const response = await fetch("/v1/runs", {
       method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" },

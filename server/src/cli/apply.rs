@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
+use schema::api::Evaluation;
 use schema::arch::NetSpec;
 use schema::artifact::{REPORT_FILE, write_atomically};
 use trainer::apply::{ApplyOptions, apply};
@@ -35,18 +36,18 @@ pub struct ApplyArgs {
     #[arg(long, value_parser = NetSpec::parse)]
     student: Option<NetSpec>,
     /// Seeds of the fresh students, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    #[arg(long, value_delimiter = ',', default_values_t = Evaluation::default().seeds)]
     seeds: Vec<u64>,
     /// Student training steps.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = Evaluation::default().steps as usize)]
     steps: usize,
     /// Evaluate on the validation examples every this many steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = Evaluation::default().eval_every as usize)]
     eval_every: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = Evaluation::default().batch_size as usize)]
     batch_size: usize,
     /// Adam learning rate of the students.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = Evaluation::default().lr)]
     lr: f64,
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]

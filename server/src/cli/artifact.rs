@@ -1,4 +1,4 @@
-//! `commentary artifact verify`.
+//! `commentary artifact verify|examples`.
 
 use std::path::PathBuf;
 
@@ -12,6 +12,18 @@ pub enum ArtifactCommand {
     Verify {
         /// The artifact directory (holding manifest.json and tensors.safetensors).
         dir: PathBuf,
+    },
+    /// List an example-weighting artifact's lowest-weighted train examples: the suspected
+    /// mislabeled ones (canonical train index, label, weight).
+    Examples {
+        /// The artifact directory.
+        dir: PathBuf,
+        /// How many to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print CSV (index,label,class,weight) instead of a table.
+        #[arg(long)]
+        csv: bool,
     },
 }
 
@@ -36,6 +48,37 @@ pub fn run(command: ArtifactCommand) -> anyhow::Result<()> {
             );
             if artifact.report.is_some() {
                 println!("    report.json present");
+            }
+        }
+        ArtifactCommand::Examples { dir, limit, csv } => {
+            let artifact = verify_artifact(&dir)?;
+            let listed = crate::registry::commentaries::lowest_weighted(
+                &artifact.tensors,
+                &artifact.manifest.dataset.classes,
+                limit,
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} has no per-example weights (example-weighting artifacts of format 2 have them)",
+                    dir.display()
+                )
+            })?;
+            if csv {
+                println!("index,label,class,weight");
+            } else {
+                println!(
+                    "the {} lowest-weighted of {} train examples (canonical index):",
+                    listed.items.len(),
+                    listed.total
+                );
+            }
+            for e in &listed.items {
+                if csv {
+                    println!("{},{},\"{}\",{}", e.index, e.label, e.class.replace('"', "\"\""), e.weight);
+                } else {
+                    println!("{:>8}  label {:<10} weight {:.4}", e.index, e.class, e.weight);
+                }
             }
         }
     }

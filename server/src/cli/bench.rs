@@ -84,12 +84,13 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             Tensor::<1, Int>::from_data(TensorData::new(indices, [args.batch_size]), &device)
         })
         .collect();
-    let teacher = teacher_network(&NetSpec::Cbr, SHAPE, CLASSES, false);
+    let teacher = teacher_network(&NetSpec::Cbr, SHAPE, CLASSES, false, false);
     let problem = TeacherWeighting {
         student: Network::new(&NetSpec::Cbr, "student.", SHAPE, 0, CLASSES),
         source: WeightSource::Teacher {
             net: teacher.clone(),
             label_input: false,
+            label_head: false,
             horizon: args.inner_steps,
         },
         train,

@@ -1,5 +1,5 @@
 //! `commentary hypergrad SPEC --out OUT`: solve a hypergradient problem file (see
-//! `trainer::hypergrad::problem`), so the engine can be checked against other frameworks.
+//! `trainer::verify`), so the engine can be checked against other frameworks.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use schema::artifact::HypergradientMethod;
 use trainer::device::{ComputeDevice, burn_device};
-use trainer::hypergrad::problem::Problem;
+use trainer::verify::Problem;
 
 #[derive(Debug, Args)]
 pub struct HypergradArgs {

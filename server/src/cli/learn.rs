@@ -85,6 +85,9 @@ struct ConfigOverrides {
     /// Give the teacher the label as an input.
     #[arg(long)]
     label_input: bool,
+    /// Give the teacher one output per class, weighing each example by its label's output.
+    #[arg(long)]
+    label_head: bool,
     /// Example weighting: learn a per-example weight table instead of a teacher network.
     #[arg(long)]
     tabular: bool,
@@ -132,6 +135,7 @@ impl ConfigOverrides {
             commentary_net
         );
         config.label_input |= self.label_input;
+        config.label_head |= self.label_head;
         config.tabular |= self.tabular;
     }
 }

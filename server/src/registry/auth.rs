@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, header};
 use axum_extra::extract::CookieJar;
 use chrono::Utc;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::app::SharedState;
 use super::db::entities::token;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorKind};
 
 /// Name of the login cookie.
 pub const COOKIE: &str = "commentary_token";
@@ -266,8 +266,7 @@ impl RateLimits {
         let limiter = if is_write { &self.writes } else { &self.reads };
         match limiter {
             Some(limiter) if limiter.check_key(&caller.key()).is_err() => Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorKind::RateLimited,
                 "too many requests from this caller; slow down and retry",
             )),
             _ => Ok(()),
@@ -307,7 +306,7 @@ mod tests {
         let refused = limits
             .check(&a, true)
             .expect_err("third write in a burst of 2");
-        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
         assert!(
             limits.check(&b, true).is_ok(),
             "another caller has its own bucket"

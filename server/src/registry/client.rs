@@ -213,11 +213,13 @@ impl Client {
         kind: Option<CommentaryKind>,
         out: &Path,
     ) -> anyhow::Result<CommentaryDetail> {
-        let page = self.commentaries(dataset, kind, "improvement", 1).await?;
-        let Some(best) = page.items.first() else {
+        // The largest improvement first; a commentary found harmful is never the pick.
+        let page = self.commentaries(dataset, kind, "improvement", 50).await?;
+        let Some(best) = page.items.iter().find(|c| !c.harmful) else {
             anyhow::bail!(
-                "the registry has no {}commentary for dataset {dataset}",
-                kind.map(|k| format!("{k} ")).unwrap_or_default()
+                "the registry has no {}commentary for dataset {dataset}{}",
+                kind.map(|k| format!("{k} ")).unwrap_or_default(),
+                if page.items.is_empty() { "" } else { " that is not marked harmful" }
             );
         };
         let detail = self.commentary(&best.id).await?;

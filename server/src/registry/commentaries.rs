@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chrono::Utc;
-use schema::api::{CommentaryDetail, CommentaryInfo, Insights, JsonTensor};
+use schema::api::{
+    CommentaryDetail, CommentaryInfo, ExampleWeight, ExampleWeights, Insights, JsonTensor,
+};
 use schema::artifact::{
     ArtifactManifest, INSIGHT_PREFIX, MANIFEST_FILE, REPORT_FILE, TENSORS_FILE, TensorMap,
     TensorValues, decode_tensors, verify_artifact,
@@ -19,11 +21,8 @@ use sea_orm::{
 
 use super::app::SharedState;
 use super::db::entities::{commentary, dataset};
-use super::error::{ApiError, ApiResult};
-use super::store::commentary_key;
-
-/// The files of an artifact as stored.
-pub const FILES: [&str; 3] = [MANIFEST_FILE, TENSORS_FILE, REPORT_FILE];
+use super::error::{ApiError, ApiResult, ErrorKind};
+use super::store::{ArtifactFile, StorageKey};
 
 /// An artifact received over HTTP, not yet trusted.
 pub struct Upload {
@@ -56,8 +55,8 @@ pub async fn check(state: &SharedState, upload: Upload) -> ApiResult<Checked> {
             }
         }
         verify_artifact(&dir).map_err(|e| {
-            ApiError::unprocessable(
-                "invalid_artifact",
+            ApiError::new(
+                ErrorKind::InvalidArtifact,
                 e.to_string()
                     .replace(&dir.display().to_string(), "artifact"),
             )
@@ -68,7 +67,7 @@ pub async fn check(state: &SharedState, upload: Upload) -> ApiResult<Checked> {
     drop(scratch);
     let report = match &upload.report {
         Some(bytes) => Some(serde_json::from_slice::<ApplyReport>(bytes).map_err(|e| {
-            ApiError::unprocessable("invalid_artifact", format!("{REPORT_FILE}: {e}"))
+            ApiError::new(ErrorKind::InvalidArtifact, format!("{REPORT_FILE}: {e}"))
         })?),
         None => None,
     };
@@ -78,8 +77,8 @@ pub async fn check(state: &SharedState, upload: Upload) -> ApiResult<Checked> {
         .await?
         .is_none()
     {
-        return Err(ApiError::unprocessable(
-            "unknown_dataset",
+        return Err(ApiError::new(
+            ErrorKind::UnknownDataset,
             format!(
                 "the commentary is for dataset {digest}, which is not stored here; push it first"
             ),
@@ -97,17 +96,26 @@ pub async fn store_blobs(state: &SharedState, id: &str, checked: &Checked) -> Ap
     let upload = &checked.upload;
     state
         .store
-        .put(&commentary_key(id, TENSORS_FILE), upload.tensors.clone())
+        .put(
+            &StorageKey::commentary(id, ArtifactFile::Tensors),
+            upload.tensors.clone(),
+        )
         .await?;
     if let Some(report) = &upload.report {
         state
             .store
-            .put(&commentary_key(id, REPORT_FILE), report.clone())
+            .put(
+                &StorageKey::commentary(id, ArtifactFile::Report),
+                report.clone(),
+            )
             .await?;
     }
     state
         .store
-        .put(&commentary_key(id, MANIFEST_FILE), upload.manifest.clone())
+        .put(
+            &StorageKey::commentary(id, ArtifactFile::Manifest),
+            upload.manifest.clone(),
+        )
         .await?;
     Ok(())
 }
@@ -163,12 +171,22 @@ pub fn info(model: &commentary::Model) -> ApiResult<CommentaryInfo> {
         dataset: Sha256::parse(&model.dataset_digest).map_err(|e| bad(e.to_string()))?,
         kind: model.kind.parse().map_err(bad)?,
         algorithm: model.algorithm.parse().map_err(bad)?,
-        tensors_sha256: model.tensors_sha256.clone(),
+        tensors_sha256: Sha256::parse(&model.tensors_sha256).map_err(|e| bad(e.to_string()))?,
         tensors_bytes: model.tensors_bytes.max(0) as u64,
         improvement: model.improvement,
+        harmful: model.report.as_deref().is_some_and(report_says_harmful),
         run_id: model.run_id.clone(),
         created_at: model.created_at,
     })
+}
+
+/// Whether a stored apply report marks its commentary harmful (reports written before the
+/// flag existed are not).
+fn report_says_harmful(report: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(report)
+        .ok()
+        .and_then(|v| v.get("harmful").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
 }
 
 /// How lists are ordered.
@@ -233,6 +251,57 @@ pub fn detail(model: &commentary::Model) -> ApiResult<CommentaryDetail> {
     })
 }
 
+/// Most examples one `GET /v1/commentaries/{id}/examples` returns.
+pub const MAX_EXAMPLES_LISTED: usize = 10_000;
+
+/// The train examples by learned weight, lowest first (at most `limit`), from the
+/// `insight.example_weights` and `insight.example_labels` tensors; None when the artifact has
+/// none (other kinds, format 1 artifacts).
+pub fn lowest_weighted(
+    tensors: &TensorMap,
+    classes: &[String],
+    limit: usize,
+) -> Result<Option<ExampleWeights>, String> {
+    let (Some(weights), Some(labels)) = (
+        tensors.get("insight.example_weights"),
+        tensors.get("insight.example_labels"),
+    ) else {
+        return Ok(None);
+    };
+    let (Some(weights), TensorValues::I64(labels)) = (weights.as_f32(), labels.values()) else {
+        return Err("example weights must be F32 and labels I64".into());
+    };
+    if weights.len() != labels.len() {
+        return Err(format!(
+            "{} example weights but {} labels",
+            weights.len(),
+            labels.len()
+        ));
+    }
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| weights[a].total_cmp(&weights[b]).then(a.cmp(&b)));
+    let items = order
+        .into_iter()
+        .take(limit.min(MAX_EXAMPLES_LISTED))
+        .map(|i| {
+            let label = u32::try_from(labels[i]).map_err(|_| format!("label {} is negative", labels[i]))?;
+            Ok(ExampleWeight {
+                index: i as u64,
+                label,
+                class: classes
+                    .get(label as usize)
+                    .cloned()
+                    .ok_or_else(|| format!("label {label} has no class"))?,
+                weight: weights[i],
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Some(ExampleWeights {
+        total: weights.len() as u64,
+        items,
+    }))
+}
+
 /// The strong ETag of a commentary's tensors: their sha256, quoted.
 pub fn tensors_etag(model: &commentary::Model) -> String {
     format!("\"{}\"", model.tensors_sha256)
@@ -241,7 +310,7 @@ pub fn tensors_etag(model: &commentary::Model) -> String {
 /// The commentary's tensors, decoded; the bytes come through the blob cache, so pages that
 /// draw from them (insights, mask images) do not read the store on every request.
 pub async fn tensors(state: &SharedState, model: &commentary::Model) -> ApiResult<TensorMap> {
-    let key = commentary_key(&model.id, TENSORS_FILE);
+    let key = StorageKey::commentary(&model.id, ArtifactFile::Tensors);
     let bytes = state
         .blob_cache
         .get(&state.store, &key, &tensors_etag(model))
@@ -289,8 +358,11 @@ pub async fn delete(state: &SharedState, id: &str) -> ApiResult<()> {
     commentary::Entity::delete_by_id(&model.id)
         .exec(&state.db)
         .await?;
-    for file in FILES {
-        state.store.delete(&commentary_key(&model.id, file)).await?;
+    for file in ArtifactFile::ALL {
+        state
+            .store
+            .delete(&StorageKey::commentary(&model.id, file))
+            .await?;
     }
     Ok(())
 }

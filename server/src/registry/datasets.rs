@@ -20,12 +20,13 @@ use trainer::data::{Dataset, SplitData};
 
 use super::app::SharedState;
 use super::db::entities::{commentary, dataset, run, run_event};
-use super::error::{ApiError, ApiResult};
-use super::store::{commentary_key, dataset_archive_key};
+use super::error::{ApiError, ApiResult, ErrorKind};
+use super::extract::DigestPath;
+use super::store::{ArtifactFile, StorageKey};
 
-/// Parses a digest from a path or query (`sha256:<hex>` or bare hex).
+/// Parses a digest from a query or a body (`sha256:<hex>` or bare hex), as paths are.
 pub fn parse_digest(text: &str) -> ApiResult<Sha256> {
-    Sha256::parse(text).map_err(|e| ApiError::bad_request(format!("bad digest {text:?}: {e}")))
+    DigestPath::parse(text).map(|d| d.0)
 }
 
 /// Streams an upload into the staging folder, decodes and digests it, and commits it.
@@ -37,8 +38,8 @@ pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(D
     let staged = tempfile::NamedTempFile::new_in(&state.staging_dir).map_err(ApiError::internal)?;
     let size = stage(state, body, staged.path()).await?;
     if size == 0 {
-        return Err(ApiError::unprocessable(
-            "invalid_dataset",
+        return Err(ApiError::new(
+            ErrorKind::InvalidDataset,
             "the request body is empty; send the dataset archive (.tar, .tar.gz or .zip) as the body",
         ));
     }
@@ -57,8 +58,8 @@ pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(D
     .await
     .map_err(ApiError::internal)?
     .map_err(|problem| {
-        ApiError::unprocessable(
-            "invalid_dataset",
+        ApiError::new(
+            ErrorKind::InvalidDataset,
             format!("not a usable dataset: {problem}"),
         )
     })?;
@@ -67,13 +68,13 @@ pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(D
     if let Some(existing) = dataset::Entity::find_by_id(&digest).one(&state.db).await? {
         return Ok((info(state, existing).await?, false));
     }
-    let key = dataset_archive_key(&summary.digest.hex());
+    let key = StorageKey::DatasetArchive(summary.digest);
     state.store.put_file(&key, staged.path()).await?;
     let model = dataset::ActiveModel {
         digest: Set(digest.clone()),
         name: Set(name.to_string()),
         summary: Set(serde_json::to_string(&summary).map_err(anyhow::Error::from)?),
-        archive_key: Set(key),
+        archive_key: Set(key.path()),
         archive_bytes: Set(size as i64),
         created_at: Set(Utc::now()),
     };
@@ -210,11 +211,17 @@ pub async fn delete(state: &SharedState, digest: &Sha256, cascade: bool) -> ApiR
     txn.commit().await?;
     // Blobs go after the rows: a crash in between leaves invisible blobs, never dangling rows.
     for c in &commentaries {
-        for file in super::commentaries::FILES {
-            state.store.delete(&commentary_key(&c.id, file)).await?;
+        for file in ArtifactFile::ALL {
+            state
+                .store
+                .delete(&StorageKey::commentary(&c.id, file))
+                .await?;
         }
     }
-    state.store.delete(&model.archive_key).await?;
+    state
+        .store
+        .delete(&StorageKey::DatasetArchive(*digest))
+        .await?;
     state.examples.forget(digest);
     Ok(())
 }
@@ -266,12 +273,13 @@ pub async fn load_split(
     if let Some(hit) = state.examples.get(digest, split) {
         return Ok(hit);
     }
-    let model = find(state, digest).await?;
+    // The row decides whether the dataset is visible.
+    find(state, digest).await?;
     let archive =
         tempfile::NamedTempFile::new_in(&state.staging_dir).map_err(ApiError::internal)?;
     state
         .store
-        .download(&model.archive_key, archive.path())
+        .download(&StorageKey::DatasetArchive(*digest), archive.path())
         .await?;
     let limits = state.config.limits;
     let staging = state.staging_dir.clone();

@@ -1,72 +1,172 @@
-//! The API's one error type: a status, a stable code and a message, sent as `ErrorBody` JSON.
-//! Internal failures are logged in full and answered with a generic message.
+//! The API's one error type. Handlers and the code they call return `ApiResult<T>`; an
+//! `ApiError` is an `ErrorKind` (which fixes the HTTP status and the stable `code`) plus a
+//! message for a person, sent as `ErrorBody` JSON. Internal failures (`ErrorKind::Internal`:
+//! database, store, I/O) are logged in full and answered with a generic message. Pages turn an
+//! `ApiError` into an HTML page (`pages::PageError`); the CLI's client reads the body back.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use schema::api::{ErrorBody, ErrorDetail};
 
+/// Declares `ErrorKind` with each variant's status and code; a variant's doc comment is its
+/// description (what clients see in the docs and, for `Internal`, as the message).
+macro_rules! error_kinds {
+    ($( #[doc = $doc:literal] $variant:ident = ($status:ident, $code:literal), )*) => {
+        /// What went wrong, as clients see it: each kind has one HTTP status and one stable
+        /// `code` (listed in `docs/registry.md` and in the OpenAPI document).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorKind {
+            $( #[doc = $doc] $variant, )*
+        }
+
+        impl ErrorKind {
+            /// Every kind, in the order of the docs.
+            pub const ALL: &[ErrorKind] = &[$(Self::$variant),*];
+
+            /// The HTTP status of this kind.
+            pub fn status(self) -> StatusCode {
+                match self { $(Self::$variant => StatusCode::$status,)* }
+            }
+
+            /// The stable machine-readable code of this kind.
+            pub fn code(self) -> &'static str {
+                match self { $(Self::$variant => $code,)* }
+            }
+
+            /// What this kind means (its doc comment).
+            pub fn description(self) -> &'static str {
+                match self { $(Self::$variant => $doc.trim(),)* }
+            }
+        }
+    };
+}
+
+error_kinds! {
+    /// The request is malformed: a bad digest, id, cursor, query string, header, JSON or form.
+    BadRequest = (BAD_REQUEST, "bad_request"),
+    /// The request needs a valid token (`Authorization: Bearer <token>`, or the login cookie).
+    Unauthorized = (UNAUTHORIZED, "unauthorized"),
+    /// The token's scope does not allow this, or a write with the login cookie came from another origin.
+    Forbidden = (FORBIDDEN, "forbidden"),
+    /// No such dataset, run, commentary or route is here.
+    NotFound = (NOT_FOUND, "not_found"),
+    /// The route does not answer this HTTP method.
+    MethodNotAllowed = (METHOD_NOT_ALLOWED, "method_not_allowed"),
+    /// The request conflicts with what is stored (a dataset that still has commentaries, a run that has ended).
+    Conflict = (CONFLICT, "conflict"),
+    /// The worker's lease expired or the run was cancelled: stop working on the run.
+    LeaseLost = (CONFLICT, "lease_lost"),
+    /// The body is larger than this registry accepts.
+    PayloadTooLarge = (PAYLOAD_TOO_LARGE, "payload_too_large"),
+    /// The body's content type is not what the route takes (JSON needs `Content-Type: application/json`).
+    UnsupportedMediaType = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+    /// The `Range` header asks for bytes the blob does not have.
+    RangeNotSatisfiable = (RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
+    /// The JSON body is well-formed but does not fit the route's schema (an unknown field, a wrong type).
+    InvalidBody = (UNPROCESSABLE_ENTITY, "bad_request"),
+    /// The upload is not a usable dataset (empty, an unknown format, beyond the decoding caps).
+    InvalidDataset = (UNPROCESSABLE_ENTITY, "invalid_dataset"),
+    /// The artifact does not verify, or is not the one its run learns.
+    InvalidArtifact = (UNPROCESSABLE_ENTITY, "invalid_artifact"),
+    /// The run request cannot work (a kind and algorithm that do not go together, a bound out of range).
+    InvalidRun = (UNPROCESSABLE_ENTITY, "invalid_run"),
+    /// The commentary's dataset is not stored here; push the dataset first.
+    UnknownDataset = (UNPROCESSABLE_ENTITY, "unknown_dataset"),
+    /// The stored data cannot be drawn this way (images with neither 1 nor 3 channels).
+    Unsupported = (UNPROCESSABLE_ENTITY, "unsupported"),
+    /// Too many requests from this caller; slow down and retry.
+    RateLimited = (TOO_MANY_REQUESTS, "rate_limited"),
+    /// internal error (logged on the server)
+    Internal = (INTERNAL_SERVER_ERROR, "internal"),
+    /// The database or the blob store does not answer.
+    NotReady = (SERVICE_UNAVAILABLE, "not_ready"),
+    /// The request took longer than the request timeout.
+    Timeout = (SERVICE_UNAVAILABLE, "timeout"),
+}
+
+impl ErrorKind {
+    /// The kind of one of axum's own rejections (bad JSON, bad query, body too large), by the
+    /// status axum gives it.
+    pub fn of_rejection(status: StatusCode) -> Self {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::UNPROCESSABLE_ENTITY => Self::InvalidBody,
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            s if s.is_server_error() => Self::Internal,
+            _ => Self::BadRequest,
+        }
+    }
+}
+
+/// An API error: its kind and a message for a person.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            status,
-            code,
+            kind,
             message: message.into(),
         }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(ErrorKind::NotFound, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(ErrorKind::BadRequest, message)
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
-    }
-
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+        Self::new(ErrorKind::Conflict, message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(ErrorKind::Unauthorized, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(ErrorKind::Forbidden, message)
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        Self::new(ErrorKind::PayloadTooLarge, message)
     }
 
     /// Logs the full cause chain; the client sees only that something failed inside.
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         let err = err.into();
         tracing::error!("internal error: {err:#}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error (logged on the server)",
-        )
+        Self::new(ErrorKind::Internal, ErrorKind::Internal.description())
+    }
+
+    /// One of axum's rejections, with axum's text (which names the problem) as the message.
+    pub fn rejection(rejection: impl IntoResponse + std::fmt::Display) -> Self {
+        let text = rejection.to_string();
+        let kind = ErrorKind::of_rejection(rejection.into_response().status());
+        if kind == ErrorKind::Internal {
+            return Self::internal(anyhow::anyhow!(text));
+        }
+        Self::new(kind, text)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
     }
 
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_string(),
+                code: self.kind.code().to_string(),
                 message: self.message.clone(),
             },
         }
@@ -75,13 +175,21 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        (self.status(), Json(self.body())).into_response()
     }
 }
 
+/// A row that is not there (sea-orm's "record not found" / "not updated", e.g. a row deleted
+/// between a read and an update) is a 404; every other database error is internal.
 impl From<sea_orm::DbErr> for ApiError {
     fn from(err: sea_orm::DbErr) -> Self {
-        Self::internal(err)
+        match err {
+            sea_orm::DbErr::RecordNotFound(_) | sea_orm::DbErr::RecordNotUpdated => {
+                tracing::debug!("database: {err}");
+                Self::not_found("the record is not stored here (it may have just been deleted)")
+            }
+            other => Self::internal(other),
+        }
     }
 }
 
@@ -91,41 +199,69 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-/// Turns axum's own rejections (bad JSON, bad query, body too large) into the JSON shape.
-pub async fn json_rejections(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_json {
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            StatusCode::NOT_FOUND => "not_found",
-            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            StatusCode::REQUEST_TIMEOUT => "timeout",
-            _ if status.is_server_error() => "internal",
-            _ => "bad_request",
-        };
-        // axum's rejection bodies are plain text that names the problem; keep it.
-        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
-            .await
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes).trim().to_string();
-        let message = if text.is_empty() {
-            status
-                .canonical_reason()
-                .unwrap_or("request failed")
-                .to_string()
-        } else {
-            text
-        };
-        return ApiError::new(status, code, message).into_response();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table in `docs/registry.md` ("## Errors"), as the enum says it should read.
+    fn docs_table() -> String {
+        let mut table = String::from("| status | code | meaning |\n|---|---|---|\n");
+        for kind in ErrorKind::ALL {
+            table.push_str(&format!(
+                "| {} | `{}` | {} |\n",
+                kind.status().as_u16(),
+                kind.code(),
+                kind.description()
+            ));
+        }
+        table
     }
-    response
+
+    #[test]
+    fn the_docs_list_every_error_code_and_no_other() {
+        let docs = include_str!("../../../docs/registry.md");
+        let expected = docs_table();
+        assert!(
+            docs.contains(&expected),
+            "the error table in docs/registry.md is out of date; it should read:\n\n{expected}"
+        );
+        // Any other row naming a code is stale.
+        let rows = docs
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.contains(" | `"))
+            .filter(|l| {
+                l.split('|')
+                    .nth(1)
+                    .is_some_and(|s| s.trim().parse::<u16>().is_ok())
+            })
+            .count();
+        assert_eq!(
+            rows,
+            ErrorKind::ALL.len(),
+            "stale error rows in docs/registry.md"
+        );
+    }
+
+    #[test]
+    fn kinds_agree_with_their_statuses() {
+        for kind in ErrorKind::ALL {
+            assert!(
+                kind.status().is_client_error() || kind.status().is_server_error(),
+                "{kind:?}"
+            );
+            assert!(!kind.description().is_empty(), "{kind:?} has no doc");
+        }
+        let internal = ApiError::internal(anyhow::anyhow!("secret path /var/x"));
+        assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!internal.message.contains("secret"));
+    }
+
+    #[test]
+    fn missing_rows_are_404_and_other_database_errors_500() {
+        let gone = ApiError::from(sea_orm::DbErr::RecordNotFound("x".into()));
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        let broken = ApiError::from(sea_orm::DbErr::Custom("password=hunter2".into()));
+        assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!broken.message.contains("hunter2"));
+    }
 }

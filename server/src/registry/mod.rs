@@ -5,6 +5,8 @@
 //! - `db`: sea-orm entities and migrations (SQLite by default, PostgreSQL by URL);
 //! - `store`: blobs through object_store (local directory, S3, GCS, Azure);
 //! - `auth`: bearer tokens, the cookie login, rate limits;
+//! - `error`: the API error (`ErrorKind` fixes status and code); `extract`: extractors that
+//!   validate ids, digests, JSON, queries and forms and answer with that error;
 //! - `datasets`, `runs`, `commentaries`: what the routes do, independent of HTTP;
 //! - `routes`: the axum handlers and the OpenAPI document; `pages`: the web pages;
 //! - `worker` / `client`: the learning worker and the HTTP client it (and the CLI) uses.
@@ -17,6 +19,7 @@ pub mod config;
 pub mod datasets;
 pub mod db;
 pub mod error;
+pub mod extract;
 pub mod pages;
 pub mod routes;
 pub mod runs;
@@ -26,4 +29,4 @@ pub mod worker;
 
 pub use app::{AppState, Metrics, SharedState};
 pub use config::ServeConfig;
-pub use server::{Server, start};
+pub use server::{Server, open_state, start};

@@ -52,8 +52,14 @@ async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
-/// Opens storage, binds, and starts serving plus the in-process workers and the lease reaper.
-pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+/// Opens what handlers share: the data folder (with an emptied staging folder), the database
+/// (migrated) and the blob store. `anonymous_writes`: writes without a token are allowed (the
+/// caller knows whether it binds to loopback); `shutdown` turns true when the server stops.
+pub async fn open_state(
+    config: ServeConfig,
+    anonymous_writes: bool,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let staging_dir = config.data_dir.join("staging");
@@ -64,18 +70,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     let url = db::database_url(config.database_url.as_deref(), &config.data_dir);
     let db = db::connect(&url).await?;
     let store = BlobStore::open(config.store_url.as_deref(), &config.data_dir)?;
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.addr))?;
-    let addr = listener.local_addr()?;
-    let anonymous_writes = addr.ip().is_loopback() && !config.require_token;
-    let workers = config.workers;
-    let device = config.device;
-    let blob_cache_bytes = config.blob_cache_bytes;
-    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
-    let state = Arc::new(AppState {
-        shutdown: stop.clone(),
+    tracing::debug!(database = %db::redact(&url), store = %store.location, "storage open");
+    Ok(AppState {
+        shutdown,
         limiter: auth::RateLimits::new(config.write_rate_limit, config.read_rate_limit),
+        blob_cache: BlobCache::new(config.blob_cache_bytes),
         config,
         db,
         store,
@@ -84,8 +83,21 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         internal_token: auth::new_token_secret(),
         metrics: Metrics::default(),
         examples: datasets::ExampleCache::default(),
-        blob_cache: BlobCache::new(blob_cache_bytes),
-    });
+    })
+}
+
+/// Opens storage, binds, and starts serving plus the in-process workers and the lease reaper.
+pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    let anonymous_writes = addr.ip().is_loopback() && !config.require_token;
+    let workers = config.workers;
+    let device = config.device;
+    let url = db::database_url(config.database_url.as_deref(), &config.data_dir);
+    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let state = Arc::new(open_state(config, anonymous_writes, stop.clone()).await?);
     tracing::info!(
         %addr,
         database = %db::redact(&url),

@@ -2,8 +2,9 @@
 //! S3 / GCS / Azure by URL (`s3://bucket/prefix`, credentials and endpoint from the usual
 //! `AWS_*`, `GOOGLE_*`, `AZURE_*` environment variables).
 //!
-//! Keys: `datasets/<hex>/archive`, `commentaries/<id>/{manifest.json,tensors.safetensors,
-//! report.json}`. The database decides what is visible; a blob without a row is invisible.
+//! Keys (`StorageKey`): `datasets/<hex>/archive`, `commentaries/<id>/{manifest.json,
+//! tensors.safetensors,report.json}`. The database decides what is visible; a blob without a
+//! row is invisible.
 
 use std::ops::Range;
 use std::path::Path as FsPath;
@@ -17,6 +18,8 @@ use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
+use schema::Sha256;
+use schema::artifact::{MANIFEST_FILE, REPORT_FILE, TENSORS_FILE};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The registry's blob store.
@@ -93,12 +96,15 @@ impl BlobStore {
         })
     }
 
-    fn key(&self, key: &str) -> Path {
-        self.prefix.parts().chain(Path::from(key).parts()).collect()
+    fn key(&self, key: &StorageKey) -> Path {
+        self.prefix
+            .parts()
+            .chain(Path::from(key.path()).parts())
+            .collect()
     }
 
     /// Stores `bytes` under `key`.
-    pub async fn put(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
+    pub async fn put(&self, key: &StorageKey, bytes: Bytes) -> anyhow::Result<()> {
         self.inner
             .put(&self.key(key), PutPayload::from(bytes))
             .await
@@ -108,7 +114,7 @@ impl BlobStore {
 
     /// Streams a local file into the store under `key` (multipart for large files, so memory
     /// stays bounded by the part size).
-    pub async fn put_file(&self, key: &str, file: &FsPath) -> anyhow::Result<()> {
+    pub async fn put_file(&self, key: &StorageKey, file: &FsPath) -> anyhow::Result<()> {
         let mut source = tokio::fs::File::open(file)
             .await
             .with_context(|| format!("cannot open {}", file.display()))?;
@@ -134,7 +140,7 @@ impl BlobStore {
     }
 
     /// The whole blob in memory (for small blobs: manifests, reports).
-    pub async fn get_bytes(&self, key: &str) -> anyhow::Result<Bytes> {
+    pub async fn get_bytes(&self, key: &StorageKey) -> anyhow::Result<Bytes> {
         let result = self
             .inner
             .get(&self.key(key))
@@ -144,7 +150,7 @@ impl BlobStore {
     }
 
     /// Streams the blob, or `range` of it.
-    pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> anyhow::Result<Blob> {
+    pub async fn get(&self, key: &StorageKey, range: Option<Range<u64>>) -> anyhow::Result<Blob> {
         let options = GetOptions {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
@@ -164,7 +170,7 @@ impl BlobStore {
     }
 
     /// Downloads the blob into a local file.
-    pub async fn download(&self, key: &str, to: &FsPath) -> anyhow::Result<()> {
+    pub async fn download(&self, key: &StorageKey, to: &FsPath) -> anyhow::Result<()> {
         let blob = self.get(key, None).await?;
         let mut file = tokio::fs::File::create(to)
             .await
@@ -178,7 +184,7 @@ impl BlobStore {
     }
 
     /// Deletes the blob; a missing blob is not an error.
-    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+    pub async fn delete(&self, key: &StorageKey) -> anyhow::Result<()> {
         match self.inner.delete(&self.key(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(err).with_context(|| format!("cannot delete {key}")),
@@ -195,14 +201,91 @@ impl BlobStore {
     }
 }
 
-/// Key of a dataset's archive.
-pub fn dataset_archive_key(digest_hex: &str) -> String {
-    format!("datasets/{digest_hex}/archive")
+/// An object in the store: the one place that decides its path, and how it is served (content
+/// type, download file name, caching).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageKey {
+    /// `datasets/<hex>/archive`: a dataset archive, as uploaded.
+    DatasetArchive(Sha256),
+    /// `commentaries/<id>/<file>`: one file of a commentary artifact.
+    Commentary { id: String, file: ArtifactFile },
 }
 
-/// Key of one file of a commentary artifact.
-pub fn commentary_key(id: &str, file: &str) -> String {
-    format!("commentaries/{id}/{file}")
+/// The files of a stored commentary artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactFile {
+    Manifest,
+    Tensors,
+    Report,
+}
+
+impl ArtifactFile {
+    /// Every file (a report only exists for evaluated commentaries).
+    pub const ALL: [Self; 3] = [Self::Manifest, Self::Tensors, Self::Report];
+
+    /// The file's name in an artifact directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Manifest => MANIFEST_FILE,
+            Self::Tensors => TENSORS_FILE,
+            Self::Report => REPORT_FILE,
+        }
+    }
+}
+
+impl StorageKey {
+    pub fn commentary(id: &str, file: ArtifactFile) -> Self {
+        Self::Commentary {
+            id: id.to_string(),
+            file,
+        }
+    }
+
+    /// The object's path under the store's prefix.
+    pub fn path(&self) -> String {
+        match self {
+            Self::DatasetArchive(digest) => format!("datasets/{}/archive", digest.hex()),
+            Self::Commentary { id, file } => format!("commentaries/{id}/{}", file.name()),
+        }
+    }
+
+    /// `Content-Type` when served.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Self::Commentary {
+                file: ArtifactFile::Manifest | ArtifactFile::Report,
+                ..
+            } => "application/json",
+            Self::DatasetArchive(_)
+            | Self::Commentary {
+                file: ArtifactFile::Tensors,
+                ..
+            } => "application/octet-stream",
+        }
+    }
+
+    /// The file name of `Content-Disposition: attachment` when served.
+    pub fn file_name(&self) -> &'static str {
+        match self {
+            Self::DatasetArchive(_) => "dataset-archive",
+            Self::Commentary { file, .. } => file.name(),
+        }
+    }
+
+    /// `Cache-Control` when served: none, for every object. Objects never change, but reads may
+    /// need a token (`--private-reads`) and a delete must take effect at once, so clients keep
+    /// what they downloaded and revalidate with the strong ETag (`If-None-Match` -> 304).
+    pub fn cache_control(&self) -> Option<&'static str> {
+        match self {
+            Self::DatasetArchive(_) | Self::Commentary { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StorageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.path())
+    }
 }
 
 /// Small immutable blobs (commentary tensors, small archives) kept in memory, so downloads of a
@@ -238,7 +321,12 @@ impl BlobCache {
     }
 
     /// The blob's bytes from memory, or read whole from the store (and remembered when small).
-    pub async fn get(&self, store: &BlobStore, key: &str, content: &str) -> anyhow::Result<Bytes> {
+    pub async fn get(
+        &self,
+        store: &BlobStore,
+        key: &StorageKey,
+        content: &str,
+    ) -> anyhow::Result<Bytes> {
         let cache_key = format!("{content}:{key}");
         if let Some(hit) = self.cache.get(&cache_key) {
             return Ok(hit);
@@ -248,5 +336,35 @@ impl BlobCache {
             self.cache.insert(cache_key, bytes.clone());
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_keep_the_paths_existing_stores_hold() {
+        let digest = Sha256::of(b"d");
+        assert_eq!(
+            StorageKey::DatasetArchive(digest).path(),
+            format!("datasets/{}/archive", digest.hex())
+        );
+        let paths: Vec<String> = ArtifactFile::ALL
+            .iter()
+            .map(|&f| StorageKey::commentary("c1", f).path())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "commentaries/c1/manifest.json",
+                "commentaries/c1/tensors.safetensors",
+                "commentaries/c1/report.json"
+            ]
+        );
+        assert_eq!(
+            StorageKey::commentary("c1", ArtifactFile::Tensors).content_type(),
+            "application/octet-stream"
+        );
     }
 }

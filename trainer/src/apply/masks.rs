@@ -22,6 +22,7 @@ const REMOVED_FRACTION: f64 = 0.25;
 pub(crate) fn mask_report(
     mask_net: &Network,
     phi: &Tensor<1>,
+    centered: bool,
     student: &Network,
     baselines: &[Tensor<1>],
     test: &LabelledImages,
@@ -43,7 +44,11 @@ pub(crate) fn mask_report(
     while start < n {
         let len = EVAL_CHUNK.min(n - start);
         let images = test.images.clone().narrow(0, start, len);
-        let m: Vec<f32> = masks(mask_net, phi, &images)
+        // The mass is measured above the mask's floor (0.5 for centred masks): a uniform mask
+        // puts the box's share of the area inside it, whatever its range.
+        let floor = if centered { 0.5 } else { 0.0 };
+        let m: Vec<f32> = masks(mask_net, phi, &images, centered)
+            .sub_scalar(floor)
             .reshape([len * h * w])
             .to_data()
             .iter::<f32>()
@@ -108,7 +113,6 @@ pub(crate) fn mask_report(
         accuracy_random_removed: Spread::of(&removed_random),
     }
 }
-
 
 /// The border band excluded from the object's box: the spurious patch's side where the image
 /// has room for a box at least as large inside it, else none.

@@ -60,15 +60,17 @@ pub struct ApplyOptions {
 }
 
 impl Default for ApplyOptions {
+    /// The registry's evaluation defaults (`schema::api::Evaluation`), on the CPU.
     fn default() -> Self {
+        let evaluation = schema::api::Evaluation::default();
         Self {
             student: None,
-            seeds: vec![1, 2, 3],
-            steps: 500,
-            eval_every: 50,
-            batch_size: 32,
+            seeds: evaluation.seeds,
+            steps: evaluation.steps as usize,
+            eval_every: evaluation.eval_every as usize,
+            batch_size: evaluation.batch_size as usize,
             train_examples: None,
-            lr: 1e-3,
+            lr: evaluation.lr,
             device: ComputeDevice::Cpu,
             force: false,
             corruption: None,
@@ -189,8 +191,12 @@ fn load_commentary(
         ))
     };
     Ok(match &manifest.architecture.commentary {
-        CommentarySpec::Teacher { net, label_input } => {
-            let teacher = teacher_network(net, shape, classes, *label_input);
+        CommentarySpec::Teacher {
+            net,
+            label_input,
+            label_head,
+        } => {
+            let teacher = teacher_network(net, shape, classes, *label_input, *label_head);
             let names: Vec<String> = teacher.params().iter().map(|p| p.name.clone()).collect();
             // S in the time input: the training this teacher now serves (format 1: the K it
             // was learned with, the input clamped after it).
@@ -203,6 +209,7 @@ fn load_commentary(
                 source: WeightSource::Teacher {
                     net: teacher,
                     label_input: *label_input,
+                    label_head: *label_head,
                     horizon,
                 },
             }
@@ -218,12 +225,13 @@ fn load_commentary(
             phi: phi(&["commentary.logits".to_owned()])?,
             source: WeightSource::Table,
         },
-        CommentarySpec::MaskNet { net } => {
+        CommentarySpec::MaskNet { net, centered } => {
             let mask_net = mask_network(net, shape);
             let names: Vec<String> = mask_net.params().iter().map(|p| p.name.clone()).collect();
             Commentary::Masks {
                 phi: phi(&names)?,
                 mask_net,
+                centered: *centered,
             }
         }
         CommentarySpec::BlendMatrix => Commentary::Blending {
@@ -262,7 +270,10 @@ fn class_weights(splits: &Splits, classes: usize, device: &Device) -> Option<Ten
             }
         })
         .collect();
-    Some(Tensor::from_data(TensorData::new(weights, [classes]), device))
+    Some(Tensor::from_data(
+        TensorData::new(weights, [classes]),
+        device,
+    ))
 }
 
 /// The corruption record to score against: the given file, else `corruption.json` in the
@@ -404,9 +415,14 @@ pub fn apply(
         .max_by(f64::total_cmp)
         .map(|best| with_commentary.test_accuracy.mean - best);
     let masks = match &commentary {
-        Commentary::Masks { mask_net, phi } => Some(masks::mask_report(
+        Commentary::Masks {
             mask_net,
             phi,
+            centered,
+        } => Some(masks::mask_report(
+            mask_net,
+            phi,
+            *centered,
             &student,
             &baseline_thetas,
             &splits.test,

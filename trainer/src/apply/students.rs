@@ -29,17 +29,24 @@ pub(crate) enum Commentary {
     Masks {
         mask_net: Network,
         phi: Tensor<1>,
+        centered: bool,
     },
     /// The "random blending" baseline: lambda ~ U(0.5, 1) per pair, drawn each batch.
     RandomBlending,
     /// The class-weights reference arm: each example weighs its class's entry of `weights`.
-    ClassWeights { weights: Tensor<1> },
+    ClassWeights {
+        weights: Tensor<1>,
+    },
 }
 
 /// Examples evaluated per forward pass (bounds memory on large splits).
 pub(crate) const EVAL_CHUNK: usize = 500;
 
-pub(crate) fn accuracy_and_loss(net: &Network, theta: &Tensor<1>, data: &LabelledImages) -> (f64, f64) {
+pub(crate) fn accuracy_and_loss(
+    net: &Network,
+    theta: &Tensor<1>,
+    data: &LabelledImages,
+) -> (f64, f64) {
     let n = data.len();
     let (mut correct, mut loss_sum) = (0f64, 0f64);
     let mut start = 0;
@@ -104,8 +111,12 @@ pub(crate) fn train_student(
                     .reshape([b]);
                 (batch.images, batch.onehot, Some(w))
             }
-            Some(Commentary::Masks { mask_net, phi }) => {
-                let masked = apply_masks(mask_net, phi, &batch.images).detach();
+            Some(Commentary::Masks {
+                mask_net,
+                phi,
+                centered,
+            }) => {
+                let masked = apply_masks(mask_net, phi, &batch.images, *centered).detach();
                 (masked, batch.onehot, None)
             }
             Some(Commentary::RandomBlending) => {
@@ -162,4 +173,3 @@ pub(crate) fn arm(runs: Vec<RunReport>) -> ArmReport {
         runs,
     }
 }
-

@@ -148,4 +148,3 @@ pub(crate) fn learn(
         best_val_loss: result.best_val_loss,
     })
 }
-

@@ -23,6 +23,7 @@ const MASK_SAMPLE: usize = 32;
 pub(crate) fn masks_sample(
     mask_net: &Network,
     phi: &Tensor<1>,
+    centered: bool,
     data: &PreparedData,
     tensors: &mut TensorMap,
 ) -> Result<(), LearnError> {
@@ -37,7 +38,7 @@ pub(crate) fn masks_sample(
         shape.width as usize,
         shape.channels as usize,
     );
-    let masks = masks(mask_net, phi, &examples.images);
+    let masks = masks(mask_net, phi, &examples.images, centered);
     tensors.insert(
         "insight.masks".into(),
         FileTensor::f32(vec![n, h, w], to_vec(&masks.reshape([n * h * w])))

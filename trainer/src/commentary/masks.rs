@@ -33,17 +33,46 @@ pub fn mask_network(net: &NetSpec, shape: ImageShape) -> Network {
     )
 }
 
-/// Masks [n, h, w] in [0, 1] for `images` [n, c, h, w].
-pub fn masks(mask_net: &Network, phi: &Tensor<1>, images: &Tensor<4>) -> Tensor<3> {
+/// Masks [n, h, w] for `images` [n, c, h, w]: 1 + 0.5 tanh(z) in (0.5, 1.5) when `centered`,
+/// sigmoid(z) in (0, 1) otherwise.
+pub fn masks(mask_net: &Network, phi: &Tensor<1>, images: &Tensor<4>, centered: bool) -> Tensor<3> {
     let [n, _, h, w] = images.dims();
     let (logits, _) = mask_net.forward(phi, Input::Image(images.clone()), None);
-    sigmoid(logits).reshape([n, h, w])
+    let m = if centered {
+        burn::tensor::activation::tanh(logits)
+            .mul_scalar(0.5)
+            .add_scalar(1.0)
+    } else {
+        sigmoid(logits)
+    };
+    m.reshape([n, h, w])
 }
 
 /// `images` multiplied by their masks (every channel).
-pub fn apply_masks(mask_net: &Network, phi: &Tensor<1>, images: &Tensor<4>) -> Tensor<4> {
+pub fn apply_masks(
+    mask_net: &Network,
+    phi: &Tensor<1>,
+    images: &Tensor<4>,
+    centered: bool,
+) -> Tensor<4> {
     let [n, _, h, w] = images.dims();
-    images.clone() * masks(mask_net, phi, images).reshape([n, 1, h, w])
+    images.clone() * masks(mask_net, phi, images, centered).reshape([n, 1, h, w])
+}
+
+/// Initial mask-network parameters under which every mask is exactly 1 (centred masks): the
+/// last layer's weights and biases are zero, so z = 0 whatever the image. Training starts
+/// from the unmasked student and moves away only as far as L_V rewards.
+pub fn neutral_init(mask_net: &Network, phi: Tensor<1>) -> Tensor<1> {
+    // The last layer's two tensors (weight, then bias) are the last two slots of phi.
+    let mut offsets: Vec<usize> = mask_net.params().iter().map(|s| s.offset).collect();
+    offsets.sort_unstable();
+    let Some(&start) = offsets.iter().rev().nth(1) else {
+        return phi;
+    };
+    let len = phi.dims()[0];
+    let mut values: Vec<f32> = phi.to_data().iter::<f32>().collect();
+    values[start..len].iter_mut().for_each(|v| *v = 0.0);
+    Tensor::from_data(TensorData::new(values, [len]), &phi.device())
 }
 
 /// Examples the mask network sees per batch when BPTT masks many steps at once (bounds its
@@ -60,6 +89,8 @@ pub struct AttentionMasking {
     pub pool: Vec<i64>,
     pub batch_size: usize,
     pub seed: u64,
+    /// Masks in (0.5, 1.5) around 1 (see [`masks`]).
+    pub centered: bool,
 }
 
 impl AttentionMasking {
@@ -87,7 +118,7 @@ impl InnerProblem for AttentionMasking {
     fn step_commentary(&self, phi: &Tensor<1>, steps: Range<usize>) -> Tensor<2> {
         let count = steps.len();
         let images = Tensor::cat(steps.map(|step| self.batch(step).images).collect(), 0);
-        let masks = masks(&self.mask_net, phi, &images);
+        let masks = masks(&self.mask_net, phi, &images, self.centered);
         let per_step = masks.shape().num_elements() / count.max(1);
         masks.reshape([count, per_step])
     }
@@ -111,6 +142,7 @@ impl InnerProblem for AttentionMasking {
 pub(crate) fn learn(
     run: &Run<'_>,
     mask_spec: &NetSpec,
+    centered: bool,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Learned, LearnError> {
     let algorithm = run.request.algorithm;
@@ -127,8 +159,14 @@ pub(crate) fn learn(
         pool: data.pool.clone(),
         batch_size: config.batch_size as usize,
         seed: config.seed,
+        centered,
     };
-    let initial = mask_net.init(&mut rng, device);
+    let random = mask_net.init(&mut rng, device);
+    let initial = if centered {
+        neutral_init(&mask_net, random)
+    } else {
+        random
+    };
     let result = match algorithm {
         Algorithm::Ift => {
             learn_online_ift(run, &problem, &student, initial, &mut rng, on_progress)?
@@ -171,6 +209,7 @@ pub(crate) fn learn(
     insights::masks_sample(
         &mask_net,
         &vector(&result.best_phi, device),
+        centered,
         data,
         &mut tensors,
     )?;
@@ -180,4 +219,3 @@ pub(crate) fn learn(
         best_val_loss: result.best_val_loss,
     })
 }
-

@@ -144,9 +144,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batched_teacher_weights_give_the_per_step_hypergradient() {
-        let teacher = teacher_network(&NetSpec::Mlp { hidden: vec![6] }, SHAPE, CLASSES, true);
+    /// BPTT through batched teacher weights agrees with the per-step route, for a teacher
+    /// with the label as an input (`label_head` false) or a per-class head (true).
+    fn check_teacher_routes(label_input: bool, label_head: bool) {
+        let net = NetSpec::Mlp { hidden: vec![6] };
+        let teacher = teacher_network(&net, SHAPE, CLASSES, label_input, label_head);
         let student = Network::new(&NetSpec::Mlp { hidden: vec![5] }, "student.", SHAPE, 0, 3);
         let batches = (0..STEPS as i64)
             .map(|k| {
@@ -158,7 +160,8 @@ mod tests {
             student: student.clone(),
             source: WeightSource::Teacher {
                 net: teacher.clone(),
-                label_input: true,
+                label_input,
+                label_head,
                 horizon: STEPS,
             },
             train: images(12),
@@ -167,6 +170,30 @@ mod tests {
             first_step: 0,
         };
         assert_routes_agree(&problem, &student, &teacher);
+    }
+
+    #[test]
+    fn batched_teacher_weights_give_the_per_step_hypergradient() {
+        check_teacher_routes(true, false);
+    }
+
+    #[test]
+    fn a_per_class_teacher_head_gives_the_per_step_hypergradient() {
+        check_teacher_routes(false, true);
+    }
+
+    #[test]
+    fn neutral_centred_masks_are_exactly_one() {
+        use super::masks::{masks, neutral_init};
+        let mask_net = mask_network(&NetSpec::Mlp { hidden: vec![6] }, SHAPE);
+        let phi = neutral_init(
+            &mask_net,
+            mask_net.init(&mut StdRng::seed_from_u64(1), &device()),
+        );
+        let m = values(&masks(&mask_net, &phi, &images(5).images, true).reshape([5 * 16]));
+        assert!(m.iter().all(|&v| (v - 1.0).abs() < 1e-6), "{m:?}");
+        // Only the last layer is zeroed: the rest still carries the random initialisation.
+        assert!(values(&phi).iter().take(6 * 16).any(|&v| v != 0.0));
     }
 
     #[test]
@@ -181,6 +208,7 @@ mod tests {
             pool: (0..12).collect(),
             batch_size: 4,
             seed: 9,
+            centered: true,
         };
         assert_routes_agree(&problem, &student, &mask_net);
     }

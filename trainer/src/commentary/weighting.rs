@@ -31,12 +31,14 @@ use crate::nn::loss;
 
 pub use crate::data::tensors::LabelledImages;
 
-/// The teacher network for images of `shape` with `classes` classes.
+/// The teacher network for images of `shape` with `classes` classes: the label appended to
+/// its last layer's inputs with `label_input`, one output per class with `label_head`.
 pub fn teacher_network(
     net: &NetSpec,
     shape: ImageShape,
     classes: usize,
     label_input: bool,
+    label_head: bool,
 ) -> Network {
     let with_time = ImageShape {
         channels: shape.channels + 1,
@@ -47,7 +49,7 @@ pub fn teacher_network(
         "commentary.",
         with_time,
         if label_input { classes } else { 0 },
-        1,
+        if label_head { classes } else { 1 },
     )
 }
 
@@ -59,6 +61,7 @@ pub enum WeightSource {
     Teacher {
         net: Network,
         label_input: bool,
+        label_head: bool,
         horizon: usize,
     },
     /// One logit per train example in canonical order: w_i = sigmoid(phi_i).
@@ -98,8 +101,18 @@ impl WeightSource {
             Self::Teacher {
                 net,
                 label_input,
+                label_head,
                 horizon,
-            } => teacher_weights(net, *label_input, *horizon, phi, examples, steps),
+            } => {
+                let logits = teacher_logits(net, *label_input, *horizon, phi, examples, steps);
+                let [n, _] = logits.dims();
+                if *label_head {
+                    // The output of each example's own label.
+                    sigmoid((logits * examples.onehot.clone()).sum_dim(1).reshape([n]))
+                } else {
+                    sigmoid(logits.reshape([n]))
+                }
+            }
             Self::Table => sigmoid(phi.clone().select(0, indices.clone())),
         }
     }
@@ -118,16 +131,16 @@ pub struct TeacherWeighting {
     pub first_step: usize,
 }
 
-/// Teacher weights [n] for `examples`, example j seen at inner step `steps[j]` of a run of
-/// `horizon` steps (the time input i/S is clamped to 1).
-pub fn teacher_weights(
+/// Teacher logits [n, outputs] for `examples`, example j seen at inner step `steps[j]` of a
+/// run of `horizon` steps (the time input i/S is clamped to 1).
+pub fn teacher_logits(
     teacher: &Network,
     label_input: bool,
     horizon: usize,
     phi: &Tensor<1>,
     examples: &LabelledImages,
     steps: &[usize],
-) -> Tensor<1> {
+) -> Tensor<2> {
     let [n, _, h, w] = examples.images.dims();
     let times: Vec<f32> = steps
         .iter()
@@ -141,7 +154,7 @@ pub fn teacher_weights(
     let input = Tensor::cat(vec![examples.images.clone(), time_channel], 1);
     let extra = label_input.then(|| examples.onehot.clone());
     let (logits, _) = teacher.forward(phi, Input::Image(input), extra.as_ref());
-    sigmoid(logits).reshape([n])
+    logits
 }
 
 /// Examples a teacher sees per batch when BPTT weights many steps at once: large enough for
@@ -203,7 +216,7 @@ impl InnerProblem for TeacherWeighting {
 /// `teacher` None learns a per-example table instead of a teacher network.
 pub(crate) fn learn(
     run: &Run<'_>,
-    teacher: Option<(&NetSpec, bool)>,
+    teacher: Option<(&NetSpec, bool, bool)>,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Learned, LearnError> {
     let (config, data, device) = (run.config(), run.data, &run.device);
@@ -215,23 +228,25 @@ pub(crate) fn learn(
         config.inner_steps.max(1) as usize,
         config.batch_size as usize,
     );
-    let teacher = teacher.map(|(net, label_input)| {
+    let teacher = teacher.map(|(net, label_input, label_head)| {
         (
-            teacher_network(net, shape, classes, label_input),
+            teacher_network(net, shape, classes, label_input, label_head),
             label_input,
+            label_head,
         )
     });
     let source = match &teacher {
-        Some((net, label_input)) => WeightSource::Teacher {
+        Some((net, label_input, label_head)) => WeightSource::Teacher {
             net: net.clone(),
             label_input: *label_input,
+            label_head: *label_head,
             horizon,
         },
         None => WeightSource::Table,
     };
     let phi_len = source.phi_len(data.train.len());
     let initial_phi = match &teacher {
-        Some((net, _)) => net.init(&mut step_rng(config.seed, usize::MAX - 1), device),
+        Some((net, _, _)) => net.init(&mut step_rng(config.seed, usize::MAX - 1), device),
         // A table starts at w = 0.5 for every example.
         None => Tensor::zeros([phi_len], device),
     };
@@ -270,7 +285,7 @@ pub(crate) fn learn(
         )?,
     };
     let mut tensors = match &teacher {
-        Some((net, _)) => parameter_tensors(net, &result.best_phi)?,
+        Some((net, _, _)) => parameter_tensors(net, &result.best_phi)?,
         None => {
             let mut map = TensorMap::new();
             map.insert(

@@ -66,8 +66,7 @@ pub fn write_corrupted(
         by_class[label as usize].push(i);
     }
     let per_class = |c: usize| {
-        options.clean_val as usize / classes
-            + usize::from(c < options.clean_val as usize % classes)
+        options.clean_val as usize / classes + usize::from(c < options.clean_val as usize % classes)
     };
     let mut val = Vec::new();
     let mut rest: Vec<Vec<usize>> = Vec::with_capacity(classes);
@@ -136,7 +135,9 @@ pub fn write_corrupted(
         if canvas < needed {
             return Err(DataError::invalid(
                 out,
-                format!("--canvas {canvas} cannot hold the images with their patches; use at least {needed}"),
+                format!(
+                    "--canvas {canvas} cannot hold the images with their patches; use at least {needed}"
+                ),
             ));
         }
         let mut patch_rng = StdRng::seed_from_u64(options.seed ^ 0x5A7C);
@@ -184,8 +185,8 @@ pub fn write_corrupted(
         flipped,
     };
     let path = out.join(CORRUPTION_FILE);
-    let json = serde_json::to_vec_pretty(&record)
-        .map_err(|e| DataError::invalid(&path, e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&record).map_err(|e| DataError::invalid(&path, e.to_string()))?;
     std::fs::write(&path, json).map_err(|e| DataError::io(&path, e))?;
     Ok(record)
 }
@@ -259,7 +260,10 @@ pub(crate) mod tests {
 
     #[test]
     fn pair_noise_flips_the_rate_and_records_each_flip_in_canonical_order() {
-        let (src, out) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+        let (src, out) = (
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        );
         let dataset = source(src.path(), 20);
         let record = write_corrupted(
             &dataset,
@@ -279,7 +283,10 @@ pub(crate) mod tests {
         assert_eq!(record.train_examples, 54);
         assert_eq!(record.flipped.len(), 27);
         assert_eq!(record.digest, corrupted.summarize().expect("digest").digest);
-        assert_eq!(record.source_digest, dataset.summarize().expect("digest").digest);
+        assert_eq!(
+            record.source_digest,
+            dataset.summarize().expect("digest").digest
+        );
         // The true class of each image: its label in the source (images are distinct).
         let original = dataset.load_split("train").expect("train");
         let truth: std::collections::HashMap<&[u8], u32> = (0..original.len())
@@ -308,7 +315,10 @@ pub(crate) mod tests {
 
     #[test]
     fn imbalance_gives_long_tailed_class_counts() {
-        let (src, out) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+        let (src, out) = (
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        );
         let dataset = source(src.path(), 20);
         let record = write_corrupted(
             &dataset,
@@ -326,7 +336,10 @@ pub(crate) mod tests {
 
     #[test]
     fn out_of_range_options_are_refused_by_name() {
-        let (src, out) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+        let (src, out) = (
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        );
         let dataset = source(src.path(), 4);
         let cases = [
             (

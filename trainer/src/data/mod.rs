@@ -8,6 +8,7 @@
 
 mod archive;
 mod cifar;
+pub mod corrupt;
 pub mod digest;
 mod error;
 mod idx;
@@ -16,7 +17,6 @@ mod layout;
 mod limits;
 pub mod spurious;
 pub mod tensors;
-pub mod corrupt;
 
 use std::path::{Path, PathBuf};
 

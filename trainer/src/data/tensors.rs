@@ -322,11 +322,11 @@ mod tests {
         assert!(err.contains("no example of class \"2\""), "{err}");
 
         let dir = tempfile::tempdir().expect("tmp");
-        let other_shape = ImageShape {
-            height: 5,
-            ..SHAPE
-        };
+        let other_shape = ImageShape { height: 5, ..SHAPE };
         let err = refused(&dataset(dir.path(), Some((other_shape, labels(9)))), None);
-        assert!(err.contains("holds 5x4x1 images but train holds 4x4x1"), "{err}");
+        assert!(
+            err.contains("holds 5x4x1 images but train holds 4x4x1"),
+            "{err}"
+        );
     }
 }

@@ -7,14 +7,15 @@
 //!   Hessian (Algorithm 2).
 //! - [`finite`] and [`module`]: the approximate fallback for arbitrary burn modules
 //!   (finite-difference Hessian-vector products).
-//! - [`problem`]: the `commentary hypergrad` problem files that let any framework check us.
+//!
+//! The `commentary hypergrad` problem files that let any framework check us are a verification
+//! harness over this engine, not part of it: [`crate::verify`].
 
 pub mod bptt;
 pub mod finite;
 pub mod ift;
 pub mod module;
 pub mod optim;
-pub mod problem;
 
 use std::ops::Range;
 

@@ -74,7 +74,12 @@ impl Checkpoint {
     }
 
     /// Records the L_V of meta-step `step`, measured with `phi`, keeping the best phi so far.
-    pub fn record(&mut self, step: usize, val_loss: f32, phi: &Tensor<1>) -> Result<(), LearnError> {
+    pub fn record(
+        &mut self,
+        step: usize,
+        val_loss: f32,
+        phi: &Tensor<1>,
+    ) -> Result<(), LearnError> {
         if !val_loss.is_finite() {
             return Err(LearnError::Invalid(format!(
                 "the validation loss became {val_loss} at meta-step {step}: lower inner_lr or outer_lr"
@@ -122,4 +127,3 @@ pub fn vector(values: &[f32], device: &Device) -> Tensor<1> {
 pub fn to_vec(t: &Tensor<1>) -> Vec<f32> {
     t.to_data().iter::<f32>().collect()
 }
-

@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Tensor};
+use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
-use rand::SeedableRng as _;
 use schema::LearnConfig;
 
 use super::checkpoint::Checkpoint;
@@ -87,7 +87,13 @@ impl Run<'_> {
         val_loss: f32,
         on_progress: &mut dyn FnMut(&Progress),
     ) -> Result<bool, LearnError> {
-        self.end_block(checkpoint, step, self.config().meta_steps as usize, val_loss, on_progress)
+        self.end_block(
+            checkpoint,
+            step,
+            self.config().meta_steps as usize,
+            val_loss,
+            on_progress,
+        )
     }
 
     /// [`Self::end_meta_step`] for loops whose progress unit is a block (`steps` in all).
@@ -195,9 +201,9 @@ pub(crate) fn learn_bptt<'a>(
 pub(crate) fn outer_optimizer(config: &LearnConfig) -> InnerOptimizer {
     InnerOptimizer::Adam {
         lr: config.outer_lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
+        beta1: config.outer_beta1,
+        beta2: config.outer_beta2,
+        eps: config.outer_eps,
     }
 }
 
@@ -283,7 +289,6 @@ pub(crate) fn learn_online_ift(
         best_val_loss: checkpoint.best_val_loss,
     })
 }
-
 
 /// A window of truncated BPTT: the student steps it unrolls, counted over the student's whole
 /// training (so a teacher's time input is the run's progress).

@@ -118,11 +118,15 @@ pub fn learn(
         started: Instant::now(),
     };
     let learned = match &spec {
-        CommentarySpec::Teacher { net, label_input } => {
-            weighting::learn(&run, Some((net, *label_input)), on_progress)?
-        }
+        CommentarySpec::Teacher {
+            net,
+            label_input,
+            label_head,
+        } => weighting::learn(&run, Some((net, *label_input, *label_head)), on_progress)?,
         CommentarySpec::Table => weighting::learn(&run, None, on_progress)?,
-        CommentarySpec::MaskNet { net } => masks::learn(&run, net, on_progress)?,
+        CommentarySpec::MaskNet { net, centered } => {
+            masks::learn(&run, net, *centered, on_progress)?
+        }
         CommentarySpec::BlendMatrix => blending::learn(&run, on_progress)?,
     };
     let shape = data.train.shape();
@@ -189,7 +193,6 @@ pub(crate) fn parameter_tensors(net: &Network, values: &[f32]) -> Result<TensorM
     }
     Ok(map)
 }
-
 
 /// A tensor that could not be built (a shape mismatch: a bug, reported rather than a panic).
 pub(crate) fn insight_error(e: schema::artifact::TensorError) -> LearnError {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse as _;
 use minijinja::{Value, context};
@@ -13,11 +13,12 @@ use schema::report::{ApplyReport, ArmReport};
 
 use super::charts::{Series, heatmap, histogram, line_chart};
 use super::insights::{Blend, Curriculum, Sample, SampleWeights};
-use super::{PageError, PageResult, render, short, signed_in, svg};
+use super::{PageError, PagePath, PageResult, render, short, signed_in, svg};
 use crate::registry::app::SharedState;
 use crate::registry::commentaries;
 use crate::registry::datasets;
 use crate::registry::error::ApiResult;
+use crate::registry::extract::CommentaryId;
 
 /// What the page shows, by template variable.
 type PageValues = BTreeMap<&'static str, Value>;
@@ -70,9 +71,20 @@ fn report_view(report: &ApplyReport) -> (Value, String) {
         "validation accuracy (fraction)",
         &series,
     );
+    let references: Vec<Value> = report
+        .reference_arms
+        .iter()
+        .map(|r| context! { name => r.name, accuracy => spread(&r.arm.test_accuracy) })
+        .collect();
     let view = context! {
         baseline => spread(&report.baseline.test_accuracy), with => spread(&report.with_commentary.test_accuracy),
         gain => format!("{:+.4}", report.test_accuracy_gain),
+        z => format!("{:.1}", report.gain_z), harmful => report.harmful,
+        references, over_reference => report.gain_over_best_reference.map(|g| format!("{g:+.4}")),
+        validation => report.validation,
+        noise => report.label_noise.as_ref().map(|n| context! {
+            auroc => format!("{:.3}", n.auroc), precision => format!("{:.3}", n.precision_at_noise_rate), flipped => n.flipped,
+        }),
         random => report.random_blending.as_ref().map(|r| spread(&r.test_accuracy)),
         seeds => report.baseline.runs.len(), student => report.student, steps => report.steps,
     };
@@ -82,7 +94,7 @@ fn report_view(report: &ApplyReport) -> (Value, String) {
 pub async fn commentary(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<CommentaryId>,
 ) -> PageResult {
     let user = signed_in(&state, &headers).await;
     let model = commentaries::find(&state, &id)
@@ -140,12 +152,13 @@ pub async fn commentary(
         ("seed", p.seed.to_string()),
         ("created", p.created_at.to_rfc3339()),
         ("hypergradient", format!("{:?}", manifest.hypergradient)),
-        ("tensors sha256", info.tensors_sha256.clone()),
+        ("tensors sha256", info.tensors_sha256.hex()),
     ];
     let c = context! {
         id => info.id, kind => info.kind.as_str(), algorithm => info.algorithm.to_string(),
         dataset => info.dataset.to_string(), dataset_name, run_id => info.run_id,
         run_short => info.run_id.as_deref().map(short), size => bytesize::ByteSize(info.tensors_bytes).to_string(),
+        validation => manifest.validation.to_string(), harmful => info.harmful,
     };
     let manifest_json = serde_json::to_string_pretty(manifest).unwrap_or_default();
     page.insert("title", Value::from(format!("{} commentary", info.kind)));
@@ -173,7 +186,23 @@ fn shown<T>(decoded: ApiResult<Option<T>>) -> Option<T> {
 }
 
 /// Example weighting: the curriculum per class, the weight histogram, the extremes.
+/// Suspected mislabeled examples shown on the page.
+const SUSPECTS_SHOWN: usize = 24;
+
 fn weighting_views(page: &mut PageValues, tensors: &TensorMap, classes: &[String]) {
+    match commentaries::lowest_weighted(tensors, classes, SUSPECTS_SHOWN) {
+        Ok(Some(listed)) => {
+            let suspects: Vec<Value> = listed
+                .items
+                .iter()
+                .map(|e| context! { index => e.index, label => e.class, weight => format!("{:.3}", e.weight) })
+                .collect();
+            page.insert("suspects", Value::from(suspects));
+            page.insert("suspects_total", Value::from(listed.total));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!("cannot list example weights: {e}"),
+    }
     if let Some(curriculum) = shown(Curriculum::decode(tensors, classes.len())) {
         let series: Vec<Series> = classes
             .iter()

@@ -1,17 +1,18 @@
 //! `/datasets/{digest}`: a dataset's splits, class balance, example images, and the
 //! commentaries and runs for it.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse as _;
 use minijinja::{Value, context};
 use serde::Serialize;
 
 use super::charts::bar_chart;
-use super::{PageError, PageResult, progress_text, render, short, signed_in, svg};
+use super::{PageError, PagePath, PageResult, progress_text, render, short, signed_in, svg};
 use crate::registry::app::SharedState;
 use crate::registry::commentaries::{self, Sort};
-use crate::registry::datasets::{self, parse_digest};
+use crate::registry::datasets;
+use crate::registry::extract::DigestPath;
 use crate::registry::runs;
 
 #[derive(Serialize)]
@@ -23,12 +24,10 @@ struct Example {
 
 pub async fn dataset(
     State(state): State<SharedState>,
+    PagePath(DigestPath(digest)): PagePath<DigestPath>,
     headers: HeaderMap,
-    Path(digest): Path<String>,
 ) -> PageResult {
     let user = signed_in(&state, &headers).await;
-    let digest = parse_digest(&digest)
-        .map_err(|_| PageError::NotFound(format!("“{digest}” is not a dataset digest.")))?;
     let model = datasets::find(&state, &digest)
         .await
         .map_err(|_| PageError::NotFound(format!("No dataset {digest} is stored here.")))?;

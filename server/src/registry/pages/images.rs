@@ -2,7 +2,7 @@
 //! examples/{index}.png`, shown on dataset pages) and attention-mask insights with their inputs
 //! (`/commentaries/{id}/masks/{i}/{image.png|mask.png}`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use image::ExtendedColorType;
@@ -11,7 +11,8 @@ use super::insights::Masks;
 use crate::registry::app::SharedState;
 use crate::registry::commentaries;
 use crate::registry::datasets::LoadedSplit;
-use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::error::{ApiError, ApiResult, ErrorKind};
+use crate::registry::extract::{ApiPath, CommentaryId};
 
 /// Encodes 8-bit pixels (interleaved, row-major) as PNG.
 fn png(pixels: &[u8], width: u32, height: u32, colour: ExtendedColorType) -> ApiResult<Vec<u8>> {
@@ -42,8 +43,8 @@ pub fn example_png(loaded: &LoadedSplit, index: usize) -> ApiResult<(Vec<u8>, u3
         1 => ExtendedColorType::L8,
         3 => ExtendedColorType::Rgb8,
         n => {
-            return Err(ApiError::unprocessable(
-                "unsupported",
+            return Err(ApiError::new(
+                ErrorKind::Unsupported,
                 format!("cannot draw images with {n} channels"),
             ));
         }
@@ -52,11 +53,19 @@ pub fn example_png(loaded: &LoadedSplit, index: usize) -> ApiResult<(Vec<u8>, u3
     Ok((png, data.labels[index]))
 }
 
+/// `{i}` and `{layer}` of a mask image's path.
+#[derive(serde::Deserialize)]
+pub struct MaskPath {
+    i: usize,
+    layer: String,
+}
+
 /// An attention-mask insight as PNG: `image.png` (the input, scaled to 0-255) or `mask.png`
 /// (the mask as red with its value as opacity).
 pub async fn mask_png(
     State(state): State<SharedState>,
-    Path((id, i, layer)): Path<(String, usize, String)>,
+    id: CommentaryId,
+    ApiPath(MaskPath { i, layer }): ApiPath<MaskPath>,
 ) -> Response {
     let result = async {
         let model = commentaries::find(&state, &id).await?;
@@ -86,12 +95,26 @@ pub async fn mask_png(
     }
 }
 
-/// Mask `i` as red with the mask's value as opacity.
+/// Mask `i` as red with opacity from the mask's lowest value (clear) to its highest (opaque):
+/// where the mask puts weight relative to the rest of the image, whatever its range ((0, 1) or
+/// (0.5, 1.5) around 1). A uniform mask is drawn at half opacity.
 fn mask_layer(masks: &Masks<'_>, i: usize) -> ApiResult<Vec<u8>> {
-    let pixels: Vec<u8> = masks
-        .mask(i)
+    let mask = masks.mask(i);
+    let (lo, hi) = mask
         .iter()
-        .flat_map(|&m| [213, 94, 0, (m.clamp(0.0, 1.0) * 255.0) as u8])
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &m| {
+            (lo.min(m), hi.max(m))
+        });
+    let opacity = |m: f32| {
+        if hi - lo > 1e-6 {
+            ((m - lo) / (hi - lo)).clamp(0.0, 1.0)
+        } else {
+            0.5
+        }
+    };
+    let pixels: Vec<u8> = mask
+        .iter()
+        .flat_map(|&m| [213, 94, 0, (opacity(m) * 255.0) as u8])
         .collect();
     png(
         &pixels,

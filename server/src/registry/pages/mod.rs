@@ -15,7 +15,8 @@ mod run;
 use std::sync::OnceLock;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -25,7 +26,7 @@ use serde::Deserialize;
 
 use super::app::SharedState;
 use super::auth::{COOKIE, find_token};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 
 /// Templates, parsed once.
 fn templates() -> &'static Environment<'static> {
@@ -78,7 +79,7 @@ pub enum PageError {
 
 impl From<ApiError> for PageError {
     fn from(err: ApiError) -> Self {
-        if err.status == StatusCode::NOT_FOUND || err.status == StatusCode::BAD_REQUEST {
+        if matches!(err.kind, ErrorKind::NotFound | ErrorKind::BadRequest) {
             Self::NotFound(err.message)
         } else {
             Self::Internal
@@ -112,6 +113,26 @@ impl IntoResponse for PageError {
 }
 
 type PageResult = Result<Response, PageError>;
+
+/// A typed path parameter of a page (`DigestPath`, `RunId`, `CommentaryId`), checked before any
+/// database call. A malformed one gets the friendly not-found page (with why), not JSON: for a
+/// person, an address that cannot name anything names nothing.
+pub struct PagePath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PagePath<T>
+where
+    S: Send + Sync,
+    T: FromRequestParts<S, Rejection = ApiError>,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        T::from_request_parts(parts, state)
+            .await
+            .map(Self)
+            .map_err(PageError::from)
+    }
+}
 
 fn render(name: &str, context: minijinja::Value) -> Result<Html<String>, PageError> {
     Ok(Html(templates().get_template(name)?.render(context)?))

@@ -1,17 +1,18 @@
 //! `/runs/{id}`: a learning run's state and progress, with its validation-loss chart (also
 //! served alone at `/runs/{id}/chart.svg` for live updates).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use minijinja::context;
 use schema::api::{EventBody, Phase};
 
 use super::charts::{Series, line_chart};
-use super::{PageError, PageResult, progress_text, render, short, signed_in, svg};
+use super::{PageError, PagePath, PageResult, progress_text, render, short, signed_in, svg};
 use crate::registry::app::SharedState;
 use crate::registry::datasets;
 use crate::registry::error::ApiError;
+use crate::registry::extract::RunId;
 use crate::registry::runs;
 
 /// The validation-loss chart of a run, from its stored progress events.
@@ -54,8 +55,8 @@ async fn loss_chart(state: &SharedState, id: &str) -> Result<String, ApiError> {
 
 pub async fn run(
     State(state): State<SharedState>,
+    PagePath(id): PagePath<RunId>,
     headers: HeaderMap,
-    Path(id): Path<String>,
 ) -> PageResult {
     let user = signed_in(&state, &headers).await;
     let model = runs::find(&state, &id)
@@ -81,7 +82,7 @@ pub async fn run(
     .into_response())
 }
 
-pub async fn run_chart(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
+pub async fn run_chart(State(state): State<SharedState>, id: RunId) -> Response {
     if runs::find(&state, &id).await.is_err() {
         return StatusCode::NOT_FOUND.into_response();
     }

@@ -8,22 +8,21 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 
 use crate::registry::app::SharedState;
-use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::error::{ApiError, ApiResult, ErrorKind};
+use crate::registry::store::StorageKey;
 
-/// What is being served.
-pub struct Served<'a> {
-    pub key: &'a str,
+/// What is being served (the key decides content type, file name and caching).
+pub struct Served {
+    pub key: StorageKey,
     pub size: u64,
     /// Quoted strong ETag.
     pub etag: String,
-    pub content_type: &'static str,
-    pub file_name: &'a str,
 }
 
 pub async fn serve(
     state: &SharedState,
     headers: &HeaderMap,
-    served: Served<'_>,
+    served: Served,
 ) -> ApiResult<Response> {
     let etag = HeaderValue::from_str(&served.etag).map_err(ApiError::internal)?;
     if let Some(wanted) = headers
@@ -47,8 +46,7 @@ pub async fn serve(
             Ok(range) => Some(range),
             Err(()) => {
                 let mut response = ApiError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "range_not_satisfiable",
+                    ErrorKind::RangeNotSatisfiable,
                     format!("cannot serve {spec:?} of {} bytes", served.size),
                 )
                 .into_response();
@@ -64,7 +62,7 @@ pub async fn serve(
     let (body, served_range) = if served.size <= state.blob_cache.max_item {
         let bytes = state
             .blob_cache
-            .get(&state.store, served.key, &served.etag)
+            .get(&state.store, &served.key, &served.etag)
             .await?;
         let whole = 0..bytes.len() as u64;
         let part = range.clone().unwrap_or(whole.clone());
@@ -72,7 +70,7 @@ pub async fn serve(
         let slice = bytes.slice(part.start as usize..part.end as usize);
         (Body::from(slice), part)
     } else {
-        let blob = state.store.get(served.key, range.clone()).await?;
+        let blob = state.store.get(&served.key, range.clone()).await?;
         (Body::from_stream(blob.stream), blob.range)
     };
     let length = served_range.end - served_range.start;
@@ -82,11 +80,16 @@ pub async fn serve(
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(served.content_type),
+        HeaderValue::from_static(served.key.content_type()),
     );
+    if let Some(cache) = served.key.cache_control() {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", served.file_name))
-    {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}\"",
+        served.key.file_name()
+    )) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     if range.is_some() {

@@ -2,13 +2,14 @@
 //! workers' `POST /v1/runs/{id}/complete` share.
 
 use axum::Json;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use schema::CommentaryKind;
-use schema::api::{CommentaryDetail, CommentaryInfo, ErrorBody, Insights, Page, Scope};
-use schema::artifact::TENSORS_FILE;
+use schema::api::{
+    CommentaryDetail, CommentaryInfo, ErrorBody, ExampleWeights, Insights, Page, Scope,
+};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -19,7 +20,8 @@ use crate::registry::auth::Auth;
 use crate::registry::commentaries::{self, Sort, Upload};
 use crate::registry::datasets::parse_digest;
 use crate::registry::error::{ApiError, ApiResult};
-use crate::registry::store::commentary_key;
+use crate::registry::extract::{ApiMultipart, ApiQuery, CommentaryId};
+use crate::registry::store::{ArtifactFile, StorageKey};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -37,8 +39,8 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<SharedState>,
     _auth: Auth,
-    Query(filter): Query<ListParams>,
-    Query(page): Query<PageParams>,
+    ApiQuery(filter): ApiQuery<ListParams>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<CommentaryInfo>>> {
     let (offset, limit) = page.resolve()?;
     let digest = filter.dataset.as_deref().map(parse_digest).transpose()?;
@@ -53,11 +55,11 @@ pub async fn list(
 
 /// A commentary: list entry, manifest, apply report.
 #[utoipa::path(get, path = "/v1/commentaries/{id}", tag = "commentaries", params(("id" = String, Path)),
-    responses((status = 200, body = CommentaryDetail), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CommentaryDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<SharedState>,
+    id: CommentaryId,
     _auth: Auth,
-    Path(id): Path<String>,
 ) -> ApiResult<Json<CommentaryDetail>> {
     let model = commentaries::find(&state, &id).await?;
     Ok(Json(commentaries::detail(&model)?))
@@ -65,12 +67,12 @@ pub async fn get(
 
 /// Delete a commentary.
 #[utoipa::path(delete, path = "/v1/commentaries/{id}", tag = "commentaries", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security((), ("bearer" = [])))]
 pub async fn delete(
     State(state): State<SharedState>,
+    id: CommentaryId,
     auth: Auth,
-    Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     auth.require(Scope::Admin)?;
     commentaries::delete(&state, &id).await?;
@@ -82,25 +84,22 @@ pub async fn delete(
     responses(
         (status = 200, content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "a range"), (status = 304, description = "not modified"),
-        (status = 404, body = ErrorBody), (status = 416, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 416, body = ErrorBody),
     ))]
 pub async fn artifact(
     State(state): State<SharedState>,
+    id: CommentaryId,
     _auth: Auth,
-    Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let model = commentaries::find(&state, &id).await?;
-    let key = commentary_key(&model.id, TENSORS_FILE);
     serve(
         &state,
         &headers,
         Served {
-            key: &key,
+            key: StorageKey::commentary(&model.id, ArtifactFile::Tensors),
             size: model.tensors_bytes.max(0) as u64,
             etag: commentaries::tensors_etag(&model),
-            content_type: "application/octet-stream",
-            file_name: TENSORS_FILE,
         },
     )
     .await
@@ -108,14 +107,78 @@ pub async fn artifact(
 
 /// Insight tensors as JSON (curriculum, blend matrix, masks...) with the apply report.
 #[utoipa::path(get, path = "/v1/commentaries/{id}/insights", tag = "commentaries", params(("id" = String, Path)),
-    responses((status = 200, body = Insights), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Insights), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn insights(
     State(state): State<SharedState>,
+    id: CommentaryId,
     _auth: Auth,
-    Path(id): Path<String>,
 ) -> ApiResult<Json<Insights>> {
     let model = commentaries::find(&state, &id).await?;
     Ok(Json(commentaries::insights(&state, &model).await?))
+}
+
+/// `GET /v1/commentaries/{id}/examples` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExamplesParams {
+    /// `weight`: lowest weight first (the only order; the suspected mislabeled examples).
+    pub order: Option<ExampleOrder>,
+    /// At most this many examples (default 100, at most 10,000).
+    pub limit: Option<usize>,
+}
+
+/// How the examples are listed.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExampleOrder {
+    Weight,
+}
+
+/// Train examples by learned weight, lowest first: the suspected mislabeled examples of an
+/// example-weighting commentary. JSON, or CSV (`index,label,class,weight`) with
+/// `Accept: text/csv`.
+#[utoipa::path(get, path = "/v1/commentaries/{id}/examples", tag = "commentaries",
+    params(("id" = String, Path), ExamplesParams),
+    responses((status = 200, body = ExampleWeights, description = "JSON, or CSV with Accept: text/csv"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn examples(
+    State(state): State<SharedState>,
+    id: CommentaryId,
+    _auth: Auth,
+    ApiQuery(params): ApiQuery<ExamplesParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    use axum::response::IntoResponse as _;
+    let model = commentaries::find(&state, &id).await?;
+    let detail = commentaries::detail(&model)?;
+    let tensors = commentaries::tensors(&state, &model).await?;
+    let _ = params.order;
+    let limit = params.limit.unwrap_or(100);
+    let listed =
+        commentaries::lowest_weighted(&tensors, &detail.manifest.dataset.classes, limit)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("commentary {id}: {e}")))?
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "commentary {id:?} has no per-example weights (example-weighting artifacts of format 2 have them)"
+                ))
+            })?;
+    let wants_csv = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    if wants_csv {
+        let mut csv = String::from("index,label,class,weight\n");
+        for e in &listed.items {
+            let class = e.class.replace('"', "\"\"");
+            csv.push_str(&format!("{},{},\"{class}\",{}\n", e.index, e.label, e.weight));
+        }
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            csv,
+        )
+            .into_response());
+    }
+    Ok(Json(listed).into_response())
 }
 
 /// Publish an artifact learned elsewhere (multipart: manifest, tensors, report); it is verified
@@ -130,7 +193,7 @@ pub async fn insights(
 pub async fn upload(
     State(state): State<SharedState>,
     auth: Auth,
-    form: Multipart,
+    ApiMultipart(form): ApiMultipart,
 ) -> ApiResult<(StatusCode, Json<CommentaryInfo>)> {
     auth.require(Scope::Write)?;
     let (upload, lease) = read_artifact_form(form).await?;

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use schema::api::{DatasetInfo, ErrorBody, Page, Scope};
@@ -13,9 +13,11 @@ use super::PageParams;
 use super::blobs::{Served, serve};
 use crate::registry::app::SharedState;
 use crate::registry::auth::Auth;
-use crate::registry::datasets::{self, parse_digest};
+use crate::registry::datasets;
 use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::extract::{ApiPath, ApiQuery, DigestPath};
 use crate::registry::pages::images::example_png;
+use crate::registry::store::StorageKey;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -40,7 +42,7 @@ pub struct UploadParams {
 pub async fn upload(
     State(state): State<SharedState>,
     auth: Auth,
-    Query(params): Query<UploadParams>,
+    ApiQuery(params): ApiQuery<UploadParams>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -81,8 +83,8 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<SharedState>,
     _auth: Auth,
-    Query(filter): Query<ListParams>,
-    Query(page): Query<PageParams>,
+    ApiQuery(filter): ApiQuery<ListParams>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<DatasetInfo>>> {
     let (offset, limit) = page.resolve()?;
     let (items, more) = datasets::list(&state, filter.name.as_deref(), offset, limit).await?;
@@ -95,13 +97,12 @@ pub async fn list(
 /// A stored dataset's metadata.
 #[utoipa::path(get, path = "/v1/datasets/{digest}", tag = "datasets",
     params(("digest" = String, Path, description = "sha256:<hex> or bare hex")),
-    responses((status = 200, body = DatasetInfo), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DatasetInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<SharedState>,
+    DigestPath(digest): DigestPath,
     _auth: Auth,
-    Path(digest): Path<String>,
 ) -> ApiResult<Json<DatasetInfo>> {
-    let digest = parse_digest(&digest)?;
     let model = datasets::find(&state, &digest).await?;
     Ok(Json(datasets::info(&state, model).await?))
 }
@@ -109,13 +110,12 @@ pub async fn get(
 /// Whether the dataset is stored (200 or 404, no body).
 #[utoipa::path(head, path = "/v1/datasets/{digest}", tag = "datasets",
     params(("digest" = String, Path, description = "sha256:<hex> or bare hex")),
-    responses((status = 200), (status = 404)))]
+    responses((status = 200), (status = 400), (status = 404)))]
 pub async fn head(
     State(state): State<SharedState>,
+    DigestPath(digest): DigestPath,
     _auth: Auth,
-    Path(digest): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let digest = parse_digest(&digest)?;
     datasets::find(&state, &digest).await?;
     Ok(StatusCode::OK)
 }
@@ -131,16 +131,15 @@ pub struct DeleteParams {
 /// Delete a dataset (refused while it has commentaries, unless `?cascade=true`).
 #[utoipa::path(delete, path = "/v1/datasets/{digest}", tag = "datasets",
     params(("digest" = String, Path, description = "sha256:<hex> or bare hex"), DeleteParams),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security((), ("bearer" = [])))]
 pub async fn delete(
     State(state): State<SharedState>,
+    DigestPath(digest): DigestPath,
     auth: Auth,
-    Path(digest): Path<String>,
-    Query(params): Query<DeleteParams>,
+    ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> ApiResult<StatusCode> {
     auth.require(Scope::Admin)?;
-    let digest = parse_digest(&digest)?;
     datasets::delete(&state, &digest, params.cascade).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -151,28 +150,32 @@ pub async fn delete(
     responses(
         (status = 200, content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "a range"), (status = 304, description = "not modified"),
-        (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 pub async fn archive(
     State(state): State<SharedState>,
+    DigestPath(digest): DigestPath,
     _auth: Auth,
-    Path(digest): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let digest = parse_digest(&digest)?;
     let model = datasets::find(&state, &digest).await?;
     serve(
         &state,
         &headers,
         Served {
-            key: &model.archive_key,
+            key: StorageKey::DatasetArchive(digest),
             size: model.archive_bytes.max(0) as u64,
             etag: format!("\"{}\"", digest.hex()),
-            content_type: "application/octet-stream",
-            file_name: "dataset-archive",
         },
     )
     .await
+}
+
+/// `{split}` and `{image}` of an example image's path.
+#[derive(Debug, Deserialize)]
+pub struct ExamplePath {
+    split: String,
+    image: String,
 }
 
 /// One example image (canonical order) as PNG; its label id is in the `X-Label` header.
@@ -182,13 +185,13 @@ pub async fn archive(
         ("split" = String, Path, description = "train, test, ..."),
         ("image" = String, Path, description = "`<index>.png`, index in canonical order"),
     ),
-    responses((status = 200, content_type = "image/png", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "image/png", body = Vec<u8>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn example(
     State(state): State<SharedState>,
+    DigestPath(digest): DigestPath,
+    ApiPath(ExamplePath { split, image }): ApiPath<ExamplePath>,
     _auth: Auth,
-    Path((digest, split, image)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    let digest = parse_digest(&digest)?;
     let index: usize = image
         .strip_suffix(".png")
         .and_then(|i| i.parse().ok())

@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::app::SharedState;
-use super::error::{ApiError, json_rejections};
+use super::error::{ApiError, ErrorKind};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,7 +29,7 @@ use super::error::{ApiError, json_rejections};
         title = "Commentary registry",
         description = "Stores datasets and learned commentaries (Teaching with Commentaries, ICLR 2021) by content digest, runs learning jobs, and serves commentaries to new training runs. Errors always have the ErrorBody shape.",
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ErrorCodes),
     components(schemas(schema::api::ErrorBody)),
     tags(
         (name = "datasets", description = "Upload and browse datasets"),
@@ -50,6 +50,40 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Lists every `ErrorKind` in the schema of `ErrorDetail.code`.
+struct ErrorCodes;
+
+impl Modify for ErrorCodes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, schema::Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(detail))) = components.schemas.get_mut("ErrorDetail")
+        else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(code))) = detail.properties.get_mut("code") else {
+            return;
+        };
+        let mut codes: Vec<&str> = Vec::new();
+        let mut described = String::from("A stable machine-readable code (HTTP status: code):");
+        for kind in ErrorKind::ALL {
+            if !codes.contains(&kind.code()) {
+                codes.push(kind.code());
+            }
+            described.push_str(&format!(
+                "\n- {}: `{}`: {}",
+                kind.status().as_u16(),
+                kind.code(),
+                kind.description()
+            ));
+        }
+        code.enum_values = Some(codes.into_iter().map(Into::into).collect());
+        code.description = Some(described);
     }
 }
 
@@ -103,6 +137,7 @@ fn api_routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(commentaries::list))
         .routes(routes!(commentaries::get, commentaries::delete))
         .routes(routes!(commentaries::insights))
+        .routes(routes!(commentaries::examples))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz));
     let streaming = OpenApiRouter::new()
@@ -117,12 +152,12 @@ fn api_routes() -> OpenApiRouter<SharedState> {
         .merge(streaming)
 }
 
-/// The whole application.
+/// The whole application: the API, its OpenAPI document and explorer, `/metrics` and the pages.
 pub fn router(state: SharedState) -> Router {
     let (api, openapi) = api_routes().split_for_parts();
     let max_body = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
     let api = api
-        .layer(middleware::from_fn(json_rejections))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body.min(512 << 20)));
     Router::new()
         .merge(api)
@@ -139,6 +174,18 @@ pub fn router(state: SharedState) -> Router {
             timeout_setting,
         ))
         .with_state(state)
+}
+
+/// A known API path asked with a method it does not answer (axum adds the `Allow` header).
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!(
+            "{} does not answer {}",
+            request.uri().path(),
+            request.method()
+        ),
+    )
 }
 
 /// The configured request timeout, handed to `with_timeout` through an extension.
@@ -164,8 +211,7 @@ async fn with_timeout(request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+            ErrorKind::Timeout,
             format!("the request took longer than {}s", limit.as_secs()),
         )),
     }

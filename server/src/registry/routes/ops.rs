@@ -5,14 +5,14 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use schema::api::{Health, RunState};
 use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
 
 use crate::registry::app::SharedState;
 use crate::registry::db::entities::{commentary, dataset, run};
-use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::error::{ApiError, ApiResult, ErrorKind};
 
 fn health(status: &str) -> Json<Health> {
     Json(Health {
@@ -33,8 +33,7 @@ pub async fn healthz() -> Json<Health> {
     (status = 503, body = schema::api::ErrorBody),
 ))]
 pub async fn readyz(State(state): State<SharedState>) -> ApiResult<Json<Health>> {
-    let unavailable =
-        |what: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", what);
+    let unavailable = |what: String| ApiError::new(ErrorKind::NotReady, what);
     state
         .db
         .ping()

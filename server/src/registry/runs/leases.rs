@@ -14,7 +14,7 @@ use super::lifecycle::transition;
 use super::queue::{find, info};
 use crate::registry::app::SharedState;
 use crate::registry::db::entities::run;
-use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::error::{ApiError, ApiResult, ErrorKind};
 
 /// Takes the oldest queued run for `worker`, or None.
 pub async fn lease(state: &SharedState, worker: &str) -> ApiResult<Option<Lease>> {
@@ -73,11 +73,7 @@ pub(super) async fn leased(state: &SharedState, id: &str, lease: &str) -> ApiRes
             Ok(s) => format!("the lease is no longer valid (the run is {s})"),
             Err(_) => "the lease is no longer valid".to_string(),
         };
-        return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "lease_lost",
-            why,
-        ));
+        return Err(ApiError::new(ErrorKind::LeaseLost, why));
     }
     Ok(model)
 }
@@ -100,8 +96,7 @@ pub async fn heartbeat(state: &SharedState, id: &str, lease: &str) -> ApiResult<
         .await?;
     if updated.rows_affected != 1 {
         return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "lease_lost",
+            ErrorKind::LeaseLost,
             "the lease is no longer valid",
         ));
     }

@@ -14,8 +14,8 @@ use super::queue::find;
 use crate::registry::app::SharedState;
 use crate::registry::commentaries::{self, Checked};
 use crate::registry::db::entities::run;
-use crate::registry::error::{ApiError, ApiResult};
-use crate::registry::store::commentary_key;
+use crate::registry::error::{ApiError, ApiResult, ErrorKind};
+use crate::registry::store::{ArtifactFile, StorageKey};
 
 /// Changes state with a conditional update (`from` must still hold), recording an event.
 /// Returns whether this call made the change.
@@ -71,8 +71,8 @@ pub async fn complete(
     if checked.manifest.dataset.digest.to_string() != model.dataset_digest
         || checked.manifest.kind.as_str() != model.kind
     {
-        return Err(ApiError::unprocessable(
-            "invalid_artifact",
+        return Err(ApiError::new(
+            ErrorKind::InvalidArtifact,
             format!(
                 "the artifact is a {} commentary for {}, but run {id} learns a {} commentary for {}",
                 checked.manifest.kind,
@@ -102,15 +102,14 @@ pub async fn complete(
     .await?;
     if !done {
         drop(txn);
-        for file in commentaries::FILES {
+        for file in ArtifactFile::ALL {
             state
                 .store
-                .delete(&commentary_key(&commentary_id, file))
+                .delete(&StorageKey::commentary(&commentary_id, file))
                 .await?;
         }
         return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "lease_lost",
+            ErrorKind::LeaseLost,
             "the lease expired or the run was cancelled before it completed",
         ));
     }

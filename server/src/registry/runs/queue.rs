@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use schema::api::{Evaluation, EventBody, Progress, RunInfo, RunRequest, RunState};
-use schema::{CommentaryKind, LearnConfig};
+use schema::LearnConfig;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
     Set, TransactionTrait as _,
@@ -14,7 +14,7 @@ use crate::registry::app::SharedState;
 use crate::registry::datasets;
 use crate::registry::db;
 use crate::registry::db::entities::{dataset, run};
-use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::error::{ApiError, ApiResult, ErrorKind};
 
 /// The API view of a row.
 pub fn info(model: &run::Model) -> ApiResult<RunInfo> {
@@ -50,14 +50,14 @@ pub fn info(model: &run::Model) -> ApiResult<RunInfo> {
 pub async fn create(state: &SharedState, request: RunRequest) -> ApiResult<run::Model> {
     let digest = datasets::parse_digest(&request.dataset)?;
     let stored = datasets::find(state, &digest).await?;
-    validate(&request, &stored)?;
+    let algorithm = validate(&request, &stored)?;
     let id = uuid::Uuid::now_v7().to_string();
     let at = Utc::now();
     let model = run::ActiveModel {
         id: Set(id.clone()),
         dataset_digest: Set(digest.to_string()),
         kind: Set(request.kind.as_str().to_string()),
-        algorithm: Set(request.algorithm.to_string()),
+        algorithm: Set(algorithm.to_string()),
         config: Set(to_json(&request.config)?),
         evaluation: Set(to_json(&request.evaluation)?),
         state: Set(RunState::Queued.as_str().to_string()),
@@ -87,38 +87,37 @@ pub async fn create(state: &SharedState, request: RunRequest) -> ApiResult<run::
     Ok(model)
 }
 
-/// Refuses requests that cannot work, before they wait in the queue.
-fn validate(request: &RunRequest, stored: &dataset::Model) -> ApiResult<()> {
-    use schema::Algorithm;
-    let config = &request.config;
-    let invalid = |m: String| Err(ApiError::unprocessable("invalid_run", m));
-    match (request.kind, request.algorithm) {
-        (CommentaryKind::ExampleWeighting, Algorithm::Ift) if !config.tabular => {
-            return invalid(
-                "example weighting with a teacher network is learned by bptt (the teacher's time input needs the trajectory)".into(),
-            );
-        }
-        (CommentaryKind::LabelBlending, Algorithm::Bptt) => {
-            return invalid("label blending is learned by ift".into());
-        }
-        _ => {}
-    }
-    if config.inner_steps == 0 || config.meta_steps == 0 || config.batch_size == 0 {
-        return invalid("inner_steps, meta_steps and batch_size must be positive".into());
-    }
+/// Refuses requests that cannot work, before they wait in the queue (the bounds are
+/// `schema`'s, shared with the CLI and the trainer); returns the algorithm the run uses.
+fn validate(request: &RunRequest, stored: &dataset::Model) -> ApiResult<schema::Algorithm> {
+    let invalid = |m: String| ApiError::new(ErrorKind::InvalidRun, m);
     let summary: schema::DatasetSummary =
         serde_json::from_str(&stored.summary).map_err(anyhow::Error::from)?;
+    let splits: Vec<&str> = summary.splits.iter().map(|s| s.name.as_str()).collect();
+    let algorithm = request.resolved_algorithm(&splits);
+    let config = &request.config;
+    config
+        .validate(request.kind, algorithm)
+        .map_err(|e| invalid(e.to_string()))?;
+    request
+        .evaluation
+        .validate()
+        .map_err(|e| invalid(e.to_string()))?;
     if summary.split("train").is_none() {
-        return invalid(format!(
+        return Err(invalid(format!(
             "dataset {} has no train split to learn from",
             summary.digest
-        ));
+        )));
     }
-    let e = &request.evaluation;
-    if !e.seeds.is_empty() && (e.steps == 0 || e.batch_size == 0 || e.eval_every == 0) {
-        return invalid("evaluation steps, eval_every and batch_size must be positive".into());
+    if let Some(split) = &config.validation_split
+        && !splits.contains(&split.as_str())
+    {
+        return Err(invalid(format!(
+            "validation_split {split:?}: dataset {} has no such split; its splits are {splits:?}",
+            summary.digest
+        )));
     }
-    Ok(())
+    Ok(algorithm)
 }
 
 /// JSON for text columns.

@@ -6,7 +6,7 @@ pub mod worker;
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -18,6 +18,7 @@ use crate::registry::app::SharedState;
 use crate::registry::auth::Auth;
 use crate::registry::datasets::parse_digest;
 use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::extract::{ApiJson, ApiQuery, RunId};
 use crate::registry::routes::PageParams;
 use crate::registry::runs;
 
@@ -32,7 +33,7 @@ use crate::registry::runs;
 pub async fn create(
     State(state): State<SharedState>,
     auth: Auth,
-    Json(request): Json<RunRequest>,
+    ApiJson(request): ApiJson<RunRequest>,
 ) -> ApiResult<(StatusCode, Json<RunCreated>)> {
     auth.require(Scope::Write)?;
     let model = runs::create(&state, request).await?;
@@ -60,8 +61,8 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<SharedState>,
     _auth: Auth,
-    Query(filter): Query<ListParams>,
-    Query(page): Query<PageParams>,
+    ApiQuery(filter): ApiQuery<ListParams>,
+    ApiQuery(page): ApiQuery<PageParams>,
 ) -> ApiResult<Json<Page<RunInfo>>> {
     let (offset, limit) = page.resolve()?;
     let digest = filter.dataset.as_deref().map(parse_digest).transpose()?;
@@ -74,23 +75,23 @@ pub async fn list(
 
 /// A run, with its last progress and, when it failed, the error.
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path)),
-    responses((status = 200, body = RunInfo), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RunInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<SharedState>,
+    id: RunId,
     _auth: Auth,
-    Path(id): Path<String>,
 ) -> ApiResult<Json<RunInfo>> {
     Ok(Json(runs::info(&runs::find(&state, &id).await?)?))
 }
 
 /// Cancel a queued or running run (a running one stops at its worker's next heartbeat).
 #[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
-    responses((status = 200, body = RunInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 200, body = RunInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security((), ("bearer" = [])))]
 pub async fn cancel(
     State(state): State<SharedState>,
+    id: RunId,
     auth: Auth,
-    Path(id): Path<String>,
 ) -> ApiResult<Json<RunInfo>> {
     auth.require(Scope::Write)?;
     Ok(Json(runs::info(&runs::cancel(&state, &id).await?)?))
@@ -111,13 +112,13 @@ pub struct EventParams {
         ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event")),
     responses(
         (status = 200, content_type = "text/event-stream", body = RunEvent, description = "one RunEvent per SSE data line; the event name is its type"),
-        (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 pub async fn events(
     State(state): State<SharedState>,
+    id: RunId,
     _auth: Auth,
-    Path(id): Path<String>,
-    Query(params): Query<EventParams>,
+    ApiQuery(params): ApiQuery<EventParams>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     runs::find(&state, &id).await?;
@@ -131,6 +132,6 @@ pub async fn events(
         })
         .transpose()?;
     let after = resume.or(params.after).unwrap_or(0);
-    let stream = runs::follow(state, id, after);
+    let stream = runs::follow(state, id.to_string(), after);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

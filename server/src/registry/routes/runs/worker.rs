@@ -2,7 +2,7 @@
 //! names the lease; a lease that expired or was cancelled answers 409 `lease_lost`.
 
 use axum::Json;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use schema::api::{
@@ -14,6 +14,7 @@ use crate::registry::app::SharedState;
 use crate::registry::auth::Auth;
 use crate::registry::commentaries;
 use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::extract::{ApiJson, ApiMultipart, RunId};
 use crate::registry::routes::commentaries::{ArtifactForm, read_artifact_form};
 use crate::registry::runs;
 
@@ -24,7 +25,7 @@ use crate::registry::runs;
 pub async fn lease(
     State(state): State<SharedState>,
     auth: Auth,
-    Json(request): Json<LeaseRequest>,
+    ApiJson(request): ApiJson<LeaseRequest>,
 ) -> ApiResult<Response> {
     auth.require(Scope::Write)?;
     let worker = if request.worker.trim().is_empty() {
@@ -45,9 +46,9 @@ pub async fn lease(
     security(("bearer" = [])))]
 pub async fn heartbeat(
     State(state): State<SharedState>,
+    id: RunId,
     auth: Auth,
-    Path(id): Path<String>,
-    Json(body): Json<LeaseRef>,
+    ApiJson(body): ApiJson<LeaseRef>,
 ) -> ApiResult<Json<HeartbeatAnswer>> {
     auth.require(Scope::Write)?;
     let run_state = runs::heartbeat(&state, &id, &body.lease).await?;
@@ -64,9 +65,9 @@ pub async fn heartbeat(
     security(("bearer" = [])))]
 pub async fn events(
     State(state): State<SharedState>,
+    id: RunId,
     auth: Auth,
-    Path(id): Path<String>,
-    Json(body): Json<EventsPost>,
+    ApiJson(body): ApiJson<EventsPost>,
 ) -> ApiResult<StatusCode> {
     auth.require(Scope::Write)?;
     if body.events.len() > 10_000 {
@@ -88,9 +89,9 @@ pub async fn events(
     security(("bearer" = [])))]
 pub async fn complete(
     State(state): State<SharedState>,
+    id: RunId,
     auth: Auth,
-    Path(id): Path<String>,
-    form: Multipart,
+    ApiMultipart(form): ApiMultipart,
 ) -> ApiResult<Json<CommentaryInfo>> {
     auth.require(Scope::Write)?;
     let (upload, lease) = read_artifact_form(form).await?;
@@ -107,9 +108,9 @@ pub async fn complete(
     security(("bearer" = [])))]
 pub async fn fail(
     State(state): State<SharedState>,
+    id: RunId,
     auth: Auth,
-    Path(id): Path<String>,
-    Json(body): Json<FailPost>,
+    ApiJson(body): ApiJson<FailPost>,
 ) -> ApiResult<StatusCode> {
     auth.require(Scope::Write)?;
     let error: String = body.error.chars().take(16_000).collect();

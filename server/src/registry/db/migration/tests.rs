@@ -1,0 +1,250 @@
+//! The hand-written migrations against the entities: an empty database, migrated, has the
+//! schema (tables, columns, types, nullability, keys, indexes) that sea-orm generates from the
+//! entities, on SQLite always and on PostgreSQL when `COMMENTARY_TEST_DATABASE_URL` names a
+//! server (each run makes, and drops, its own databases there).
+
+use sea_orm::{
+    ConnectionTrait as _, Database, DatabaseBackend, DatabaseConnection, EntityTrait, Schema,
+    Statement,
+};
+use sea_orm_migration::{MigrationName as _, MigratorTrait as _};
+
+use super::Migrator;
+use crate::registry::db::entities::{commentary, dataset, run, run_event, token};
+
+/// What the entities describe: their tables and indexes as sea-orm generates them (which is
+/// what the first migration did before it was written by hand).
+async fn create_from_entities(db: &DatabaseConnection) {
+    async fn create<E: EntityTrait>(db: &DatabaseConnection, entity: E) {
+        let backend = db.get_database_backend();
+        let schema = Schema::new(backend);
+        db.execute(backend.build(&schema.create_table_from_entity(entity)))
+            .await
+            .expect("create a table from its entity");
+        for index in schema.create_index_from_entity(entity) {
+            db.execute(backend.build(&index))
+                .await
+                .expect("create an index from its entity");
+        }
+    }
+    create(db, dataset::Entity).await;
+    create(db, commentary::Entity).await;
+    create(db, run::Entity).await;
+    create(db, run_event::Entity).await;
+    create(db, token::Entity).await;
+}
+
+async fn rows(db: &DatabaseConnection, sql: &str) -> Vec<sea_orm::QueryResult> {
+    db.query_all(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn text(row: &sea_orm::QueryResult, column: &str) -> String {
+    row.try_get::<Option<String>>("", column)
+        .unwrap_or_else(|e| panic!("{column}: {e}"))
+        .unwrap_or_default()
+}
+
+fn number(row: &sea_orm::QueryResult, column: &str) -> i64 {
+    row.try_get::<i64>("", column)
+        .or_else(|_| row.try_get::<i32>("", column).map(i64::from))
+        .unwrap_or_else(|e| panic!("{column}: {e}"))
+}
+
+/// The schema, one line per column and index, ignoring the migrations' own bookkeeping table.
+async fn introspect(db: &DatabaseConnection) -> Vec<String> {
+    let mut lines = Vec::new();
+    match db.get_database_backend() {
+        DatabaseBackend::Sqlite => {
+            let tables = rows(
+                db,
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+                 AND name != 'seaql_migrations' ORDER BY name",
+            )
+            .await;
+            for table in tables.iter().map(|r| text(r, "name")) {
+                for c in rows(db, &format!("PRAGMA table_info(\"{table}\")")).await {
+                    lines.push(format!(
+                        "{table}.{} {} not_null={} pk={} default={}",
+                        text(&c, "name"),
+                        text(&c, "type"),
+                        number(&c, "notnull"),
+                        number(&c, "pk"),
+                        text(&c, "dflt_value"),
+                    ));
+                }
+                for i in rows(db, &format!("PRAGMA index_list(\"{table}\")")).await {
+                    let name = text(&i, "name");
+                    let columns: Vec<String> = rows(db, &format!("PRAGMA index_info(\"{name}\")"))
+                        .await
+                        .iter()
+                        .map(|c| text(c, "name"))
+                        .collect();
+                    lines.push(format!(
+                        "{table} index {name} on ({}) unique={} origin={}",
+                        columns.join(", "),
+                        number(&i, "unique"),
+                        text(&i, "origin"),
+                    ));
+                }
+            }
+            // AUTOINCREMENT shows only in the table's SQL.
+            for t in rows(
+                db,
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE '%AUTOINCREMENT%' \
+                 ORDER BY name",
+            )
+            .await
+            {
+                lines.push(format!("{} autoincrement", text(&t, "name")));
+            }
+        }
+        DatabaseBackend::Postgres => {
+            for c in rows(
+                db,
+                "SELECT table_name::text AS t, column_name::text AS c, data_type::text AS ty, \
+                 is_nullable::text AS n, column_default::text AS d \
+                 FROM information_schema.columns WHERE table_schema = 'public' \
+                 AND table_name != 'seaql_migrations' ORDER BY table_name, ordinal_position",
+            )
+            .await
+            {
+                lines.push(format!(
+                    "{}.{} {} nullable={} default={}",
+                    text(&c, "t"),
+                    text(&c, "c"),
+                    text(&c, "ty"),
+                    text(&c, "n"),
+                    text(&c, "d"),
+                ));
+            }
+            for i in rows(
+                db,
+                "SELECT tablename::text AS t, indexdef::text AS d FROM pg_indexes \
+                 WHERE schemaname = 'public' AND tablename != 'seaql_migrations' \
+                 ORDER BY tablename, indexname",
+            )
+            .await
+            {
+                lines.push(format!("{} {}", text(&i, "t"), text(&i, "d")));
+            }
+        }
+        other => panic!("no introspection for {other:?}"),
+    }
+    lines
+}
+
+/// Migrates `migrated` (empty) and builds `reference` from the entities, and compares them.
+async fn migrated_schema_is_the_entities(migrated: &str, reference: &str) {
+    let db = crate::registry::db::connect(migrated)
+        .await
+        .expect("migrate an empty database");
+    let applied: Vec<String> = rows(&db, "SELECT version FROM seaql_migrations ORDER BY version")
+        .await
+        .iter()
+        .map(|r| text(r, "version"))
+        .collect();
+    assert_eq!(
+        applied,
+        ["migration"],
+        "the names existing databases record"
+    );
+    assert!(
+        Migrator::get_pending_migrations(&db)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+    let from_entities = Database::connect(reference).await.expect("connect");
+    create_from_entities(&from_entities).await;
+
+    let (got, want) = (introspect(&db).await, introspect(&from_entities).await);
+    assert!(got.len() > 30, "introspection found too little: {got:#?}");
+    let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).collect();
+    let extra: Vec<&String> = got.iter().filter(|l| !want.contains(l)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "the migrated schema differs from the entities\nmissing: {missing:#?}\nextra: {extra:#?}"
+    );
+    // Running the migrations again (every start-up does) changes nothing.
+    Migrator::up(&db, None).await.expect("migrate again");
+    assert_eq!(introspect(&db).await, got);
+    db.close().await.expect("close");
+    from_entities.close().await.expect("close");
+}
+
+#[test]
+fn the_first_migration_keeps_the_name_databases_recorded() {
+    assert_eq!(
+        super::m20261201_000001_create_tables::Migration.name(),
+        "migration"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_sqlite_database_migrates_to_the_entities_schema() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = |name: &str| format!("sqlite://{}?mode=rwc", dir.path().join(name).display());
+    migrated_schema_is_the_entities(&url("migrated.db"), &url("entities.db")).await;
+}
+
+#[tokio::test]
+async fn a_database_made_before_migrations_were_hand_written_still_starts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    // What the generated migration left: the entities' tables, and its name recorded.
+    let old = Database::connect(&url).await.expect("connect");
+    create_from_entities(&old).await;
+    Migrator::install(&old).await.expect("the migrations table");
+    old.execute_unprepared(
+        "INSERT INTO seaql_migrations (version, applied_at) VALUES ('migration', 1764547200)",
+    )
+    .await
+    .expect("record the old migration");
+    old.close().await.expect("close");
+    let db = crate::registry::db::connect(&url)
+        .await
+        .expect("an old database starts");
+    assert!(
+        Migrator::get_pending_migrations(&db)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_empty_postgres_database_migrates_to_the_entities_schema() {
+    let Ok(admin_url) = std::env::var("COMMENTARY_TEST_DATABASE_URL") else {
+        eprintln!("COMMENTARY_TEST_DATABASE_URL is not set: PostgreSQL not checked");
+        return;
+    };
+    let admin = Database::connect(&admin_url)
+        .await
+        .expect("connect to COMMENTARY_TEST_DATABASE_URL");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b);
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let names = [
+        format!("commentary_test_{id}_migrated"),
+        format!("commentary_test_{id}_entities"),
+    ];
+    for name in &names {
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database");
+    }
+    migrated_schema_is_the_entities(
+        &format!("{base}/{}", names[0]),
+        &format!("{base}/{}", names[1]),
+    )
+    .await;
+    for name in &names {
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await;
+    }
+}
