@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent float64 reference for `commentary hypergrad` problem files (numpy only).
 
-Written from the problem-format description alone (trainer/src/hypergrad/problem.rs docs), it
+Written from the problem-format description alone (trainer/src/verify/mod.rs docs), it
 shares no code with the Rust engine:
 - weight-bptt: L_V(phi) by training the MLP in float64, and d L_V / d phi by central finite
   differences of L_V over each phi_i;

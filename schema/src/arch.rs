@@ -144,9 +144,9 @@ pub enum CommentarySpec {
     Table,
     /// C x C logits M; lambda = 1 - 0.5 * sigmoid(M[y_i, y_j]).
     BlendMatrix,
-    /// Mask network on H*W outputs z: m(x) = 1 + 0.5 tanh(z) in (0.5, 1.5) when `centered`
-    /// (learned from m = 1, so a mask starts harmless), else sigmoid(z) in (0, 1) (artifacts
-    /// written before centred masks).
+    /// Mask network on H*W outputs z: m(x) = 1.5 sigmoid(z + ln 2) in (0, 1.5), 1 at z = 0, when
+    /// `centered` (learned from m = 1, so a mask starts harmless), else sigmoid(z) in (0, 1)
+    /// (artifacts written before centred masks).
     MaskNet {
         net: NetSpec,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]

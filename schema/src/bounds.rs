@@ -34,7 +34,9 @@ fn refuse<T>(message: impl Into<String>) -> Result<T, ConfigError> {
 
 fn in_range(name: &str, value: u32, low: u32, high: u32) -> Result<(), ConfigError> {
     if value < low || value > high {
-        return refuse(format!("{name} is {value}; it must be between {low} and {high}"));
+        return refuse(format!(
+            "{name} is {value}; it must be between {low} and {high}"
+        ));
     }
     Ok(())
 }
@@ -86,7 +88,9 @@ pub fn check_algorithm(kind: CommentaryKind, algorithm: Algorithm) -> Result<(),
         CommentaryKind::ExampleWeighting => {
             "example weighting is learned by BPTT (the teacher's time input needs the trajectory)"
         }
-        CommentaryKind::LabelBlending => "label blending is learned by IFT while the student trains",
+        CommentaryKind::LabelBlending => {
+            "label blending is learned by IFT while the student trains"
+        }
         CommentaryKind::AttentionMask => "attention masks are learned by any algorithm",
     };
     refuse(format!(
@@ -108,18 +112,23 @@ impl LearnConfig {
             1,
             MAX_BATCH,
         )?;
-        in_range("hyper_step_every", self.hyper_step_every, 1, MAX_INNER_STEPS)?;
+        in_range(
+            "hyper_step_every",
+            self.hyper_step_every,
+            1,
+            MAX_INNER_STEPS,
+        )?;
         in_range("neumann_terms", self.neumann_terms, 0, MAX_NEUMANN_TERMS)?;
         if let Some(n) = self.validation_examples {
             in_range("validation_examples", n, 1, u32::MAX)?;
         }
-        if algorithm == Algorithm::TruncatedBptt {
-            if self.unroll_steps == 0 || self.unroll_steps > self.inner_steps {
-                return refuse(format!(
-                    "unroll_steps is {}; under truncated-bptt it must be between 1 and inner_steps ({})",
-                    self.unroll_steps, self.inner_steps
-                ));
-            }
+        if algorithm == Algorithm::TruncatedBptt
+            && (self.unroll_steps == 0 || self.unroll_steps > self.inner_steps)
+        {
+            return refuse(format!(
+                "unroll_steps is {}; under truncated-bptt it must be between 1 and inner_steps ({})",
+                self.unroll_steps, self.inner_steps
+            ));
         }
         let unrolled = match algorithm {
             Algorithm::Bptt => u64::from(self.inner_steps),
@@ -131,7 +140,11 @@ impl LearnConfig {
                 "{algorithm} would unroll {unrolled} steps of {} examples; at most {MAX_UNROLLED_EXAMPLES} examples per unroll \
                  (lower inner_steps{} or batch_size)",
                 self.batch_size,
-                if algorithm == Algorithm::TruncatedBptt { " or unroll_steps" } else { "" }
+                if algorithm == Algorithm::TruncatedBptt {
+                    " or unroll_steps"
+                } else {
+                    ""
+                }
             ));
         }
         positive_rate("inner_lr", self.inner_lr)?;
@@ -180,7 +193,12 @@ impl Evaluation {
             ));
         }
         in_range("evaluation steps", self.steps, 1, MAX_EVALUATION_STEPS)?;
-        in_range("evaluation eval_every", self.eval_every, 1, MAX_EVALUATION_STEPS)?;
+        in_range(
+            "evaluation eval_every",
+            self.eval_every,
+            1,
+            MAX_EVALUATION_STEPS,
+        )?;
         in_range("evaluation batch_size", self.batch_size, 1, MAX_BATCH)?;
         positive_rate("evaluation lr", self.lr)
     }
@@ -214,21 +232,60 @@ mod tests {
     #[test]
     fn bad_values_are_refused_with_their_name() {
         let cases: Vec<(LearnConfig, &str)> = vec![
-            (LearnConfig { inner_lr: -1e-3, ..LearnConfig::default() }, "inner_lr is -0.001"),
-            (LearnConfig { outer_lr: f64::NAN, ..LearnConfig::default() }, "outer_lr is NaN"),
-            (LearnConfig { inner_steps: 0, ..LearnConfig::default() }, "inner_steps is 0"),
-            (LearnConfig { unroll_steps: 0, ..LearnConfig::default() }, "unroll_steps is 0"),
-            (LearnConfig { unroll_steps: 101, ..LearnConfig::default() }, "unroll_steps is 101"),
             (
-                LearnConfig { validation_split: Some("test".into()), ..LearnConfig::default() },
+                LearnConfig {
+                    inner_lr: -1e-3,
+                    ..LearnConfig::default()
+                },
+                "inner_lr is -0.001",
+            ),
+            (
+                LearnConfig {
+                    outer_lr: f64::NAN,
+                    ..LearnConfig::default()
+                },
+                "outer_lr is NaN",
+            ),
+            (
+                LearnConfig {
+                    inner_steps: 0,
+                    ..LearnConfig::default()
+                },
+                "inner_steps is 0",
+            ),
+            (
+                LearnConfig {
+                    unroll_steps: 0,
+                    ..LearnConfig::default()
+                },
+                "unroll_steps is 0",
+            ),
+            (
+                LearnConfig {
+                    unroll_steps: 101,
+                    ..LearnConfig::default()
+                },
+                "unroll_steps is 101",
+            ),
+            (
+                LearnConfig {
+                    validation_split: Some("test".into()),
+                    ..LearnConfig::default()
+                },
                 "validation_split is \"test\"",
             ),
             (
-                LearnConfig { student: NetSpec::Mlp { hidden: vec![0] }, ..LearnConfig::default() },
+                LearnConfig {
+                    student: NetSpec::Mlp { hidden: vec![0] },
+                    ..LearnConfig::default()
+                },
                 "width 0",
             ),
             (
-                LearnConfig { inner_steps: 1_000_000_000, ..LearnConfig::default() },
+                LearnConfig {
+                    inner_steps: 1_000_000_000,
+                    ..LearnConfig::default()
+                },
                 "inner_steps is 1000000000",
             ),
         ];
@@ -238,7 +295,10 @@ mod tests {
                 .expect_err(expected);
             assert!(err.0.contains(expected), "{err} lacks {expected}");
         }
-        let long_bptt = LearnConfig { inner_steps: 1_000_000, ..LearnConfig::default() };
+        let long_bptt = LearnConfig {
+            inner_steps: 1_000_000,
+            ..LearnConfig::default()
+        };
         let err = long_bptt
             .validate(CommentaryKind::ExampleWeighting, Algorithm::Bptt)
             .expect_err("a million-step unroll");
@@ -247,11 +307,26 @@ mod tests {
 
     #[test]
     fn evaluation_bounds_are_checked_unless_evaluation_is_skipped() {
-        let skipped = Evaluation { seeds: vec![], steps: 0, ..Evaluation::default() };
+        let skipped = Evaluation {
+            seeds: vec![],
+            steps: 0,
+            ..Evaluation::default()
+        };
         assert!(skipped.validate().is_ok());
-        let bad = Evaluation { steps: 0, ..Evaluation::default() };
-        assert!(bad.validate().expect_err("zero steps").0.contains("evaluation steps is 0"));
-        let bad = Evaluation { lr: 0.0, ..Evaluation::default() };
+        let bad = Evaluation {
+            steps: 0,
+            ..Evaluation::default()
+        };
+        assert!(
+            bad.validate()
+                .expect_err("zero steps")
+                .0
+                .contains("evaluation steps is 0")
+        );
+        let bad = Evaluation {
+            lr: 0.0,
+            ..Evaluation::default()
+        };
         assert!(bad.validate().is_err());
     }
 }

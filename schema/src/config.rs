@@ -117,9 +117,7 @@ impl std::str::FromStr for Algorithm {
         Self::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown algorithm {s:?}; expected bptt, ift or truncated-bptt")
-            })
+            .ok_or_else(|| format!("unknown algorithm {s:?}; expected bptt, ift or truncated-bptt"))
     }
 }
 

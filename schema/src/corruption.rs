@@ -26,7 +26,9 @@ impl std::str::FromStr for NoiseKind {
         match s {
             "symmetric" => Ok(Self::Symmetric),
             "pair" => Ok(Self::Pair),
-            other => Err(format!("unknown noise {other:?}; expected symmetric or pair")),
+            other => Err(format!(
+                "unknown noise {other:?}; expected symmetric or pair"
+            )),
         }
     }
 }

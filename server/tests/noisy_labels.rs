@@ -42,6 +42,14 @@ fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `command`, which must fail with `expected` in its error output.
+fn refused(command: &mut Command, expected: &str) {
+    let out = command.output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded; expected {expected:?}");
+    assert!(err.contains(expected), "{err}");
+}
+
 #[test]
 fn weights_learned_against_a_clean_val_split_find_flipped_labels() {
     let tmp = TempDir::new().expect("tmp");
@@ -54,24 +62,37 @@ fn weights_learned_against_a_clean_val_split_find_flipped_labels() {
     let artifact = tmp.path().join("weights");
     let learned = run_ok(
         commentary()
-            .args(["learn", "--kind", "example-weighting", "--tabular", "--dataset"])
+            .args([
+                "learn",
+                "--kind",
+                "example-weighting",
+                "--tabular",
+                "--dataset",
+            ])
             .arg(&data)
             .arg("--out")
             .arg(&artifact)
-            .args(["--student", "mlp:32", "--inner-steps", "400", "--meta-steps", "1"])
+            .args([
+                "--student",
+                "mlp:32",
+                "--inner-steps",
+                "400",
+                "--meta-steps",
+                "1",
+            ])
             .args(["--validation-batch-size", "100", "--outer-lr", "0.03"]),
     );
     assert!(learned.contains("by truncated-bptt"), "{learned}");
-    assert!(learned.contains("validated on val, 500 examples"), "{learned}");
+    assert!(
+        learned.contains("validated on val, 500 examples"),
+        "{learned}"
+    );
     let manifest = schema::artifact::verify_artifact(&artifact)
         .expect("artifact")
         .manifest;
     assert_eq!(manifest.format_version, 2);
     assert_eq!(manifest.validation.split(), "val");
-    assert_eq!(
-        manifest.time_input,
-        schema::artifact::TimeInput::Progress
-    );
+    assert_eq!(manifest.time_input, schema::artifact::TimeInput::Progress);
 
     let report_path = tmp.path().join("report.json");
     let printed = run_ok(
@@ -99,50 +120,43 @@ fn weights_learned_against_a_clean_val_split_find_flipped_labels() {
     assert!(report.gain_over_best_reference.is_some());
 
     // A corruption record of another dataset is refused, naming both digests.
-    let out = commentary()
-        .args(["apply", "--dataset"])
-        .arg(tests::mnist_fixture())
-        .arg("--commentary")
-        .arg(&artifact)
-        .arg("--report")
-        .arg(tmp.path().join("other.json"))
-        .arg("--force")
-        .arg("--corruption")
-        .arg(data.join("corruption.json"))
-        .output()
-        .expect("apply");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("not this dataset"), "{err}");
-
-    // Bad corrupt options and a test validation split name the value.
-    let out = commentary()
-        .args(["dataset", "corrupt"])
-        .arg(tests::mnist_fixture())
-        .arg("--out")
-        .arg(tmp.path().join("bad"))
-        .args(["--imbalance", "0.5"])
-        .output()
-        .expect("corrupt");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--imbalance is 0.5"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    refused(
+        commentary()
+            .args(["apply", "--dataset"])
+            .arg(tests::mnist_fixture())
+            .arg("--commentary")
+            .arg(&artifact)
+            .arg("--report")
+            .arg(tmp.path().join("other.json"))
+            .arg("--force")
+            .arg("--corruption")
+            .arg(data.join("corruption.json")),
+        "not this dataset",
     );
-    let out = commentary()
-        .args(["learn", "--kind", "example-weighting", "--tabular", "--dataset"])
-        .arg(&data)
-        .arg("--out")
-        .arg(tmp.path().join("never"))
-        .args(["--validation-split", "test"])
-        .output()
-        .expect("learn");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("validation_split is \"test\""),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // Bad corrupt options and a test validation split name the value.
+    refused(
+        commentary()
+            .args(["dataset", "corrupt"])
+            .arg(tests::mnist_fixture())
+            .arg("--out")
+            .arg(tmp.path().join("bad"))
+            .args(["--imbalance", "0.5"]),
+        "--imbalance is 0.5",
+    );
+    refused(
+        commentary()
+            .args([
+                "learn",
+                "--kind",
+                "example-weighting",
+                "--tabular",
+                "--dataset",
+            ])
+            .arg(&data)
+            .arg("--out")
+            .arg(tmp.path().join("never"))
+            .args(["--validation-split", "test"]),
+        "validation_split is \"test\"",
     );
 }
 
@@ -168,9 +182,18 @@ async fn the_registry_lists_the_lowest_weighted_examples_as_json_and_csv() {
 
     // Refused before queueing: a test validation split, an unknown one, unroll_steps 0.
     for (config, expected) in [
-        (serde_json::json!({"tabular": true, "validation_split": "test"}), "never used for learning"),
-        (serde_json::json!({"tabular": true, "validation_split": "holdout"}), "no such split"),
-        (serde_json::json!({"tabular": true, "unroll_steps": 0}), "unroll_steps is 0"),
+        (
+            serde_json::json!({"tabular": true, "validation_split": "test"}),
+            "never used for learning",
+        ),
+        (
+            serde_json::json!({"tabular": true, "validation_split": "holdout"}),
+            "no such split",
+        ),
+        (
+            serde_json::json!({"tabular": true, "unroll_steps": 0}),
+            "unroll_steps is 0",
+        ),
     ] {
         let response = client
             .http
@@ -212,7 +235,9 @@ async fn the_registry_lists_the_lowest_weighted_examples_as_json_and_csv() {
     assert_eq!(detail["harmful"], false);
 
     let listed = client
-        .get_json(&format!("/v1/commentaries/{id}/examples?order=weight&limit=300"))
+        .get_json(&format!(
+            "/v1/commentaries/{id}/examples?order=weight&limit=300"
+        ))
         .await;
     assert_eq!(listed["total"], record.train_examples);
     let items = listed["items"].as_array().expect("items");
@@ -222,8 +247,7 @@ async fn the_registry_lists_the_lowest_weighted_examples_as_json_and_csv() {
         .map(|e| e["weight"].as_f64().expect("weight"))
         .collect();
     assert!(weights.windows(2).all(|w| w[0] <= w[1]), "lowest first");
-    let flipped: std::collections::HashSet<u64> =
-        record.flipped.iter().map(|f| f.index).collect();
+    let flipped: std::collections::HashSet<u64> = record.flipped.iter().map(|f| f.index).collect();
     let hits = items
         .iter()
         .filter(|e| flipped.contains(&e["index"].as_u64().expect("index")))

@@ -1,6 +1,8 @@
-//! The router in-process (`tower::ServiceExt::oneshot`, no listener, no worker): how routes
-//! answer bad input, unknown ids and wrong methods, on a temporary SQLite database and local
-//! store; and a snapshot of the OpenAPI document, so any change to the API shows up in review.
+//! The router in-process: how routes answer bad input, and a snapshot of the OpenAPI document.
+//!
+//! Requests go through `tower::ServiceExt::oneshot` (no listener, no worker) to the real router
+//! on a temporary SQLite database and local store. The snapshot makes any API change show up in
+//! review.
 
 use std::sync::Arc;
 

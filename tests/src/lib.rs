@@ -11,7 +11,8 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use schema::arch::{ArchitectureSpec, CommentarySpec, NetSpec};
 use schema::artifact::{
-    ArtifactManifest, DatasetRef, HypergradientMethod, Provenance, Tensor, TensorMap, TensorValues, TimeInput, Validation,
+    ArtifactManifest, DatasetRef, HypergradientMethod, Provenance, Tensor, TensorMap, TensorValues,
+    TimeInput, Validation,
 };
 use schema::{Algorithm, CommentaryKind, ImageShape, LearnConfig, Sha256};
 

@@ -251,6 +251,11 @@ fn a_format_version_1_manifest_still_loads_with_its_meaning() {
     let object = value.as_object_mut().expect("object");
     object.insert("format_version".into(), 2.into());
     std::fs::write(&manifest_path, serde_json::to_vec(&value).expect("json")).expect("write");
-    let err = verify_artifact(tmp.path()).expect_err("mixed versions").to_string();
-    assert!(err.contains("validation_indices belongs to format version 1"), "{err}");
+    let err = verify_artifact(tmp.path())
+        .expect_err("mixed versions")
+        .to_string();
+    assert!(
+        err.contains("validation_indices belongs to format version 1"),
+        "{err}"
+    );
 }

@@ -330,10 +330,15 @@ fn a_truncated_bptt_window_from_a_mid_training_adam_state_matches_float64() {
             f32s(map, "commentary.logits", vec![N], normal(rng, N, 1.0));
             // A one-step look-ahead window (unroll_steps = 1) and a three-step one.
             let steps = if seed == 30 { 1 } else { 3 };
-            let batches: Vec<i64> = (0..steps * 4).map(|_| rng.random_range(0..N as i64)).collect();
+            let batches: Vec<i64> = (0..steps * 4)
+                .map(|_| rng.random_range(0..N as i64))
+                .collect();
             i64s(map, "batches", vec![steps, 4], batches);
             f32s(map, "state.first", vec![params], normal(rng, params, 0.05));
-            let second: Vec<f32> = normal(rng, params, 0.05).iter().map(|v| v * v + 1e-4).collect();
+            let second: Vec<f32> = normal(rng, params, 0.05)
+                .iter()
+                .map(|v| v * v + 1e-4)
+                .collect();
             f32s(map, "state.second", vec![params], second);
         });
         let error = compare(&bytes);

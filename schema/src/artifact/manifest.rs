@@ -137,8 +137,7 @@ impl TryFrom<ManifestFile> for ArtifactManifest {
                 );
             }
             (_, None) => (
-                file.validation
-                    .ok_or("missing field `validation`")?,
+                file.validation.ok_or("missing field `validation`")?,
                 file.time_input.ok_or("missing field `time_input`")?,
             ),
         };

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::{
-    ArtifactError, ArtifactManifest, FORMAT_VERSION, INSIGHT_PREFIX, MANIFEST_FILE, READABLE_VERSIONS,
-    REPORT_FILE,
-    TENSORS_FILE, TensorMap, TensorValues, decode_tensors, io_error,
+    ArtifactError, ArtifactManifest, FORMAT_VERSION, INSIGHT_PREFIX, MANIFEST_FILE,
+    READABLE_VERSIONS, REPORT_FILE, TENSORS_FILE, TensorMap, TensorValues, decode_tensors,
+    io_error,
 };
 use crate::Sha256;
 
@@ -32,13 +32,15 @@ pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
             .ok()
             .and_then(|v| v.get("format_version").and_then(|v| v.as_u64()))
         {
-            Some(version) if !READABLE_VERSIONS.iter().any(|&v| u64::from(v) == version) => ArtifactError::Invalid {
-                dir: dir.to_owned(),
-                problems: vec![format!(
-                    "{MANIFEST_FILE}: format_version {version} is not supported \
+            Some(version) if !READABLE_VERSIONS.iter().any(|&v| u64::from(v) == version) => {
+                ArtifactError::Invalid {
+                    dir: dir.to_owned(),
+                    problems: vec![format!(
+                        "{MANIFEST_FILE}: format_version {version} is not supported \
                          (this build reads version {FORMAT_VERSION})"
-                )],
-            },
+                    )],
+                }
+            }
             _ => ArtifactError::Manifest {
                 path: manifest_path.clone(),
                 source,

@@ -108,9 +108,15 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         corruption: args.corruption,
         references: !args.no_references,
     };
-    let report = apply(&dataset, Some(&args.dataset), &commentary, &options, &mut |arm, seed| {
-        eprintln!("training a student ({arm}, seed {seed})");
-    })
+    let report = apply(
+        &dataset,
+        Some(&args.dataset),
+        &commentary,
+        &options,
+        &mut |arm, seed| {
+            eprintln!("training a student ({arm}, seed {seed})");
+        },
+    )
     .with_context(|| format!("cannot apply {}", commentary.display()))?;
     let json = serde_json::to_vec_pretty(&report)?;
     std::fs::write(&args.report, &json)
@@ -132,7 +138,10 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         report.test_accuracy_gain,
         report.steps_to_baseline_accuracy
     );
-    println!("validated on: {}", report.validation.as_deref().unwrap_or("-"));
+    println!(
+        "validated on: {}",
+        report.validation.as_deref().unwrap_or("-")
+    );
     for reference in &report.reference_arms {
         println!(
             "reference {}: test accuracy {:.4} +- {:.4}",

@@ -75,9 +75,18 @@ pub fn run(command: ArtifactCommand) -> anyhow::Result<()> {
             }
             for e in &listed.items {
                 if csv {
-                    println!("{},{},\"{}\",{}", e.index, e.label, e.class.replace('"', "\"\""), e.weight);
+                    println!(
+                        "{},{},\"{}\",{}",
+                        e.index,
+                        e.label,
+                        e.class.replace('"', "\"\""),
+                        e.weight
+                    );
                 } else {
-                    println!("{:>8}  label {:<10} weight {:.4}", e.index, e.class, e.weight);
+                    println!(
+                        "{:>8}  label {:<10} weight {:.4}",
+                        e.index, e.class, e.weight
+                    );
                 }
             }
         }

@@ -166,7 +166,9 @@ pub fn run(command: DatasetCommand) -> anyhow::Result<()> {
                 seed,
             };
             let record = trainer::data::corrupt::write_corrupted(&dataset, &out, &options)
-                .with_context(|| format!("cannot write the corrupted variant to {}", out.display()))?;
+                .with_context(|| {
+                    format!("cannot write the corrupted variant to {}", out.display())
+                })?;
             println!(
                 "wrote {} ({}): {} train examples, {} labels flipped, {clean_val} clean val examples",
                 out.display(),

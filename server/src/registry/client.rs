@@ -215,11 +215,15 @@ impl Client {
     ) -> anyhow::Result<CommentaryDetail> {
         // The largest improvement first; a commentary found harmful is never the pick.
         let page = self.commentaries(dataset, kind, "improvement", 50).await?;
-        let Some(best) = page.items.iter().find(|c| !c.harmful) else {
+        let Some(best) = best_of(&page.items) else {
             anyhow::bail!(
                 "the registry has no {}commentary for dataset {dataset}{}",
                 kind.map(|k| format!("{k} ")).unwrap_or_default(),
-                if page.items.is_empty() { "" } else { " that is not marked harmful" }
+                if page.items.is_empty() {
+                    ""
+                } else {
+                    " that is not marked harmful"
+                }
             );
         };
         let detail = self.commentary(&best.id).await?;
@@ -356,4 +360,37 @@ fn pack_folder(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
 pub fn is_lease_lost(err: &anyhow::Error) -> bool {
     err.downcast_ref::<ServerError>()
         .is_some_and(|e| e.status == StatusCode::CONFLICT)
+}
+
+/// The commentary to use among `items` listed by improvement (largest first): the first one not
+/// marked harmful.
+pub fn best_of(items: &[CommentaryInfo]) -> Option<&CommentaryInfo> {
+    items.iter().find(|c| !c.harmful)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, improvement: f64, harmful: bool) -> CommentaryInfo {
+        CommentaryInfo {
+            id: id.into(),
+            dataset: schema::Sha256([0; 32]),
+            kind: CommentaryKind::ExampleWeighting,
+            algorithm: schema::Algorithm::TruncatedBptt,
+            tensors_sha256: schema::Sha256([1; 32]),
+            tensors_bytes: 1,
+            improvement: Some(improvement),
+            harmful,
+            run_id: None,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_harmful_commentary_is_never_the_best_even_ranked_first() {
+        let items = [info("a", 0.3, true), info("b", 0.1, false)];
+        assert_eq!(best_of(&items).map(|c| c.id.as_str()), Some("b"));
+        assert!(best_of(&[info("c", -0.4, true)]).is_none());
+    }
 }

@@ -284,7 +284,8 @@ pub fn lowest_weighted(
         .into_iter()
         .take(limit.min(MAX_EXAMPLES_LISTED))
         .map(|i| {
-            let label = u32::try_from(labels[i]).map_err(|_| format!("label {} is negative", labels[i]))?;
+            let label =
+                u32::try_from(labels[i]).map_err(|_| format!("label {} is negative", labels[i]))?;
             Ok(ExampleWeight {
                 index: i as u64,
                 label,

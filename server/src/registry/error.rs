@@ -1,6 +1,7 @@
-//! The API's one error type. Handlers and the code they call return `ApiResult<T>`; an
-//! `ApiError` is an `ErrorKind` (which fixes the HTTP status and the stable `code`) plus a
-//! message for a person, sent as `ErrorBody` JSON. Internal failures (`ErrorKind::Internal`:
+//! The API's one error type, `ApiError`: an `ErrorKind` and a message, sent as `ErrorBody` JSON.
+//!
+//! Handlers and the code they call return `ApiResult<T>`. The `ErrorKind` fixes the HTTP status
+//! and the stable `code`; the message is for a person. Internal failures (`ErrorKind::Internal`:
 //! database, store, I/O) are logged in full and answered with a generic message. Pages turn an
 //! `ApiError` into an HTML page (`pages::PageError`); the CLI's client reads the body back.
 

@@ -1,6 +1,8 @@
-//! Extractors whose rejection is the API error: typed path parameters that validate before any
-//! database call (`DigestPath`, `RunId`, `CommentaryId`), and JSON, query, path and multipart
-//! extractors that answer bad input with the JSON error shape instead of axum's plain text.
+//! Extractors that validate what a request carries and reject bad input with the API error.
+//!
+//! Typed path parameters check their text before any database call (`DigestPath`, `RunId`,
+//! `CommentaryId`); `ApiJson`, `ApiQuery`, `ApiPath` and `ApiMultipart` wrap axum's extractors
+//! so their rejections get the JSON error shape instead of axum's plain text.
 
 use std::fmt;
 use std::ops::Deref;

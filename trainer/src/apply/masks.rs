@@ -44,11 +44,8 @@ pub(crate) fn mask_report(
     while start < n {
         let len = EVAL_CHUNK.min(n - start);
         let images = test.images.clone().narrow(0, start, len);
-        // The mass is measured above the mask's floor (0.5 for centred masks): a uniform mask
-        // puts the box's share of the area inside it, whatever its range.
-        let floor = if centered { 0.5 } else { 0.0 };
+        // Both ranges start at 0, so the mass is the mask's own values.
         let m: Vec<f32> = masks(mask_net, phi, &images, centered)
-            .sub_scalar(floor)
             .reshape([len * h * w])
             .to_data()
             .iter::<f32>()
@@ -119,4 +116,20 @@ pub(crate) fn mask_report(
 fn border_band(h: usize, w: usize) -> usize {
     let band = crate::data::spurious::PATCH;
     if h.min(w) >= 4 * band { band } else { 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::border_band;
+
+    #[test]
+    fn small_images_keep_their_whole_area_for_the_object_box() {
+        assert_eq!(
+            border_band(8, 8),
+            0,
+            "an 8x8 digit has no room for the band"
+        );
+        assert_eq!(border_band(28, 28), crate::data::spurious::PATCH);
+        assert_eq!(border_band(40, 12), 0);
+    }
 }

@@ -198,12 +198,11 @@ fn load_commentary(
         } => {
             let teacher = teacher_network(net, shape, classes, *label_input, *label_head);
             let names: Vec<String> = teacher.params().iter().map(|p| p.name.clone()).collect();
-            // S in the time input: the training this teacher now serves (format 1: the K it
-            // was learned with, the input clamped after it).
-            let horizon = match manifest.time_input {
-                TimeInput::Progress => options.steps,
-                TimeInput::ClampedIteration => manifest.config.inner_steps.max(1) as usize,
-            };
+            let horizon = teacher_horizon(
+                manifest.time_input,
+                options.steps,
+                manifest.config.inner_steps as usize,
+            );
             Commentary::Weighting {
                 phi: phi(&names)?,
                 source: WeightSource::Teacher {
@@ -238,6 +237,16 @@ fn load_commentary(
             phi: phi(&["commentary.logits".to_owned()])?,
         },
     })
+}
+
+/// S in a teacher's time input i/S when it serves a training of `steps`: that training's length
+/// (progress), or for format 1 artifacts the K = `inner_steps` it was learned with (i/K, clamped
+/// to 1 after it).
+fn teacher_horizon(time_input: TimeInput, steps: usize, inner_steps: usize) -> usize {
+    match time_input {
+        TimeInput::Progress => steps.max(1),
+        TimeInput::ClampedIteration => inner_steps.max(1),
+    }
 }
 
 /// Inverse-frequency class weights (mean 1 over the pool), when the pool's classes are
@@ -459,4 +468,43 @@ pub fn apply(
         forced,
         wall_s: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::tensors::LabelledImages;
+    use crate::nn::loss;
+    use crate::nn::testing::{device, random, values};
+    use schema::ImageShape;
+
+    #[test]
+    fn a_progress_teacher_stretches_to_the_training_it_serves_and_a_format_1_one_is_clamped() {
+        assert_eq!(teacher_horizon(TimeInput::Progress, 1500, 100), 1500);
+        assert_eq!(teacher_horizon(TimeInput::ClampedIteration, 1500, 100), 100);
+        let shape = ImageShape {
+            height: 4,
+            width: 4,
+            channels: 1,
+        };
+        let teacher = teacher_network(&NetSpec::Mlp { hidden: vec![5] }, shape, 3, false, false);
+        let phi = teacher.init(&mut StdRng::seed_from_u64(2), &device());
+        let labels = index_tensor(&[0, 1, 2, 0], &device());
+        let examples = LabelledImages {
+            images: random([4, 1, 4, 4]),
+            onehot: loss::one_hot(&labels, 3),
+        };
+        let source = |horizon| WeightSource::Teacher {
+            net: teacher.clone(),
+            label_input: false,
+            label_head: false,
+            horizon,
+        };
+        let at = |horizon, step| values(&source(horizon).weights(&phi, &examples, &labels, step));
+        // Halfway through a 100-step and a 1,000-step training: the same time input.
+        assert_eq!(at(100, 50), at(1000, 500));
+        assert_ne!(at(100, 50), at(100, 0), "the time input matters");
+        // Past its horizon a clamped teacher stays at 1.
+        assert_eq!(at(100, 100), at(100, 400));
+    }
 }

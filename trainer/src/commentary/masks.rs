@@ -33,15 +33,15 @@ pub fn mask_network(net: &NetSpec, shape: ImageShape) -> Network {
     )
 }
 
-/// Masks [n, h, w] for `images` [n, c, h, w]: 1 + 0.5 tanh(z) in (0.5, 1.5) when `centered`,
-/// sigmoid(z) in (0, 1) otherwise.
+/// Masks [n, h, w] for `images` [n, c, h, w]: 1.5 sigmoid(z + ln 2) in (0, 1.5), exactly 1 at
+/// z = 0, when `centered`; sigmoid(z) in (0, 1) otherwise. The centred range still reaches 0,
+/// since a mask that can only halve a pixel cannot remove a shortcut (measured with
+/// 1 + 0.5 tanh(z) on the spurious variant: no gain).
 pub fn masks(mask_net: &Network, phi: &Tensor<1>, images: &Tensor<4>, centered: bool) -> Tensor<3> {
     let [n, _, h, w] = images.dims();
     let (logits, _) = mask_net.forward(phi, Input::Image(images.clone()), None);
     let m = if centered {
-        burn::tensor::activation::tanh(logits)
-            .mul_scalar(0.5)
-            .add_scalar(1.0)
+        sigmoid(logits.add_scalar(std::f32::consts::LN_2)).mul_scalar(1.5)
     } else {
         sigmoid(logits)
     };
@@ -89,7 +89,7 @@ pub struct AttentionMasking {
     pub pool: Vec<i64>,
     pub batch_size: usize,
     pub seed: u64,
-    /// Masks in (0.5, 1.5) around 1 (see [`masks`]).
+    /// Masks in (0, 1.5), 1 at z = 0 (see [`masks`]).
     pub centered: bool,
 }
 

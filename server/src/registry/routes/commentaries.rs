@@ -170,7 +170,10 @@ pub async fn examples(
         let mut csv = String::from("index,label,class,weight\n");
         for e in &listed.items {
             let class = e.class.replace('"', "\"\"");
-            csv.push_str(&format!("{},{},\"{class}\",{}\n", e.index, e.label, e.weight));
+            csv.push_str(&format!(
+                "{},{},\"{class}\",{}\n",
+                e.index, e.label, e.weight
+            ));
         }
         return Ok((
             [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],

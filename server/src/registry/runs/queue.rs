@@ -2,8 +2,8 @@
 //! their API view.
 
 use chrono::Utc;
-use schema::api::{Evaluation, EventBody, Progress, RunInfo, RunRequest, RunState};
 use schema::LearnConfig;
+use schema::api::{Evaluation, EventBody, Progress, RunInfo, RunRequest, RunState};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
     Set, TransactionTrait as _,

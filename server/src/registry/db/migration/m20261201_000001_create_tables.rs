@@ -1,5 +1,6 @@
-//! The first schema: datasets, commentaries, runs, run events, tokens (frozen as the entities
-//! generated it before migrations were written by hand).
+//! The first schema: datasets, commentaries, runs, run events and tokens, with their indexes.
+//!
+//! Frozen as sea-orm generated it from the entities before migrations were written by hand.
 
 use sea_orm_migration::prelude::*;
 

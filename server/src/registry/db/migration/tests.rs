@@ -1,7 +1,8 @@
-//! The hand-written migrations against the entities: an empty database, migrated, has the
-//! schema (tables, columns, types, nullability, keys, indexes) that sea-orm generates from the
-//! entities, on SQLite always and on PostgreSQL when `COMMENTARY_TEST_DATABASE_URL` names a
-//! server (each run makes, and drops, its own databases there).
+//! The hand-written migrations checked against the entities, on SQLite and PostgreSQL.
+//!
+//! An empty database, migrated, has the schema (tables, columns, types, nullability, keys,
+//! indexes) that sea-orm generates from the entities: on SQLite always, and on PostgreSQL when
+//! `COMMENTARY_TEST_DATABASE_URL` names a server (each run makes, and drops, its own databases).
 
 use sea_orm::{
     ConnectionTrait as _, Database, DatabaseBackend, DatabaseConnection, EntityTrait, Schema,
