@@ -144,13 +144,12 @@ pub enum CommentarySpec {
     Table,
     /// C x C logits M; lambda = 1 - 0.5 * sigmoid(M[y_i, y_j]).
     BlendMatrix,
-    /// Mask network on H*W outputs z: m(x) = 1.5 sigmoid(z + ln 2) in (0, 1.5), 1 at z = 0, when
-    /// `centered` (learned from m = 1, so a mask starts harmless), else sigmoid(z) in (0, 1)
-    /// (artifacts written before centred masks).
+    /// Mask network on H*W outputs z; m(x) in `range` (artifacts written before ranges were
+    /// recorded have `unit`).
     MaskNet {
         net: NetSpec,
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        centered: bool,
+        #[serde(default = "MaskRange::legacy")]
+        range: MaskRange,
     },
 }
 
@@ -194,6 +193,47 @@ impl CommentarySpec {
                 0,
                 shape.height as usize * shape.width as usize,
             ),
+        }
+    }
+}
+
+/// The range of an attention mask m(x), from the mask network's outputs z.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaskRange {
+    /// 1 + 0.5 tanh(z) in (0.5, 1.5) around 1, the paper's range: learned from exactly 1 (the
+    /// last layer starts at zero), it cannot remove a pixel, so it cannot remove a shortcut.
+    #[default]
+    Half,
+    /// 1.5 sigmoid(z + ln 2) in (0, 1.5), also starting at 1: it can remove a shortcut, and
+    /// costs more on clean data (docs/results.md).
+    Full,
+    /// sigmoid(z) in (0, 1) from a random start (artifacts before mask ranges).
+    Unit,
+}
+
+impl MaskRange {
+    /// What a mask spec without a range means: `unit` (written before ranges existed).
+    pub fn legacy() -> Self {
+        Self::Unit
+    }
+
+    /// Whether masks start at exactly 1 (a zero last layer).
+    pub fn starts_at_one(self) -> bool {
+        self != Self::Unit
+    }
+}
+
+impl std::str::FromStr for MaskRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "half" => Ok(Self::Half),
+            "full" => Ok(Self::Full),
+            "unit" => Ok(Self::Unit),
+            other => Err(format!(
+                "unknown mask range {other:?}; expected half, full or unit"
+            )),
         }
     }
 }

@@ -187,6 +187,9 @@ pub struct LearnConfig {
     pub label_head: bool,
     /// Example weighting: learn a per-example weight table instead of a teacher network.
     pub tabular: bool,
+    /// Attention masks: the masks' range (`half` around 1, or `full` down to 0, which can remove
+    /// a shortcut).
+    pub mask_range: crate::arch::MaskRange,
     /// Stop learning after this many seconds and keep the best commentary so far.
     pub time_limit_s: Option<u64>,
 }
@@ -216,7 +219,7 @@ impl LearnConfig {
             CommentaryKind::LabelBlending => CommentarySpec::BlendMatrix,
             CommentaryKind::AttentionMask => CommentarySpec::MaskNet {
                 net: self.commentary_net.clone(),
-                centered: true,
+                range: self.mask_range,
             },
         }
     }
@@ -251,6 +254,7 @@ impl Default for LearnConfig {
             label_input: false,
             label_head: false,
             tabular: false,
+            mask_range: crate::arch::MaskRange::Half,
             time_limit_s: None,
         }
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use schema::arch::{ArchitectureSpec, CommentarySpec, NetSpec};
+use schema::arch::{ArchitectureSpec, CommentarySpec, MaskRange, NetSpec};
 use schema::artifact::{
     ArtifactManifest, DatasetRef, HypergradientMethod, Provenance, Tensor, TensorMap, TensorValues,
     TimeInput, Validation,
@@ -259,7 +259,7 @@ pub fn spec_for(kind: CommentaryKind) -> CommentarySpec {
         CommentaryKind::LabelBlending => CommentarySpec::BlendMatrix,
         CommentaryKind::AttentionMask => CommentarySpec::MaskNet {
             net: NetSpec::Mlp { hidden: vec![32] },
-            centered: true,
+            range: MaskRange::Half,
         },
     }
 }

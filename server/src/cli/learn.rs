@@ -91,6 +91,10 @@ struct ConfigOverrides {
     /// Example weighting: learn a per-example weight table instead of a teacher network.
     #[arg(long)]
     tabular: bool,
+    /// Attention masks: half (1 +- 0.5 around 1, the default) or full (down to 0: can remove a
+    /// shortcut, costs more on clean data).
+    #[arg(long)]
+    mask_range: Option<schema::arch::MaskRange>,
 }
 
 /// Reads a LearnConfig from TOML or JSON (by extension).
@@ -132,7 +136,8 @@ impl ConfigOverrides {
             inner_lr,
             outer_lr,
             student,
-            commentary_net
+            commentary_net,
+            mask_range
         );
         config.label_input |= self.label_input;
         config.label_head |= self.label_head;

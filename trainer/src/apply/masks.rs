@@ -5,6 +5,7 @@ use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
+use schema::arch::MaskRange;
 use schema::report::{MaskReport, Spread};
 
 use super::students::{EVAL_CHUNK, accuracy_and_loss};
@@ -22,7 +23,7 @@ const REMOVED_FRACTION: f64 = 0.25;
 pub(crate) fn mask_report(
     mask_net: &Network,
     phi: &Tensor<1>,
-    centered: bool,
+    range: MaskRange,
     student: &Network,
     baselines: &[Tensor<1>],
     test: &LabelledImages,
@@ -45,7 +46,7 @@ pub(crate) fn mask_report(
         let len = EVAL_CHUNK.min(n - start);
         let images = test.images.clone().narrow(0, start, len);
         // Both ranges start at 0, so the mass is the mask's own values.
-        let m: Vec<f32> = masks(mask_net, phi, &images, centered)
+        let m: Vec<f32> = masks(mask_net, phi, &images, range)
             .reshape([len * h * w])
             .to_data()
             .iter::<f32>()

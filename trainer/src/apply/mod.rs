@@ -224,13 +224,13 @@ fn load_commentary(
             phi: phi(&["commentary.logits".to_owned()])?,
             source: WeightSource::Table,
         },
-        CommentarySpec::MaskNet { net, centered } => {
+        CommentarySpec::MaskNet { net, range } => {
             let mask_net = mask_network(net, shape);
             let names: Vec<String> = mask_net.params().iter().map(|p| p.name.clone()).collect();
             Commentary::Masks {
                 phi: phi(&names)?,
                 mask_net,
-                centered: *centered,
+                range: *range,
             }
         }
         CommentarySpec::BlendMatrix => Commentary::Blending {
@@ -427,11 +427,11 @@ pub fn apply(
         Commentary::Masks {
             mask_net,
             phi,
-            centered,
+            range,
         } => Some(masks::mask_report(
             mask_net,
             phi,
-            *centered,
+            *range,
             &student,
             &baseline_thetas,
             &splits.test,

@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
+use schema::arch::MaskRange;
 use schema::report::{ArmReport, CurvePoint, RunReport, Spread};
 
 use super::ApplyOptions;
@@ -29,7 +30,7 @@ pub(crate) enum Commentary {
     Masks {
         mask_net: Network,
         phi: Tensor<1>,
-        centered: bool,
+        range: MaskRange,
     },
     /// The "random blending" baseline: lambda ~ U(0.5, 1) per pair, drawn each batch.
     RandomBlending,
@@ -114,9 +115,9 @@ pub(crate) fn train_student(
             Some(Commentary::Masks {
                 mask_net,
                 phi,
-                centered,
+                range,
             }) => {
-                let masked = apply_masks(mask_net, phi, &batch.images, *centered).detach();
+                let masked = apply_masks(mask_net, phi, &batch.images, *range).detach();
                 (masked, batch.onehot, None)
             }
             Some(Commentary::RandomBlending) => {

@@ -6,6 +6,7 @@ use burn::tensor::Tensor;
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
+use schema::arch::MaskRange;
 use schema::artifact::{Tensor as FileTensor, TensorMap, TensorValues};
 
 use super::masks::masks;
@@ -23,7 +24,7 @@ const MASK_SAMPLE: usize = 32;
 pub(crate) fn masks_sample(
     mask_net: &Network,
     phi: &Tensor<1>,
-    centered: bool,
+    range: MaskRange,
     data: &PreparedData,
     tensors: &mut TensorMap,
 ) -> Result<(), LearnError> {
@@ -38,7 +39,7 @@ pub(crate) fn masks_sample(
         shape.width as usize,
         shape.channels as usize,
     );
-    let masks = masks(mask_net, phi, &examples.images, centered);
+    let masks = masks(mask_net, phi, &examples.images, range);
     tensors.insert(
         "insight.masks".into(),
         FileTensor::f32(vec![n, h, w], to_vec(&masks.reshape([n * h * w])))

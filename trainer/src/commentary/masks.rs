@@ -4,10 +4,10 @@
 
 use std::ops::Range;
 
-use burn::tensor::activation::sigmoid;
+use burn::tensor::activation::{sigmoid, tanh};
 use burn::tensor::{Int, Tensor, TensorData};
 use schema::ImageShape;
-use schema::arch::NetSpec;
+use schema::arch::{MaskRange, NetSpec};
 
 use rand::Rng as _;
 use rand::rngs::StdRng;
@@ -33,17 +33,21 @@ pub fn mask_network(net: &NetSpec, shape: ImageShape) -> Network {
     )
 }
 
-/// Masks [n, h, w] for `images` [n, c, h, w]: 1.5 sigmoid(z + ln 2) in (0, 1.5), exactly 1 at
-/// z = 0, when `centered`; sigmoid(z) in (0, 1) otherwise. The centred range still reaches 0,
-/// since a mask that can only halve a pixel cannot remove a shortcut (measured with
-/// 1 + 0.5 tanh(z) on the spurious variant: no gain).
-pub fn masks(mask_net: &Network, phi: &Tensor<1>, images: &Tensor<4>, centered: bool) -> Tensor<3> {
+/// Masks [n, h, w] for `images` [n, c, h, w] from the mask network's outputs z, in `range`
+/// (see [`MaskRange`]: `half` 1 + 0.5 tanh(z), `full` 1.5 sigmoid(z + ln 2), both exactly 1 at
+/// z = 0; `unit` sigmoid(z)).
+pub fn masks(
+    mask_net: &Network,
+    phi: &Tensor<1>,
+    images: &Tensor<4>,
+    range: MaskRange,
+) -> Tensor<3> {
     let [n, _, h, w] = images.dims();
     let (logits, _) = mask_net.forward(phi, Input::Image(images.clone()), None);
-    let m = if centered {
-        sigmoid(logits.add_scalar(std::f32::consts::LN_2)).mul_scalar(1.5)
-    } else {
-        sigmoid(logits)
+    let m = match range {
+        MaskRange::Half => tanh(logits).mul_scalar(0.5).add_scalar(1.0),
+        MaskRange::Full => sigmoid(logits.add_scalar(std::f32::consts::LN_2)).mul_scalar(1.5),
+        MaskRange::Unit => sigmoid(logits),
     };
     m.reshape([n, h, w])
 }
@@ -53,10 +57,10 @@ pub fn apply_masks(
     mask_net: &Network,
     phi: &Tensor<1>,
     images: &Tensor<4>,
-    centered: bool,
+    range: MaskRange,
 ) -> Tensor<4> {
     let [n, _, h, w] = images.dims();
-    images.clone() * masks(mask_net, phi, images, centered).reshape([n, 1, h, w])
+    images.clone() * masks(mask_net, phi, images, range).reshape([n, 1, h, w])
 }
 
 /// Initial mask-network parameters under which every mask is exactly 1 (centred masks): the
@@ -89,8 +93,8 @@ pub struct AttentionMasking {
     pub pool: Vec<i64>,
     pub batch_size: usize,
     pub seed: u64,
-    /// Masks in (0, 1.5), 1 at z = 0 (see [`masks`]).
-    pub centered: bool,
+    /// The masks' range (see [`masks`]).
+    pub range: MaskRange,
 }
 
 impl AttentionMasking {
@@ -118,7 +122,7 @@ impl InnerProblem for AttentionMasking {
     fn step_commentary(&self, phi: &Tensor<1>, steps: Range<usize>) -> Tensor<2> {
         let count = steps.len();
         let images = Tensor::cat(steps.map(|step| self.batch(step).images).collect(), 0);
-        let masks = masks(&self.mask_net, phi, &images, self.centered);
+        let masks = masks(&self.mask_net, phi, &images, self.range);
         let per_step = masks.shape().num_elements() / count.max(1);
         masks.reshape([count, per_step])
     }
@@ -142,7 +146,7 @@ impl InnerProblem for AttentionMasking {
 pub(crate) fn learn(
     run: &Run<'_>,
     mask_spec: &NetSpec,
-    centered: bool,
+    range: MaskRange,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Learned, LearnError> {
     let algorithm = run.request.algorithm;
@@ -159,10 +163,10 @@ pub(crate) fn learn(
         pool: data.pool.clone(),
         batch_size: config.batch_size as usize,
         seed: config.seed,
-        centered,
+        range,
     };
     let random = mask_net.init(&mut rng, device);
-    let initial = if centered {
+    let initial = if range.starts_at_one() {
         neutral_init(&mask_net, random)
     } else {
         random
@@ -209,7 +213,7 @@ pub(crate) fn learn(
     insights::masks_sample(
         &mask_net,
         &vector(&result.best_phi, device),
-        centered,
+        range,
         data,
         &mut tensors,
     )?;

@@ -37,7 +37,7 @@ mod tests {
     use rand::SeedableRng as _;
     use rand::rngs::StdRng;
     use schema::ImageShape;
-    use schema::arch::NetSpec;
+    use schema::arch::{MaskRange, NetSpec};
 
     use super::masks::{AttentionMasking, mask_network};
     use super::weighting::{LabelledImages, TeacherWeighting, WeightSource, teacher_network};
@@ -190,7 +190,8 @@ mod tests {
             &mask_net,
             mask_net.init(&mut StdRng::seed_from_u64(1), &device()),
         );
-        let m = values(&masks(&mask_net, &phi, &images(5).images, true).reshape([5 * 16]));
+        let m =
+            values(&masks(&mask_net, &phi, &images(5).images, MaskRange::Half).reshape([5 * 16]));
         assert!(m.iter().all(|&v| (v - 1.0).abs() < 1e-6), "{m:?}");
         // Only the last layer is zeroed: the rest still carries the random initialisation.
         assert!(values(&phi).iter().take(6 * 16).any(|&v| v != 0.0));
@@ -208,7 +209,7 @@ mod tests {
             pool: (0..12).collect(),
             batch_size: 4,
             seed: 9,
-            centered: true,
+            range: MaskRange::Half,
         };
         assert_routes_agree(&problem, &student, &mask_net);
     }

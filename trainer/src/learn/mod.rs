@@ -124,9 +124,7 @@ pub fn learn(
             label_head,
         } => weighting::learn(&run, Some((net, *label_input, *label_head)), on_progress)?,
         CommentarySpec::Table => weighting::learn(&run, None, on_progress)?,
-        CommentarySpec::MaskNet { net, centered } => {
-            masks::learn(&run, net, *centered, on_progress)?
-        }
+        CommentarySpec::MaskNet { net, range } => masks::learn(&run, net, *range, on_progress)?,
         CommentarySpec::BlendMatrix => blending::learn(&run, on_progress)?,
     };
     let shape = data.train.shape();
