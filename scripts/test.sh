@@ -32,8 +32,8 @@ if [[ ! -d web/tests/node_modules/playwright-core ]]; then
   (cd web/tests && npm ci --no-audit --no-fund --silent)
 fi
 
-# Without arguments: the whole workspace.
-[[ $# -gt 0 ]] || set -- --workspace
+# Without arguments: the whole workspace, every test binary even after a failure.
+[[ $# -gt 0 ]] || set -- --workspace --no-fail-fast
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -8,8 +8,9 @@ use crate::{Algorithm, CommentaryKind, LearnConfig};
 
 /// Most student steps of one training (per meta-step, or per student under truncated BPTT).
 pub const MAX_INNER_STEPS: u32 = 1_000_000;
-/// Most meta-steps of a run.
-pub const MAX_META_STEPS: u32 = 100_000;
+/// Most meta-steps of a run (a large count with a time limit is a "until the time is up" run;
+/// each meta-step keeps one f32 of the L_V curve).
+pub const MAX_META_STEPS: u32 = 10_000_000;
 /// Largest student or validation batch.
 pub const MAX_BATCH: u32 = 65_536;
 /// Most examples x steps one BPTT unroll may store (the trajectory and its batches).

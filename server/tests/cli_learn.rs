@@ -162,7 +162,8 @@ fn attention_masks_are_learned_by_ift_and_applied() {
     let artifact = verify_artifact(&out_dir).expect("verified artifact");
     assert_eq!(artifact.tensors["insight.masks"].shape(), [32, 28, 28]);
     let masks = artifact.tensors["insight.masks"].as_f32().expect("masks");
-    assert!(masks.iter().all(|m| (0.0..=1.0).contains(m)));
+    // The default mask range is (0.5, 1.5) around 1 (format 2; it was (0, 1) before).
+    assert!(masks.iter().all(|m| (0.5..=1.5).contains(m)));
     assert_eq!(artifact.tensors["insight.images"].shape(), [32, 1, 28, 28]);
     // The mask network's last layer has one output per pixel.
     assert_eq!(

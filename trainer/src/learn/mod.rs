@@ -2,7 +2,7 @@
 //! the data with its validation protocol, hands over to the kind's learner
 //! (`commentary::{weighting, blending, masks}`) and assembles the manifest.
 //!
-//! - [`loops`]: the generic meta-loops (BPTT, online IFT, truncated BPTT);
+//! - [`loops`]: the generic meta-loops (BPTT, online IFT); [`truncated`]: truncated BPTT;
 //! - [`checkpoint`]: the checkpoint a restarted run resumes from.
 //!
 //! The best commentary so far is kept (the final one under truncated BPTT), so a time limit or
@@ -10,6 +10,7 @@
 
 pub(crate) mod checkpoint;
 pub(crate) mod loops;
+pub(crate) mod truncated;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -136,7 +137,7 @@ pub fn learn(
     }
     // Under truncated BPTT the curve has a point per block of a student's training.
     let points_per_meta_step = match request.algorithm {
-        Algorithm::TruncatedBptt => loops::truncated_blocks(config),
+        Algorithm::TruncatedBptt => truncated::truncated_blocks(config),
         _ => 1,
     };
     metrics.insert(
