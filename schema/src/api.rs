@@ -324,6 +324,22 @@ pub struct ExampleWeights {
     pub items: Vec<ExampleWeight>,
 }
 
+impl ExampleWeights {
+    /// The items as CSV: a header `index,label,class,weight`, then one row each (the class
+    /// quoted, its quotes doubled).
+    pub fn to_csv(&self) -> String {
+        let mut csv = String::from("index,label,class,weight\n");
+        for e in &self.items {
+            let class = e.class.replace('"', "\"\"");
+            csv.push_str(&format!(
+                "{},{},\"{class}\",{}\n",
+                e.index, e.label, e.weight
+            ));
+        }
+        csv
+    }
+}
+
 /// A tensor in JSON, for pages and quick looks (`GET /v1/commentaries/{id}/insights`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JsonTensor {

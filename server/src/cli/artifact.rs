@@ -65,29 +65,19 @@ pub fn run(command: ArtifactCommand) -> anyhow::Result<()> {
                 )
             })?;
             if csv {
-                println!("index,label,class,weight");
-            } else {
-                println!(
-                    "the {} lowest-weighted of {} train examples (canonical index):",
-                    listed.items.len(),
-                    listed.total
-                );
+                print!("{}", listed.to_csv());
+                return Ok(());
             }
+            println!(
+                "the {} lowest-weighted of {} train examples (canonical index):",
+                listed.items.len(),
+                listed.total
+            );
             for e in &listed.items {
-                if csv {
-                    println!(
-                        "{},{},\"{}\",{}",
-                        e.index,
-                        e.label,
-                        e.class.replace('"', "\"\""),
-                        e.weight
-                    );
-                } else {
-                    println!(
-                        "{:>8}  label {:<10} weight {:.4}",
-                        e.index, e.class, e.weight
-                    );
-                }
+                println!(
+                    "{:>8}  label {:<10} weight {:.4}",
+                    e.index, e.class, e.weight
+                );
             }
         }
     }

@@ -22,11 +22,16 @@ pub(crate) struct Window {
 /// Progress reports (and checkpoints) per student under truncated BPTT.
 const TRUNCATED_BLOCKS: usize = 10;
 
-/// Blocks (progress reports, L_V curve points) per student under truncated BPTT.
-pub(crate) fn truncated_blocks(config: &LearnConfig) -> usize {
+/// A student's steps, the steps per window, and the windows, under `config`.
+fn window_plan(config: &LearnConfig) -> (usize, usize, usize) {
     let total = config.inner_steps.max(1) as usize;
     let unroll = (config.unroll_steps.max(1) as usize).min(total);
-    TRUNCATED_BLOCKS.min(total.div_ceil(unroll))
+    (total, unroll, total.div_ceil(unroll))
+}
+
+/// Blocks (progress reports, L_V curve points) per student under truncated BPTT.
+pub(crate) fn truncated_blocks(config: &LearnConfig) -> usize {
+    TRUNCATED_BLOCKS.min(window_plan(config).2)
 }
 
 /// Truncated (online) BPTT: `meta_steps` students in sequence, each trained `inner_steps`
@@ -45,9 +50,7 @@ pub(crate) fn learn_truncated<'a>(
     let (config, device) = (run.config(), &run.device);
     let inner = InnerOptimizer::from_config(config);
     let outer = outer_optimizer(config);
-    let total = config.inner_steps.max(1) as usize;
-    let unroll = (config.unroll_steps.max(1) as usize).min(total);
-    let windows = total.div_ceil(unroll);
+    let (total, unroll, windows) = window_plan(config);
     let blocks = truncated_blocks(config);
     let all_blocks = blocks * config.meta_steps as usize;
     let phi_len = initial_phi.dims()[0];

@@ -167,17 +167,9 @@ pub async fn examples(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/csv"));
     if wants_csv {
-        let mut csv = String::from("index,label,class,weight\n");
-        for e in &listed.items {
-            let class = e.class.replace('"', "\"\"");
-            csv.push_str(&format!(
-                "{},{},\"{class}\",{}\n",
-                e.index, e.label, e.weight
-            ));
-        }
         return Ok((
             [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            csv,
+            listed.to_csv(),
         )
             .into_response());
     }
