@@ -1,6 +1,6 @@
 //! REST request and response bodies of the registry (`/v1/...`), shared by the server, the CLI
-//! client and remote workers so both ends agree on one definition. docs/api.md describes the
-//! routes; the server's `/openapi.json` is generated from these types.
+//! client and remote workers so both ends agree on one definition. docs/registry.md describes
+//! the routes; the server's `/openapi.json` is generated from these types.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::artifact::ArtifactManifest;
+pub use crate::evaluation::Evaluation;
 use crate::report::ApplyReport;
 use crate::{Algorithm, CommentaryKind, DatasetSummary, LearnConfig, Sha256};
 
@@ -96,33 +97,6 @@ impl std::str::FromStr for RunState {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| format!("unknown run state {s:?}"))
-    }
-}
-
-/// How a finished run's commentary is evaluated before it is published (train fresh students
-/// with and without it; the test-accuracy gain is what `?sort=improvement` ranks by).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct Evaluation {
-    /// Seeds of the fresh students; empty skips evaluation (the commentary has no improvement).
-    pub seeds: Vec<u64>,
-    /// Student training steps per arm.
-    pub steps: u32,
-    pub eval_every: u32,
-    pub batch_size: u32,
-    /// Adam learning rate of the students.
-    pub lr: f64,
-}
-
-impl Default for Evaluation {
-    fn default() -> Self {
-        Self {
-            seeds: vec![1, 2, 3],
-            steps: 500,
-            eval_every: 50,
-            batch_size: 32,
-            lr: 1e-3,
-        }
     }
 }
 

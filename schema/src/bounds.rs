@@ -21,6 +21,10 @@ pub const MAX_WIDTH: u32 = 16_384;
 pub const MAX_DEPTH: usize = 16;
 /// Most Neumann-series terms of an IFT hyper-step.
 pub const MAX_NEUMANN_TERMS: u32 = 100;
+/// Most train examples whose curriculum the insight tensors record.
+pub const MAX_INSIGHT_EXAMPLES: u32 = 4_096;
+/// Most examples whose masks the insight tensors record (each stores its image too).
+pub const MAX_INSIGHT_MASKS: u32 = 256;
 /// The split that is never used for learning.
 pub const TEST_SPLIT: &str = "test";
 
@@ -54,6 +58,13 @@ fn positive_rate(name: &str, value: f64) -> Result<(), ConfigError> {
 fn unit_interval(name: &str, value: f64) -> Result<(), ConfigError> {
     if !value.is_finite() || !(0.0..1.0).contains(&value) {
         return refuse(format!("{name} is {value}; it must be in [0, 1)"));
+    }
+    Ok(())
+}
+
+fn positive(name: &str, value: f64) -> Result<(), ConfigError> {
+    if !value.is_finite() || value <= 0.0 {
+        return refuse(format!("{name} is {value}; it must be finite and positive"));
     }
     Ok(())
 }
@@ -156,11 +167,15 @@ impl LearnConfig {
         unit_interval("adam_beta2", self.adam_beta2)?;
         unit_interval("outer_beta1", self.outer_beta1)?;
         unit_interval("outer_beta2", self.outer_beta2)?;
-        for (name, eps) in [("adam_eps", self.adam_eps), ("outer_eps", self.outer_eps)] {
-            if !eps.is_finite() || eps <= 0.0 {
-                return refuse(format!("{name} is {eps}; it must be positive"));
-            }
-        }
+        positive("adam_eps", self.adam_eps)?;
+        positive("outer_eps", self.outer_eps)?;
+        in_range(
+            "insight_examples",
+            self.insight_examples,
+            1,
+            MAX_INSIGHT_EXAMPLES,
+        )?;
+        in_range("insight_masks", self.insight_masks, 1, MAX_INSIGHT_MASKS)?;
         if self.validation_split.as_deref() == Some(TEST_SPLIT) {
             return refuse(
                 "validation_split is \"test\": the test split is never used for learning; use a trusted split such as \
@@ -201,7 +216,17 @@ impl Evaluation {
             MAX_EVALUATION_STEPS,
         )?;
         in_range("evaluation batch_size", self.batch_size, 1, MAX_BATCH)?;
-        positive_rate("evaluation lr", self.lr)
+        positive_rate("evaluation lr", self.lr)?;
+        unit_interval("evaluation adam_beta1", self.adam_beta1)?;
+        unit_interval("evaluation adam_beta2", self.adam_beta2)?;
+        positive("evaluation adam_eps", self.adam_eps)?;
+        let fraction = self.mask_removed_fraction;
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return refuse(format!(
+                "evaluation mask_removed_fraction is {fraction}; it must be between 0 and 1 (exclusive)"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -289,6 +314,20 @@ mod tests {
                 },
                 "inner_steps is 1000000000",
             ),
+            (
+                LearnConfig {
+                    insight_examples: 0,
+                    ..LearnConfig::default()
+                },
+                "insight_examples is 0",
+            ),
+            (
+                LearnConfig {
+                    insight_masks: 100_000,
+                    ..LearnConfig::default()
+                },
+                "insight_masks is 100000",
+            ),
         ];
         for (config, expected) in cases {
             let err = config
@@ -324,10 +363,38 @@ mod tests {
                 .0
                 .contains("evaluation steps is 0")
         );
-        let bad = Evaluation {
-            lr: 0.0,
-            ..Evaluation::default()
-        };
-        assert!(bad.validate().is_err());
+        for (bad, expected) in [
+            (
+                Evaluation {
+                    lr: 0.0,
+                    ..Evaluation::default()
+                },
+                "evaluation lr is 0",
+            ),
+            (
+                Evaluation {
+                    adam_beta2: 1.0,
+                    ..Evaluation::default()
+                },
+                "evaluation adam_beta2 is 1",
+            ),
+            (
+                Evaluation {
+                    adam_eps: f64::NAN,
+                    ..Evaluation::default()
+                },
+                "evaluation adam_eps is NaN",
+            ),
+            (
+                Evaluation {
+                    mask_removed_fraction: 1.0,
+                    ..Evaluation::default()
+                },
+                "mask_removed_fraction is 1",
+            ),
+        ] {
+            let err = bad.validate().expect_err(expected);
+            assert!(err.0.contains(expected), "{err} lacks {expected}");
+        }
     }
 }

@@ -190,6 +190,11 @@ pub struct LearnConfig {
     /// Attention masks: the masks' range (`half` around 1, or `full` down to 0, which can remove
     /// a shortcut).
     pub mask_range: crate::arch::MaskRange,
+    /// Train examples whose weights the insight tensors record at each progress point (a
+    /// seeded sample, weighed as one batch).
+    pub insight_examples: u32,
+    /// Attention masks: examples whose masks (and images) the insight tensors record.
+    pub insight_masks: u32,
     /// Stop learning after this many seconds and keep the best commentary so far.
     pub time_limit_s: Option<u64>,
 }
@@ -255,6 +260,8 @@ impl Default for LearnConfig {
             label_head: false,
             tabular: false,
             mask_range: crate::arch::MaskRange::Half,
+            insight_examples: 256,
+            insight_masks: 32,
             time_limit_s: None,
         }
     }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod corruption;
 pub mod dataset;
 pub mod digest;
+pub mod evaluation;
 pub mod report;
 
 pub use bounds::ConfigError;

@@ -151,5 +151,9 @@ pub struct ApplyReport {
     pub label_noise: Option<NoiseDetection>,
     /// True when the commentary was applied to a dataset with another digest (--force).
     pub forced: bool,
+    /// The settings the students were trained with (None in reports written before they were
+    /// recorded).
+    #[serde(default)]
+    pub evaluation: Option<crate::api::Evaluation>,
     pub wall_s: f64,
 }

@@ -139,6 +139,27 @@ fn finite_difference_answers_are_labelled_approximate() {
         assert_eq!(method_of(&tmp).as_deref(), Some(method));
     }
 
+    // The differences' step is the problem's to set, and the answer records the one used.
+    let mut stepped = metadata.clone();
+    stepped.push(("finite_difference_step".into(), "0.002".into()));
+    let tmp = TempDir::new().expect("tmp");
+    let out = run_with(&tmp, &map, &stepped, &["--approximate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(tmp.path().join("out.safetensors")).expect("out");
+    let recorded = decode_metadata(&bytes).expect("metadata");
+    assert_eq!(recorded["finite_difference_step"], "0.002");
+    let mut bad = metadata.clone();
+    bad.push(("finite_difference_step".into(), "2".into()));
+    let tmp = TempDir::new().expect("tmp");
+    let out = run_with(&tmp, &map, &bad, &["--approximate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("finite_difference_step"), "{stderr}");
+
     // BPTT problems have no finite-difference route: refused, not silently exact.
     let (map, metadata) = base(SGD);
     let tmp = TempDir::new().expect("tmp");

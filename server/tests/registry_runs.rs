@@ -8,6 +8,8 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::{Backend, Registry, commentary, fast_run, fixture_archive};
+use schema::api::{Evaluation, RunState};
+use schema::{Algorithm, LearnConfig};
 use tests::MNIST_FIXTURE_DIGEST;
 
 fn start_worker(registry: &Registry, name: &str) -> Child {
@@ -86,6 +88,14 @@ async fn a_killed_worker_s_run_is_requeued_and_finished_by_another() {
     assert_eq!(done["attempts"], 2);
     assert_eq!(done["worker"], "second");
     assert!(done["commentary_id"].is_string());
+    // Issue 15, finding 5: the final state reads as final, not as the first attempt's error
+    // and a half-done progress.
+    assert!(done["error"].is_null(), "{done:#}");
+    assert_eq!(done["progress"]["phase"], "done", "{done:#}");
+    assert_eq!(
+        done["progress"]["step"], done["progress"]["total"],
+        "{done:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -209,6 +219,23 @@ async fn run_requests_that_cannot_work_are_refused() {
         post(serde_json::json!({"dataset": MNIST_FIXTURE_DIGEST, "kind": "example-weighting", "config": {"inner_stesp": 3}})).await;
     assert_eq!(status, 422);
     assert!(message.contains("inner_stesp"), "{message}");
+}
+
+/// A run created with only a dataset and a kind gets the defaults `commentary apply` and
+/// `commentary learn` use (the same `Default` impls), and the algorithm the kind defaults to.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_without_settings_gets_the_cli_s_defaults() {
+    let registry = Registry::start(&Backend::sqlite_local(), &["--workers", "0"]);
+    let client = registry.client();
+    assert_eq!(upload_fixture(&registry, None).await.status(), 201);
+    let id = client
+        .create_run(serde_json::json!({"dataset": MNIST_FIXTURE_DIGEST, "kind": "label-blending"}))
+        .await;
+    let run = client.run(&id).await;
+    assert_eq!(run.evaluation, Evaluation::default());
+    assert_eq!(run.config, LearnConfig::default());
+    assert_eq!(run.algorithm, Algorithm::Ift);
+    assert_eq!(run.state, RunState::Queued);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,6 +18,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use trainer::commentary::blending::blend;
 use trainer::commentary::weighting::LabelledImages;
 use trainer::device::{ComputeDevice, burn_device};
+use trainer::hypergrad::finite;
 use trainer::hypergrad::ift::InverseHessian;
 use trainer::hypergrad::module::ModuleProblem;
 use trainer::hypergrad::scalar;
@@ -154,7 +155,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         terms: 1,
         alpha: 0.1,
     };
-    let (hypergrad, val_loss) = problem.hypergradient(&theta, &phi, 0, inverse)?;
+    let (hypergrad, val_loss) =
+        problem.hypergradient(&theta, &phi, 0, inverse, finite::DEFAULT_STEP)?;
     let norm = scalar(&hypergrad.powi_scalar(2).sum()).sqrt();
     println!(
         "resnet18 parameters={} device={kind} val_loss={val_loss:.4} hypergrad_norm={norm:.3e} \

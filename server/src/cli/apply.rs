@@ -9,8 +9,10 @@ use schema::api::Evaluation;
 use schema::arch::NetSpec;
 use schema::artifact::{REPORT_FILE, write_atomically};
 use trainer::apply::{ApplyOptions, apply};
-use trainer::data::{Dataset, Limits};
+use trainer::data::Dataset;
 use trainer::device::ComputeDevice;
+
+use super::limits::LimitArgs;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -35,20 +37,10 @@ pub struct ApplyArgs {
     /// Student architecture (cbr, mlp, mlp:<width>,...); default: the one used for learning.
     #[arg(long, value_parser = NetSpec::parse)]
     student: Option<NetSpec>,
-    /// Seeds of the fresh students, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = Evaluation::default().seeds)]
-    seeds: Vec<u64>,
-    /// Student training steps.
-    #[arg(long, default_value_t = Evaluation::default().steps as usize)]
-    steps: usize,
-    /// Evaluate on the validation examples every this many steps.
-    #[arg(long, default_value_t = Evaluation::default().eval_every as usize)]
-    eval_every: usize,
-    #[arg(long, default_value_t = Evaluation::default().batch_size as usize)]
-    batch_size: usize,
-    /// Adam learning rate of the students.
-    #[arg(long, default_value_t = Evaluation::default().lr)]
-    lr: f64,
+    #[command(flatten)]
+    evaluation: EvaluationArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: ComputeDevice,
@@ -68,8 +60,46 @@ pub struct ApplyArgs {
     no_references: bool,
 }
 
+/// How the students are trained; every default is `Evaluation::default()`'s (the registry's
+/// evaluation of a run uses the same).
+#[derive(Debug, Args)]
+pub(crate) struct EvaluationArgs {
+    /// Seeds of the fresh students, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = Evaluation::default().seeds)]
+    seeds: Vec<u64>,
+    /// Student training steps.
+    #[arg(long, default_value_t = Evaluation::default().steps)]
+    steps: u32,
+    /// Evaluate on the validation examples every this many steps.
+    #[arg(long, default_value_t = Evaluation::default().eval_every)]
+    eval_every: u32,
+    #[arg(long, default_value_t = Evaluation::default().batch_size)]
+    batch_size: u32,
+    /// Adam learning rate of the students.
+    #[arg(long, default_value_t = Evaluation::default().lr)]
+    lr: f64,
+    /// Attention masks: the share of pixels the removal test blanks.
+    #[arg(long, default_value_t = Evaluation::default().mask_removed_fraction)]
+    mask_removed_fraction: f64,
+}
+
+impl EvaluationArgs {
+    /// The evaluation these flags describe (the Adam betas and eps keep their defaults).
+    pub(crate) fn evaluation(&self) -> Evaluation {
+        Evaluation {
+            seeds: self.seeds.clone(),
+            steps: self.steps,
+            eval_every: self.eval_every,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            mask_removed_fraction: self.mask_removed_fraction,
+            ..Evaluation::default()
+        }
+    }
+}
+
 pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
-    let dataset = Dataset::open(&args.dataset, Limits::default())
+    let dataset = Dataset::open(&args.dataset, args.limits.limits())
         .with_context(|| format!("cannot read dataset {}", args.dataset.display()))?;
     // With --server: the local digest picks the registry's best commentary for this data.
     let pulled;
@@ -97,11 +127,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     };
     let options = ApplyOptions {
         student: args.student,
-        seeds: args.seeds,
-        steps: args.steps,
-        eval_every: args.eval_every,
-        batch_size: args.batch_size,
-        lr: args.lr,
+        evaluation: args.evaluation.evaluation(),
         device: args.device,
         force: args.force,
         train_examples: args.train_examples,
@@ -164,4 +190,51 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// `apply` with no evaluation flags trains its students as the registry does.
+    #[test]
+    fn evaluation_flags_default_to_the_registry_s_evaluation() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "commentary",
+            "apply",
+            "--dataset",
+            "d",
+            "--commentary",
+            "c",
+            "--report",
+            "r.json",
+        ])
+        .expect("parse");
+        let crate::cli::Command::Apply(args) = cli.command else {
+            panic!("not apply");
+        };
+        assert_eq!(args.evaluation.evaluation(), Evaluation::default());
+        let cli = crate::cli::Cli::try_parse_from([
+            "commentary",
+            "apply",
+            "--dataset",
+            "d",
+            "--commentary",
+            "c",
+            "--report",
+            "r.json",
+            "--seeds",
+            "4,5",
+            "--steps",
+            "7",
+        ])
+        .expect("parse");
+        let crate::cli::Command::Apply(args) = cli.command else {
+            panic!("not apply");
+        };
+        let evaluation = args.evaluation.evaluation();
+        assert_eq!((evaluation.seeds, evaluation.steps), (vec![4, 5], 7));
+    }
 }

@@ -1,14 +1,15 @@
-//! `commentary dataset hash|inspect`.
+//! `commentary dataset hash|inspect|spurious|corrupt|push`.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use bytesize::ByteSize;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use schema::DatasetSummary;
 use schema::corruption::{CorruptionOptions, NoiseKind};
-use trainer::data::{Dataset, Limits};
+use trainer::data::Dataset;
+
+use super::limits::LimitArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum DatasetCommand {
@@ -90,31 +91,6 @@ pub enum DatasetCommand {
         #[command(flatten)]
         limits: LimitArgs,
     },
-}
-
-/// Caps on what decoding may use; the defaults suit datasets up to ImageNet-32 scale.
-#[derive(Debug, Args)]
-pub struct LimitArgs {
-    /// Most bytes an archive may expand to (e.g. 16GiB).
-    #[arg(long, env = "COMMENTARY_MAX_EXPANDED_BYTES", default_value = "16GiB")]
-    max_expanded_bytes: ByteSize,
-    /// Most entries an archive may hold.
-    #[arg(long, env = "COMMENTARY_MAX_ENTRIES", default_value_t = Limits::default().max_entries)]
-    max_entries: u64,
-    /// Most examples a dataset may hold.
-    #[arg(long, env = "COMMENTARY_MAX_EXAMPLES", default_value_t = Limits::default().max_examples)]
-    max_examples: u64,
-}
-
-impl LimitArgs {
-    fn limits(&self) -> Limits {
-        Limits {
-            max_expanded_bytes: self.max_expanded_bytes.as_u64(),
-            max_entries: self.max_entries,
-            max_examples: self.max_examples,
-            ..Limits::default()
-        }
-    }
 }
 
 pub fn run(command: DatasetCommand) -> anyhow::Result<()> {

@@ -8,9 +8,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use schema::arch::NetSpec;
 use schema::{Algorithm, CommentaryKind, LearnConfig, Optimizer};
-use trainer::data::{Dataset, Limits};
+use trainer::data::Dataset;
 use trainer::device::ComputeDevice;
 use trainer::learn::{LearnRequest, learn};
+
+use super::limits::LimitArgs;
 
 #[derive(Debug, Args)]
 pub struct LearnArgs {
@@ -40,6 +42,8 @@ pub struct LearnArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     overrides: ConfigOverrides,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// LearnConfig fields settable by flag (the rest through --config).
@@ -154,7 +158,7 @@ pub fn run(args: LearnArgs) -> anyhow::Result<()> {
     if let Some(limit) = args.time_limit {
         config.time_limit_s = Some(limit.as_secs().max(1));
     }
-    let dataset = Dataset::open(&args.dataset, Limits::default())
+    let dataset = Dataset::open(&args.dataset, args.limits.limits())
         .with_context(|| format!("cannot read dataset {}", args.dataset.display()))?;
     let trusted = config.validation_split.is_some()
         || dataset

@@ -7,6 +7,7 @@ mod bench;
 mod dataset;
 mod hypergrad;
 mod learn;
+mod limits;
 mod pull;
 mod remote;
 mod serve;

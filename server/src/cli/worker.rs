@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use trainer::device::ComputeDevice;
 
+use super::limits::LimitArgs;
 use super::remote::{ServerArgs, runtime};
 use crate::registry::worker::{WorkerOptions, work_forever};
 
@@ -25,6 +26,8 @@ pub struct WorkerArgs {
     /// How often to ask for work when the queue is empty.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     poll: Duration,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// `commentary worker`: learns runs from a registry until Ctrl-C.
@@ -39,6 +42,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         device: args.device,
         poll: args.poll,
         scratch: args.scratch,
+        limits: args.limits.limits(),
     };
     let runtime = runtime()?;
     runtime.block_on(async move {

@@ -45,11 +45,22 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// Defaults for a laptop: loopback, `./data`, one worker.
+    /// The defaults with data kept in `data_dir`.
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for ServeConfig {
+    /// Defaults for a laptop: loopback, `./data`, one worker. `commentary serve`'s flags read
+    /// their defaults from here.
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
             workers: 1,
             device: ComputeDevice::Cpu,
             database_url: None,

@@ -117,6 +117,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
             device,
             poll: Duration::from_millis(500),
             scratch: state.data_dir_scratch(),
+            limits: state.config.limits,
         };
         background.spawn(worker::work_forever(client, options, stop.clone()));
     }

@@ -30,6 +30,8 @@ pub struct WorkerOptions {
     pub poll: Duration,
     /// Where datasets and artifacts are kept while a run works.
     pub scratch: PathBuf,
+    /// Caps on decoding a run's dataset (the registry's own, for in-process workers).
+    pub limits: Limits,
 }
 
 /// Why a run stopped before it finished.
@@ -159,10 +161,11 @@ async fn work(
     let artifact = scratch.path().join("artifact");
     let outcome = match client.download_dataset(&run.dataset, &archive).await {
         Ok(()) => {
-            let (run, device, stop) = (run.clone(), options.device, stop.clone());
+            let (run, device, limits, stop) =
+                (run.clone(), options.device, options.limits, stop.clone());
             let (archive, artifact) = (archive.clone(), artifact.clone());
             tokio::task::spawn_blocking(move || {
-                execute(&run, device, &archive, &artifact, &stop, &events)
+                execute(&run, device, limits, &archive, &artifact, &stop, &events)
             })
             .await
             .context("the learning task panicked")
@@ -205,13 +208,14 @@ async fn work(
 fn execute(
     run: &RunInfo,
     device: ComputeDevice,
+    limits: Limits,
     archive: &Path,
     out: &Path,
     stop: &Arc<AtomicBool>,
     events: &mpsc::UnboundedSender<EventBody>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let dataset = Dataset::open(archive, Limits::default()).context("cannot read the dataset")?;
+    let dataset = Dataset::open(archive, limits).context("cannot read the dataset")?;
     let request = LearnRequest {
         kind: run.kind,
         algorithm: run.algorithm,
@@ -240,11 +244,7 @@ fn execute(
     }
     let options = ApplyOptions {
         student: None,
-        seeds: evaluation.seeds.clone(),
-        steps: evaluation.steps as usize,
-        eval_every: evaluation.eval_every as usize,
-        batch_size: evaluation.batch_size as usize,
-        lr: evaluation.lr,
+        evaluation: evaluation.clone(),
         device,
         force: false,
         train_examples: None,

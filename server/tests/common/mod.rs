@@ -4,11 +4,16 @@
 
 #![allow(dead_code)]
 
+pub mod app;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use schema::api::{Evaluation, RunCreated, RunInfo, RunRequest, RunState};
+use schema::arch::NetSpec;
+use schema::{Algorithm, CommentaryKind, LearnConfig};
 use sea_orm::{ConnectionTrait as _, Database};
 use tempfile::TempDir;
 
@@ -175,17 +180,28 @@ impl Client {
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await
+    }
+
+    /// `GET path`, asserting success, as the API type `T`.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         let response = self.http.get(self.url(path)).send().await.expect("GET");
         assert!(
             response.status().is_success(),
             "GET {path}: {}",
             response.status()
         );
-        response.json().await.expect("JSON")
+        response.json().await.expect("a body of the API type")
     }
 
-    /// `POST /v1/runs` with `body`; asserts 202 and returns the run id.
-    pub async fn create_run(&self, body: serde_json::Value) -> String {
+    /// `GET /v1/runs/{id}`.
+    pub async fn run(&self, id: &str) -> RunInfo {
+        self.get(&format!("/v1/runs/{id}")).await
+    }
+
+    /// `POST /v1/runs` with `body` (a `RunRequest`, or JSON for requests the type cannot
+    /// express); asserts 202 and returns the run id.
+    pub async fn create_run(&self, body: impl serde::Serialize) -> String {
         let response = self
             .http
             .post(self.url("/v1/runs"))
@@ -199,8 +215,9 @@ impl Client {
             "{}",
             response.text().await.unwrap_or_default()
         );
-        let created: serde_json::Value = response.json().await.expect("JSON");
-        created["id"].as_str().expect("id").to_string()
+        let created: RunCreated = response.json().await.expect("a RunCreated body");
+        assert_eq!(created.state, RunState::Queued);
+        created.id
     }
 
     /// Polls `GET path` until `done` holds for its JSON, or panics after `limit`.
@@ -233,19 +250,25 @@ pub fn fixture_archive(dir: &Path) -> PathBuf {
 }
 
 /// A run body with small, fast settings (MLP student and teacher on the fixture).
-pub fn fast_run(dataset: &str, meta_steps: u32, evaluation_seeds: &[u64]) -> serde_json::Value {
-    serde_json::json!({
-        "dataset": dataset,
-        "kind": "example-weighting",
-        "algorithm": "bptt",
-        "config": {
-            "inner_steps": 10,
-            "meta_steps": meta_steps,
-            "student": {"type": "mlp", "hidden": [32]},
-            "commentary_net": {"type": "mlp", "hidden": [16]},
-            "validation_examples": 500,
-            "validation_batch_size": 128,
+pub fn fast_run(dataset: &str, meta_steps: u32, evaluation_seeds: &[u64]) -> RunRequest {
+    RunRequest {
+        dataset: dataset.to_string(),
+        kind: CommentaryKind::ExampleWeighting,
+        algorithm: Some(Algorithm::Bptt),
+        config: LearnConfig {
+            inner_steps: 10,
+            meta_steps,
+            student: NetSpec::Mlp { hidden: vec![32] },
+            commentary_net: NetSpec::Mlp { hidden: vec![16] },
+            validation_examples: Some(500),
+            validation_batch_size: 128,
+            ..LearnConfig::default()
         },
-        "evaluation": {"seeds": evaluation_seeds, "steps": 60, "eval_every": 20},
-    })
+        evaluation: Evaluation {
+            seeds: evaluation_seeds.to_vec(),
+            steps: 60,
+            eval_every: 20,
+            ..Evaluation::default()
+        },
+    }
 }

@@ -129,7 +129,7 @@ pub(super) fn load_commentary(
             let names: Vec<String> = teacher.params().iter().map(|p| p.name.clone()).collect();
             let horizon = teacher_horizon(
                 manifest.time_input,
-                options.steps,
+                options.steps(),
                 manifest.config.inner_steps as usize,
             );
             Commentary::Weighting {

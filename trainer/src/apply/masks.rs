@@ -13,13 +13,16 @@ use crate::commentary::masks::masks;
 use crate::data::tensors::LabelledImages;
 use crate::models::Network;
 
-/// Share of the image removed in the removal test.
-const REMOVED_FRACTION: f64 = 0.25;
-
 /// Mask quality on the test split: the share of mask mass inside each digit's bounding box
 /// (pixels brighter than 0.1 away from the border band where spurious patches sit), and the
-/// accuracy of the baseline students when the most-masked 25% of pixels are removed versus a
-/// random 25%.
+/// accuracy of the baseline students when the most-masked `removed_fraction` of pixels
+/// (`Evaluation::mask_removed_fraction`) are removed versus as many random ones.
+/// The removal test's settings: the seed of its random pixels, and the share removed.
+pub(crate) struct Removal {
+    pub seed: u64,
+    pub fraction: f64,
+}
+
 pub(crate) fn mask_report(
     mask_net: &Network,
     phi: &Tensor<1>,
@@ -27,8 +30,12 @@ pub(crate) fn mask_report(
     student: &Network,
     baselines: &[Tensor<1>],
     test: &LabelledImages,
-    seed: u64,
+    removal: Removal,
 ) -> MaskReport {
+    let Removal {
+        seed,
+        fraction: removed_fraction,
+    } = removal;
     let [n, _, h, w] = test.images.dims();
     let device = test.images.device();
     // Spurious patches sit in a band of PATCH pixels along the border; on images too small to
@@ -38,7 +45,7 @@ pub(crate) fn mask_report(
     let mut removed_masked = Vec::new();
     let mut removed_random = Vec::new();
     let mut rng = StdRng::seed_from_u64(seed);
-    let remove = (REMOVED_FRACTION * (h * w) as f64).round() as usize;
+    let remove = (removed_fraction * (h * w) as f64).round() as usize;
     let mut start = 0;
     let (mut keep_masked, mut keep_random) =
         (Vec::with_capacity(n * h * w), Vec::with_capacity(n * h * w));
@@ -106,7 +113,7 @@ pub(crate) fn mask_report(
     }
     MaskReport {
         mass_in_box: in_box / n.max(1) as f64,
-        removed_fraction: REMOVED_FRACTION,
+        removed_fraction,
         accuracy_most_masked_removed: Spread::of(&removed_masked),
         accuracy_random_removed: Spread::of(&removed_random),
     }

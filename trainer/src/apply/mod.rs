@@ -17,6 +17,7 @@ mod students;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use schema::api::Evaluation;
 use schema::arch::NetSpec;
 use schema::artifact::verify_artifact;
 use schema::report::{ApplyReport, HARMFUL_Z, ReferenceArm, gain_z};
@@ -36,11 +37,8 @@ pub use crate::learn::LearnError as ApplyError;
 pub struct ApplyOptions {
     /// The student to train; None trains the one the commentary was learned with.
     pub student: Option<NetSpec>,
-    pub seeds: Vec<u64>,
-    pub steps: usize,
-    pub eval_every: usize,
-    pub batch_size: usize,
-    pub lr: f64,
+    /// Seeds, steps, batch size and the students' Adam (recorded in the report).
+    pub evaluation: Evaluation,
     pub device: ComputeDevice,
     /// Apply even when the dataset's digest differs from the commentary's.
     pub force: bool,
@@ -55,17 +53,12 @@ pub struct ApplyOptions {
 }
 
 impl Default for ApplyOptions {
-    /// The registry's evaluation defaults (`schema::api::Evaluation`), on the CPU.
+    /// The registry's evaluation defaults, on the CPU.
     fn default() -> Self {
-        let evaluation = schema::api::Evaluation::default();
         Self {
             student: None,
-            seeds: evaluation.seeds,
-            steps: evaluation.steps as usize,
-            eval_every: evaluation.eval_every as usize,
-            batch_size: evaluation.batch_size as usize,
+            evaluation: Evaluation::default(),
             train_examples: None,
-            lr: evaluation.lr,
             device: ComputeDevice::Cpu,
             force: false,
             corruption: None,
@@ -75,14 +68,20 @@ impl Default for ApplyOptions {
 }
 
 impl ApplyOptions {
-    /// The students' optimiser: Adam with PyTorch's defaults at `lr`.
+    /// The students' optimiser: Adam with the evaluation's settings.
     pub fn optimizer(&self) -> InnerOptimizer {
+        let e = &self.evaluation;
         InnerOptimizer::Adam {
-            lr: self.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
+            lr: e.lr,
+            beta1: e.adam_beta1,
+            beta2: e.adam_beta2,
+            eps: e.adam_eps,
         }
+    }
+
+    /// Student training steps per arm.
+    pub(crate) fn steps(&self) -> usize {
+        self.evaluation.steps as usize
     }
 }
 
@@ -97,11 +96,13 @@ pub fn apply(
     on_run: &mut dyn FnMut(&str, u64),
 ) -> Result<ApplyReport, ApplyError> {
     let started = Instant::now();
-    if options.seeds.is_empty() || options.steps == 0 || options.batch_size == 0 {
-        return Err(ApplyError::Invalid(
-            "apply needs at least one seed, one step and a positive batch size".into(),
-        ));
+    if options.evaluation.seeds.is_empty() {
+        return Err(ApplyError::Invalid("apply needs at least one seed".into()));
     }
+    options
+        .evaluation
+        .validate()
+        .map_err(|e| ApplyError::Invalid(e.to_string()))?;
     let artifact = verify_artifact(artifact_dir)?;
     let manifest = &artifact.manifest;
     let summary = dataset.summarize()?;
@@ -160,7 +161,7 @@ pub fn apply(
     let mut weighted = Vec::new();
     let mut baseline_thetas = Vec::new();
     let random_blending = matches!(commentary, Commentary::Blending { .. });
-    for &seed in &options.seeds {
+    for &seed in &options.evaluation.seeds {
         let train = |splits: &Splits, commentary: Option<&Commentary>| {
             train_student(&student, splits, commentary, seed, options, &device)
         };
@@ -221,7 +222,10 @@ pub fn apply(
             &student,
             &baseline_thetas,
             &splits.test,
-            manifest.config.seed,
+            masks::Removal {
+                seed: manifest.config.seed,
+                fraction: options.evaluation.mask_removed_fraction,
+            },
         )),
         _ => None,
     };
@@ -236,9 +240,10 @@ pub fn apply(
         kind: manifest.kind,
         dataset: summary.digest,
         student: student_spec.to_string(),
-        steps: options.steps as u64,
-        eval_every: options.eval_every as u64,
-        batch_size: options.batch_size as u64,
+        steps: u64::from(options.evaluation.steps),
+        eval_every: u64::from(options.evaluation.eval_every),
+        batch_size: u64::from(options.evaluation.batch_size),
+        evaluation: Some(options.evaluation.clone()),
         test_accuracy_gain: with_commentary.test_accuracy.mean - baseline.test_accuracy.mean,
         gain_z: z,
         harmful: z < HARMFUL_Z,

@@ -93,8 +93,9 @@ pub(crate) fn train_student(
     let adam = options.optimizer();
     let mut state = OptState::new();
     let mut curve = Vec::new();
-    let b = options.batch_size;
-    for step in 0..options.steps {
+    let b = options.evaluation.batch_size as usize;
+    let steps = options.steps();
+    for step in 0..steps {
         let chosen: Vec<i64> = (0..b)
             .map(|_| splits.pool[rng.random_range(0..splits.pool.len())])
             .collect();
@@ -144,7 +145,7 @@ pub(crate) fn train_student(
         let (next, next_state) = adam.step(&theta, &state, grad);
         theta = next.detach();
         state = next_state.detached();
-        if (step + 1) % options.eval_every.max(1) == 0 || step + 1 == options.steps {
+        if (step + 1) % (options.evaluation.eval_every.max(1) as usize) == 0 || step + 1 == steps {
             let (val_accuracy, val_loss) = accuracy_and_loss(student, &theta, &splits.validation);
             curve.push(CurvePoint {
                 step: step as u64 + 1,

@@ -17,21 +17,20 @@ use crate::learn::checkpoint::to_vec;
 use crate::learn::insight_error;
 use crate::models::Network;
 
-/// Examples whose masks the insight tensors record.
-const MASK_SAMPLE: usize = 32;
-
-/// Masks, images, canonical train indices and labels of the first training examples.
+/// Masks, images, canonical train indices and labels of the first `count` training examples
+/// (`LearnConfig::insight_masks`).
 pub(crate) fn masks_sample(
     mask_net: &Network,
     phi: &Tensor<1>,
     range: MaskRange,
     data: &PreparedData,
+    count: usize,
     tensors: &mut TensorMap,
 ) -> Result<(), LearnError> {
     let device = phi.device();
     let shape = data.train.shape();
     let mut sample = data.pool.clone();
-    sample.truncate(MASK_SAMPLE);
+    sample.truncate(count);
     let examples = data.train.select(&index_tensor(&sample, &device));
     let n = sample.len();
     let (h, w, c) = (
@@ -64,24 +63,24 @@ pub(crate) fn masks_sample(
     Ok(())
 }
 
-/// Examples whose weights the insight tensors record.
-const INSIGHT_SAMPLE: usize = 256;
 /// Points of the curriculum recorded (as fractions of T).
 const INSIGHT_POINTS: usize = 5;
 
-/// Weights of a fixed sample of training examples at several iterations, with their classes
-/// and canonical indices, and the mean weight per class at each iteration.
+/// Weights of a fixed sample of `count` training examples (`LearnConfig::insight_examples`,
+/// weighed as one batch) at several iterations, with their classes and canonical indices, and
+/// the mean weight per class at each iteration.
 pub(crate) fn weighting(
     source: &WeightSource,
     phi: &Tensor<1>,
     data: &PreparedData,
     horizon: usize,
+    count: usize,
     tensors: &mut TensorMap,
 ) -> Result<(), LearnError> {
     let device = phi.device();
     let mut sample = data.pool.clone();
     sample.shuffle(&mut StdRng::seed_from_u64(0x1A51_6475));
-    sample.truncate(INSIGHT_SAMPLE);
+    sample.truncate(count);
     sample.sort_unstable();
     let sample_indices = index_tensor(&sample, &device);
     let batch = data.train.select(&sample_indices);

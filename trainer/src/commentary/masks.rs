@@ -216,6 +216,7 @@ pub(crate) fn learn(
         &vector(&result.best_phi, device),
         range,
         data,
+        config.insight_masks as usize,
         &mut tensors,
     )?;
     Ok(Learned {

@@ -297,7 +297,8 @@ pub(crate) fn learn(
         }
     };
     let phi = vector(&result.best_phi, device);
-    insights::weighting(&source, &phi, data, horizon, &mut tensors)?;
+    let sample = config.insight_examples as usize;
+    insights::weighting(&source, &phi, data, horizon, sample, &mut tensors)?;
     Ok(Learned {
         tensors,
         val_losses: result.val_losses,

@@ -20,9 +20,10 @@ pub trait LossProblem {
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1>;
 }
 
-/// Differences step theta by STEP x max(||theta||, 1) along the direction: small enough to rarely
-/// cross a ReLU kink (1e-2 did, measurably), large enough for f32.
-const STEP: f32 = 1e-3;
+/// The default relative step: differences move theta by `step` x max(||theta||, 1) along the
+/// direction; 1e-3 is small enough to rarely cross a ReLU kink (1e-2 did, measurably), large
+/// enough for f32. Problem files may set their own (`finite_difference_step`).
+pub const DEFAULT_STEP: f32 = 1e-3;
 
 fn gradient(loss: impl Fn(&Tensor<1>) -> Tensor<1>, at: &Tensor<1>) -> Tensor<1> {
     let at_leaf = leaf(at);
@@ -37,19 +38,21 @@ fn norm(v: &Tensor<1>) -> f32 {
 }
 
 /// The step size for a difference along `v` at `theta`.
-fn epsilon(theta: &Tensor<1>, v: &Tensor<1>) -> f32 {
-    STEP * norm(theta).max(1.0) / norm(v).max(1e-12)
+fn epsilon(theta: &Tensor<1>, v: &Tensor<1>, step: f32) -> f32 {
+    step * norm(theta).max(1.0) / norm(v).max(1e-12)
 }
 
-/// Approximate H v by central differences of the inner loss's gradient.
+/// Approximate H v by central differences of the inner loss's gradient, `relative_step` as in
+/// [`DEFAULT_STEP`].
 pub fn hessian_vector_product(
     problem: &dyn LossProblem,
     theta: &Tensor<1>,
     phi: &Tensor<1>,
     step: usize,
     v: &Tensor<1>,
+    relative_step: f32,
 ) -> Tensor<1> {
-    let eps = epsilon(theta, v);
+    let eps = epsilon(theta, v, relative_step);
     let phi = phi.clone().detach();
     let loss = |t: &Tensor<1>| problem.inner_loss(t, &phi, step);
     let plus = gradient(loss, &(theta.clone() + v.clone().mul_scalar(eps)));
@@ -65,6 +68,7 @@ pub fn hypergradient(
     phi: &Tensor<1>,
     step: usize,
     method: InverseHessian,
+    relative_step: f32,
 ) -> (Tensor<1>, f32) {
     let theta = theta.clone().detach();
     let val_leaf = leaf(&theta);
@@ -82,11 +86,12 @@ pub fn hypergradient(
     let mut sum = v0;
     for _ in 0..terms {
         term = term.clone()
-            - hessian_vector_product(problem, &theta, phi, step, &term).mul_scalar(alpha);
+            - hessian_vector_product(problem, &theta, phi, step, &term, relative_step)
+                .mul_scalar(alpha);
         sum = sum + term.clone();
     }
     let p = sum.mul_scalar(alpha);
-    let eps = epsilon(&theta, &p);
+    let eps = epsilon(&theta, &p, relative_step);
     let phi_leaf = leaf(phi);
     let difference = (problem.inner_loss(
         &(theta.clone() + p.clone().mul_scalar(eps)),

@@ -170,9 +170,17 @@ where
         phi: &Tensor<1>,
         step: usize,
         method: InverseHessian,
+        relative_step: f32,
     ) -> Result<(Tensor<1>, f32), ModuleError> {
         self.layout.check(theta)?;
-        Ok(finite::hypergradient(self, theta, phi, step, method))
+        Ok(finite::hypergradient(
+            self,
+            theta,
+            phi,
+            step,
+            method,
+            relative_step,
+        ))
     }
 
     /// The module with parameters `theta`. The engine only passes vectors of theta's length
@@ -346,8 +354,10 @@ mod tests {
         .expect("trainable");
         let phi = Tensor::<1>::zeros([1], &device());
         let (u, v) = (random([TRAINABLE]), random([TRAINABLE]));
-        let hv = finite::hessian_vector_product(&problem, &theta, &phi, 0, &v);
-        let hu = finite::hessian_vector_product(&problem, &theta, &phi, 0, &u);
+        let hv =
+            finite::hessian_vector_product(&problem, &theta, &phi, 0, &v, finite::DEFAULT_STEP);
+        let hu =
+            finite::hessian_vector_product(&problem, &theta, &phi, 0, &u, finite::DEFAULT_STEP);
         let (uhv, vhu) = (scalar(&dot(u, hv)), scalar(&dot(v, hu)));
         assert!(uhv.is_finite() && uhv.abs() > 1e-3, "u^T H v = {uhv}");
         assert!(

@@ -2,6 +2,7 @@
 //! students (with explicit backward passes, so their gradients are differentiable), teachers and
 //! mask networks.
 
+mod backward;
 mod network;
 
 pub use network::{Input, Network, Trace};

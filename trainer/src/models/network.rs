@@ -31,7 +31,7 @@ impl Input {
 
 /// One layer; parameter fields are indices into [`Network::params`].
 #[derive(Debug, Clone)]
-enum Layer {
+pub(super) enum Layer {
     Conv {
         weight: usize,
         bias: usize,
@@ -65,20 +65,20 @@ pub struct ParamSlot {
 /// The sequential network of a [`NetSpec`] on a given input.
 #[derive(Debug, Clone)]
 pub struct Network {
-    layers: Vec<Layer>,
-    params: Vec<ParamSlot>,
+    pub(super) layers: Vec<Layer>,
+    pub(super) params: Vec<ParamSlot>,
     /// Values appended to the last linear layer's input (e.g. a one-hot label).
-    extra_inputs: usize,
+    pub(super) extra_inputs: usize,
     /// Total parameter count (the length of theta).
     len: usize,
 }
 
 /// Per-layer values the backward pass needs, recorded by [`Network::forward`].
 pub struct Trace {
-    steps: Vec<Recorded>,
+    pub(super) steps: Vec<Recorded>,
 }
 
-enum Recorded {
+pub(super) enum Recorded {
     Conv {
         input: Tensor<4>,
     },
@@ -227,7 +227,7 @@ impl Network {
         Tensor::from_data(TensorData::new(values, [self.len]), device)
     }
 
-    fn slice<const D: usize>(&self, theta: &Tensor<1>, index: usize) -> Tensor<D> {
+    pub(super) fn slice<const D: usize>(&self, theta: &Tensor<1>, index: usize) -> Tensor<D> {
         let slot = &self.params[index];
         let shape: [usize; D] = std::array::from_fn(|i| slot.shape[i]);
         theta
@@ -324,88 +324,6 @@ impl Network {
         }
         let logits = flat.expect("a network ends in a linear layer");
         (logits, Trace { steps })
-    }
-
-    /// d(loss)/d(theta) as a flat [len] tensor, given d(loss)/d(logits). Written in burn ops, so
-    /// the result is differentiable in theta and in `dlogits`.
-    pub fn backward(&self, theta: &Tensor<1>, trace: &Trace, dlogits: Tensor<2>) -> Tensor<1> {
-        let mut grads: Vec<Option<Tensor<1>>> = vec![None; self.params.len()];
-        let mut put = |index: usize, grad: Tensor<1>| grads[index] = Some(grad);
-        let mut d_flat = Some(dlogits);
-        let mut d_image: Option<Tensor<4>> = None;
-        let first_param_layer = self
-            .layers
-            .iter()
-            .position(|l| matches!(l, Layer::Conv { .. } | Layer::Linear { .. }));
-        for (position, (layer, step)) in self.layers.iter().zip(&trace.steps).enumerate().rev() {
-            let need_input_grad = Some(position) != first_param_layer;
-            match (layer, step) {
-                (Layer::Linear { weight, bias }, Recorded::Linear { input }) => {
-                    let dy = d_flat.take().expect("gradient for linear output");
-                    let g =
-                        linear::backward(input, &self.slice(theta, *weight), dy, need_input_grad);
-                    put(*weight, g.dw.flatten(0, 1));
-                    put(*bias, g.db);
-                    d_flat = g.dx.map(|dx| {
-                        // Drop the gradient of the appended extra inputs.
-                        let [batch, width] = dx.dims();
-                        if self.extra_inputs > 0 && width > self.extra_inputs && batch > 0 {
-                            dx.narrow(1, 0, width - self.extra_inputs)
-                        } else {
-                            dx
-                        }
-                    });
-                }
-                (Layer::Flatten, Recorded::Flatten { shape }) => {
-                    d_image = d_flat
-                        .take()
-                        .map(|d| activation::flatten_backward(d, *shape));
-                }
-                (Layer::Flatten, Recorded::Identity) => {}
-                (Layer::Relu, Recorded::Relu2 { input }) => {
-                    d_flat = d_flat.take().map(|d| activation::relu_backward(input, d));
-                }
-                (Layer::Relu, Recorded::Relu4 { input }) => {
-                    d_image = d_image.take().map(|d| activation::relu_backward(input, d));
-                }
-                (Layer::MaxPool { .. }, Recorded::MaxPool { cache }) => {
-                    d_image = d_image.take().map(|d| pool::max_pool_backward(cache, d));
-                }
-                (Layer::BatchNorm { gamma, beta }, Recorded::BatchNorm { cache }) => {
-                    let dy = d_image.take().expect("gradient for batch-norm output");
-                    let g = batch_norm::backward(cache, &self.slice(theta, *gamma), dy);
-                    put(*gamma, g.dgamma);
-                    put(*beta, g.dbeta);
-                    d_image = Some(g.dx);
-                }
-                (
-                    Layer::Conv {
-                        weight,
-                        bias,
-                        geometry,
-                    },
-                    Recorded::Conv { input },
-                ) => {
-                    let dy = d_image.take().expect("gradient for conv output");
-                    let g = conv::backward(
-                        input,
-                        &self.slice(theta, *weight),
-                        dy,
-                        *geometry,
-                        need_input_grad,
-                    );
-                    put(*weight, g.dw.flatten(0, 3));
-                    put(*bias, g.db);
-                    d_image = g.dx;
-                }
-                _ => unreachable!("trace does not match the layers"),
-            }
-        }
-        let parts: Vec<Tensor<1>> = grads
-            .into_iter()
-            .map(|g| g.expect("every parameter gets a gradient"))
-            .collect();
-        Tensor::cat(parts, 0)
     }
 
     /// Batch size of an input (for callers that build targets).

@@ -238,9 +238,17 @@ fn blend_ift(tensors: &TensorMap, metadata: &Metadata, n: usize) -> Result<Task,
             )));
         }
     };
+    let default_step = f64::from(crate::hypergrad::finite::DEFAULT_STEP);
+    let finite_difference_step = number(metadata, "finite_difference_step", Some(default_step))?;
+    if !(finite_difference_step > 0.0 && finite_difference_step < 1.0) {
+        return Err(invalid(format!(
+            "metadata \"finite_difference_step\" = {finite_difference_step} must be between 0 and 1 (exclusive)"
+        )));
+    }
     Ok(Task::BlendIft {
         pairs: pairs.to_vec(),
         inverse,
+        finite_difference_step: finite_difference_step as f32,
     })
 }
 
@@ -322,7 +330,10 @@ impl Solution {
             tensor(self.shape.clone(), self.hypergrad.clone())?,
         );
         map.insert("val_loss".into(), tensor(vec![1], vec![self.val_loss])?);
-        let metadata = [("hypergradient".to_owned(), self.method.as_str().to_owned())];
+        let mut metadata = vec![("hypergradient".to_owned(), self.method.as_str().to_owned())];
+        if let Some(step) = self.finite_difference_step {
+            metadata.push(("finite_difference_step".to_owned(), step.to_string()));
+        }
         let bytes = encode_tensors(&map, metadata).map_err(|e| invalid(e.to_string()))?;
         std::fs::write(path, bytes).map_err(|source| ProblemError::Io {
             path: path.display().to_string(),

@@ -16,7 +16,9 @@
 //!     inner loss = mean_i of lambda_i CE(f(x~_i), y_i) + (1 - lambda_i) CE(f(x~_i), y_pairs_i)
 //!     on x~_i = lambda_i x_i + (1 - lambda_i) x_pairs_i; metadata `neumann_terms` J,
 //!     `neumann_lr` alpha, or `inverse` = `cg` with `cg_damping` (and optional
-//!     `cg_iterations`); output -(d/d phi)[grad_theta L_T . p].
+//!     `cg_iterations`); output -(d/d phi)[grad_theta L_T . p]. With `--approximate`,
+//!     optional metadata `finite_difference_step` sets the differences' relative step
+//!     (default 1e-3).
 //! - output file: `hypergrad` (phi's shape, f32) and `val_loss` [1] f32; metadata
 //!   `hypergradient` = `exact` or `finite-difference` (approximate, with `--approximate`).
 //!
@@ -74,6 +76,8 @@ enum Task {
     BlendIft {
         pairs: Vec<i64>,
         inverse: InverseHessian,
+        /// With `--approximate`: the finite differences' relative step.
+        finite_difference_step: f32,
     },
 }
 
@@ -99,6 +103,8 @@ pub struct Solution {
     pub val_loss: f32,
     /// Exact, or finite-difference (approximate); written to the output's metadata.
     pub method: HypergradientMethod,
+    /// The relative step of an approximate solution (also written to the metadata).
+    pub finite_difference_step: Option<f32>,
 }
 
 impl Problem {
@@ -193,7 +199,11 @@ impl Problem {
                 );
                 (out.hypergrad, out.val_loss)
             }
-            Task::BlendIft { pairs, inverse } => {
+            Task::BlendIft {
+                pairs,
+                inverse,
+                finite_difference_step,
+            } => {
                 let problem = BlendedMlp::new(net, data, pairs, device);
                 if approximate {
                     // The fallback for arbitrary burn modules, here a burn-nn MLP with the
@@ -210,7 +220,9 @@ impl Problem {
                             loss::weighted_mean(&logits, &problem.data.val_onehot, None)
                         },
                     )
-                    .and_then(|(fallback, theta)| fallback.hypergradient(&theta, &phi, 0, *inverse))
+                    .and_then(|(fallback, theta)| {
+                        fallback.hypergradient(&theta, &phi, 0, *inverse, *finite_difference_step)
+                    })
                     .map_err(|e| invalid(e.to_string()))?
                 } else {
                     let out = ift::hypergradient(&problem, &theta, &phi, 0, *inverse)?;
@@ -227,6 +239,13 @@ impl Problem {
                 HypergradientMethod::FiniteDifference
             } else {
                 HypergradientMethod::Exact
+            },
+            finite_difference_step: match &self.task {
+                Task::BlendIft {
+                    finite_difference_step,
+                    ..
+                } if approximate => Some(*finite_difference_step),
+                _ => None,
             },
         })
     }

@@ -1,0 +1,57 @@
+//! `LimitArgs`: the decoding caps as flags, shared by every command that opens a dataset
+//! (`dataset`, `learn`, `apply`, `serve` for uploads and its workers, `worker`). Their defaults
+//! are `trainer::data::Limits::default()`, written nowhere else.
+
+use bytesize::ByteSize;
+use clap::Args;
+use trainer::data::Limits;
+
+/// Caps on what decoding a dataset may use; the defaults suit datasets up to ImageNet-32 scale.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Most bytes an archive may expand to (e.g. 16GiB).
+    #[arg(long, env = "COMMENTARY_MAX_EXPANDED_BYTES", default_value_t = ByteSize::b(Limits::default().max_expanded_bytes))]
+    max_expanded_bytes: ByteSize,
+    /// Most entries an archive may hold.
+    #[arg(long, env = "COMMENTARY_MAX_ENTRIES", default_value_t = Limits::default().max_entries)]
+    max_entries: u64,
+    /// Most examples a dataset may hold.
+    #[arg(long, env = "COMMENTARY_MAX_EXAMPLES", default_value_t = Limits::default().max_examples)]
+    max_examples: u64,
+    /// Largest decoded image (height x width x channels bytes).
+    #[arg(long, env = "COMMENTARY_MAX_IMAGE_BYTES", default_value_t = ByteSize::b(Limits::default().max_image_bytes))]
+    max_image_bytes: ByteSize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_expanded_bytes: self.max_expanded_bytes.as_u64(),
+            max_entries: self.max_entries,
+            max_examples: self.max_examples,
+            max_image_bytes: self.max_image_bytes.as_u64(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn defaults_are_the_decoders_defaults_and_flags_override_them() {
+        let probe = Probe::try_parse_from(["probe"]).expect("parse");
+        assert_eq!(probe.limits.limits(), Limits::default());
+        let probe =
+            Probe::try_parse_from(["probe", "--max-expanded-bytes", "1MiB"]).expect("parse");
+        assert_eq!(probe.limits.limits().max_expanded_bytes, 1 << 20);
+    }
+}
