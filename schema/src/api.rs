@@ -177,6 +177,8 @@ pub struct Progress {
 pub enum Phase {
     Learning,
     Evaluating,
+    /// The run succeeded and its commentary is published (step = total).
+    Done,
 }
 
 /// One stored progress event of a run (also the SSE `data`; the SSE `id` is `seq`).
@@ -235,6 +237,10 @@ pub struct HeartbeatAnswer {
     pub state: RunState,
     pub ttl_s: u64,
 }
+
+/// Most events one `POST /v1/runs/{id}/events` may carry (workers send larger backlogs in
+/// several calls, so a batch stays well under the JSON body limit).
+pub const MAX_EVENTS_PER_POST: usize = 1_000;
 
 /// `POST /v1/runs/{id}/events`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// Largest dataset upload accepted (e.g. 4GiB).
     #[arg(long, env = "COMMENTARY_MAX_UPLOAD_BYTES", default_value_t = ByteSize::b(defaults().max_upload_bytes))]
     max_upload_bytes: ByteSize,
+    /// Largest JSON request body (run requests, worker events).
+    #[arg(long, env = "COMMENTARY_MAX_JSON_BYTES", default_value_t = ByteSize::b(defaults().max_json_bytes))]
+    max_json_bytes: ByteSize,
     /// Caps on decoding uploads, also used by the in-process workers.
     #[command(flatten)]
     limits: LimitArgs,
@@ -92,6 +95,7 @@ impl ServeArgs {
             private_reads: self.private_reads,
             require_token: self.require_token,
             max_upload_bytes: self.max_upload_bytes.as_u64(),
+            max_json_bytes: self.max_json_bytes.as_u64(),
             limits: self.limits.limits(),
             request_timeout: self.request_timeout.into(),
             write_rate_limit: self.write_rate_limit,

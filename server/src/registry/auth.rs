@@ -180,6 +180,16 @@ impl FromRequestParts<SharedState> for Auth {
         {
             check_origin(parts)?;
         }
+        if is_write && state.anonymous_writes && matches!(caller, Caller::Anonymous { .. }) {
+            // Anonymous writes are the machine's own (curl, the CLI, our pages); refused before
+            // the body is read when another page or another host name sent them.
+            if let Some(why) = foreign(parts) {
+                return Err(ApiError::forbidden(format!(
+                    "anonymous writes are accepted only from this machine and this registry's own pages: {why}; \
+                     send a token (Authorization: Bearer <token>) instead"
+                )));
+            }
+        }
         if !is_write && state.config.private_reads && matches!(caller, Caller::Anonymous { .. }) {
             return Err(ApiError::unauthorized(
                 "reads need a token on this registry (Authorization: Bearer <token>, or log in)",
@@ -195,7 +205,7 @@ impl FromRequestParts<SharedState> for Auth {
 
 /// Looks a secret up: the internal credential, or a stored, unrevoked token.
 async fn resolve(state: &SharedState, secret: &str, via_cookie: bool) -> ApiResult<Caller> {
-    if secret == state.internal_token {
+    if constant_time_eq::constant_time_eq(secret.as_bytes(), state.internal_token.as_bytes()) {
         return Ok(Caller::Internal);
     }
     let Some(found) = find_token(&state.db, secret).await? else {
@@ -211,6 +221,46 @@ async fn resolve(state: &SharedState, secret: &str, via_cookie: bool) -> ApiResu
         scope,
         via_cookie,
     })
+}
+
+/// Why a request is not this machine's own, if it is not: its Host is not a loopback name or
+/// address (DNS rebinding puts the attacker's name there), or its Origin, when a browser sent
+/// one, is not this registry's (a cross-origin form or fetch).
+fn foreign(parts: &Parts) -> Option<String> {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("<not text>").to_string())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()));
+    if let Some(host) = &host
+        && !is_loopback_host(host)
+    {
+        return Some(format!("Host {host:?} is not a loopback name or address"));
+    }
+    let origin = parts.headers.get(header::ORIGIN)?;
+    let origin = origin.to_str().unwrap_or("<not text>");
+    let same = host.as_deref().is_some_and(|host| {
+        origin
+            .split_once("://")
+            .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && rest == host)
+    });
+    (!same).then(|| format!("Origin {origin:?} is not this registry's"))
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]` or another loopback address, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, after)) if after.is_empty() || after.starts_with(':') => inside,
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A cookie-authenticated write must come from a page of this server (CSRF defence on top of
@@ -277,6 +327,32 @@ impl RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts_are_names_and_addresses_of_this_machine_only() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.8.9.1:80",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "localhost.attacker.example:8080",
+            "127.0.0.1.nip.io",
+            "10.0.0.1:8080",
+            "[::1]x",
+            "[::2]:80",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 
     #[test]
     fn scopes_are_ordered() {

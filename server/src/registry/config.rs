@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub require_token: bool,
     /// Largest accepted request body (dataset archives).
     pub max_upload_bytes: u64,
+    /// Largest JSON request body (run requests, worker events); 413 beyond.
+    pub max_json_bytes: u64,
     /// Caps on decoding uploaded archives.
     pub limits: Limits,
     /// Longest a non-streaming request may take.
@@ -70,6 +72,7 @@ impl Default for ServeConfig {
             private_reads: false,
             require_token: false,
             max_upload_bytes: 4 << 30,
+            max_json_bytes: 1 << 20,
             limits: Limits::default(),
             request_timeout: Duration::from_secs(30),
             write_rate_limit: 20,

@@ -31,10 +31,28 @@ pub fn parse_digest(text: &str) -> ApiResult<Sha256> {
 
 /// Streams an upload into the staging folder, decodes and digests it, and commits it.
 /// Returns the dataset and whether it is new.
-pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(DatasetInfo, bool)> {
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(ApiError::bad_request("?name= must be 1 to 200 characters"));
+/// Longest dataset name, in bytes.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// A dataset name is for people: 1 to 200 bytes of text without control characters (a NUL or
+/// an escape sequence would reach logs, pages and terminals).
+fn check_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "?name= must be 1 to {MAX_NAME_BYTES} bytes"
+        )));
     }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(ApiError::bad_request(format!(
+            "?name= must not contain control characters (it has {:?})",
+            c
+        )));
+    }
+    Ok(())
+}
+
+pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(DatasetInfo, bool)> {
+    check_name(name)?;
     let staged = tempfile::NamedTempFile::new_in(&state.staging_dir).map_err(ApiError::internal)?;
     let size = stage(state, body, staged.path()).await?;
     if size == 0 {

@@ -8,11 +8,14 @@ use std::fmt;
 use std::ops::Deref;
 
 use axum::extract::{FromRequest, FromRequestParts, Multipart, RawPathParams, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
+use bytesize::ByteSize;
 use schema::Sha256;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::routes::BodyLimits;
 
 /// A JSON body; bad JSON is 400, JSON of the wrong shape 422, a missing content type 415.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,8 +29,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let limit = request.extensions().get::<BodyLimits>().map(|l| l.json);
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                let limit =
+                    limit.map_or_else(|| "the limit".to_string(), |l| ByteSize::b(l).to_string());
+                Err(ApiError::too_large(format!(
+                    "the JSON body is larger than {limit} (--max-json-bytes, COMMENTARY_MAX_JSON_BYTES)"
+                )))
+            }
             Err(rejection) => Err(ApiError::rejection(rejection)),
         }
     }

@@ -86,6 +86,29 @@ pub async fn open_state(
     })
 }
 
+/// A registry on a non-loopback address with no token is readable by anyone who can reach it
+/// and writable by no one: say so where the operator looks.
+async fn warn_if_open(state: &AppState, addr: SocketAddr) {
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
+    let tokens = db::entities::token::Entity::find()
+        .filter(db::entities::token::Column::RevokedAt.is_null())
+        .count(&state.db)
+        .await
+        .unwrap_or(0);
+    if tokens == 0 {
+        let reads = if state.config.private_reads {
+            "nobody can read (reads are private)"
+        } else {
+            "anyone who can reach it can read everything"
+        };
+        tracing::warn!(
+            %addr,
+            "listening on a non-loopback address with no token: {reads}, and nobody can write until \
+             `commentary token create --scope write` makes a token"
+        );
+    }
+}
+
 /// Opens storage, binds, and starts serving plus the in-process workers and the lease reaper.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     let listener = tokio::net::TcpListener::bind(config.addr)
@@ -105,6 +128,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         anonymous_writes,
         "registry listening"
     );
+
+    if !addr.ip().is_loopback() {
+        warn_if_open(&state, addr).await;
+    }
 
     let app = routes::router(state.clone());
     let mut background = tokio::task::JoinSet::new();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use schema::CommentaryKind;
-use schema::api::{EventBody, Lease, Phase, Progress, RunInfo, RunState};
+use schema::api::{EventBody, Lease, MAX_EVENTS_PER_POST, Phase, Progress, RunInfo, RunState};
 use schema::artifact::{REPORT_FILE, write_atomically};
 use tokio::sync::{mpsc, watch};
 use trainer::apply::{ApplyOptions, apply};
@@ -143,7 +143,9 @@ async fn work(
         tokio::spawn(async move {
             while let Some(first) = queued.recv().await {
                 let mut batch = vec![first];
-                while let Ok(more) = queued.try_recv() {
+                while batch.len() < MAX_EVENTS_PER_POST
+                    && let Ok(more) = queued.try_recv()
+                {
                     batch.push(more);
                 }
                 if let Err(err) = client.post_events(&run_id, &secret, batch).await {
@@ -171,7 +173,11 @@ async fn work(
             .context("the learning task panicked")
             .and_then(|r| r)
         }
-        Err(err) => Err(err.context("cannot download the dataset")),
+        Err(err) => {
+            // The forwarder ends when every sender is gone; this one must go too.
+            drop(events);
+            Err(err.context("cannot download the dataset"))
+        }
     };
     // Every event is sent before the run is completed or failed.
     let _ = forwarder.await;

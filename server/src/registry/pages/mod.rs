@@ -162,6 +162,7 @@ fn progress_text(run: &RunInfo) -> String {
             let phase = match p.phase {
                 Phase::Learning => "learning",
                 Phase::Evaluating => "evaluating",
+                Phase::Done => "done",
             };
             match p.val_loss {
                 Some(loss) => format!(

@@ -12,8 +12,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use serde::Deserialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,6 +24,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::app::SharedState;
+use super::config::ServeConfig;
 use super::error::{ApiError, ErrorKind};
 
 #[derive(OpenApi)]
@@ -89,7 +93,9 @@ impl Modify for ErrorCodes {
 
 /// The OpenAPI document (also served at `/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    api_routes(BodyLimits::of(&ServeConfig::default()))
+        .split_for_parts()
+        .1
 }
 
 /// `?limit=&cursor=` of list routes.
@@ -108,9 +114,7 @@ impl PageParams {
         let limit = self.limit.unwrap_or(50).clamp(1, 500);
         let offset = match &self.cursor {
             None => 0,
-            Some(c) => c
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("bad cursor {c:?}")))?,
+            Some(c) => parse_cursor(c)?,
         };
         Ok((offset, limit))
     }
@@ -120,9 +124,26 @@ impl PageParams {
     }
 }
 
+/// A cursor is the decimal offset `next_cursor` gave: digits only, and within the databases'
+/// signed 64-bit range (a larger one once panicked in the SQL binder).
+fn parse_cursor(text: &str) -> Result<u64, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "bad cursor {text:?}: give the next_cursor of the previous page"
+        ))
+    };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    text.parse::<i64>()
+        .ok()
+        .and_then(|offset| u64::try_from(offset).ok())
+        .ok_or_else(bad)
+}
+
 /// Routes answered quickly (a request timeout applies) and streaming ones (uploads, downloads,
 /// SSE: no timeout).
-fn api_routes() -> OpenApiRouter<SharedState> {
+fn api_routes(limits: BodyLimits) -> OpenApiRouter<SharedState> {
     let quick = OpenApiRouter::new()
         .routes(routes!(datasets::list))
         .routes(routes!(datasets::get, datasets::head, datasets::delete))
@@ -148,17 +169,22 @@ fn api_routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(commentaries::upload))
         .routes(routes!(commentaries::artifact));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(quick.layer(middleware::from_fn(with_timeout)))
-        .merge(streaming)
+        .merge(
+            quick
+                .layer(middleware::from_fn(with_timeout))
+                .layer(DefaultBodyLimit::max(to_usize(limits.json))),
+        )
+        .merge(streaming.layer(DefaultBodyLimit::max(to_usize(limits.upload))))
+}
+
+fn to_usize(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
 /// The whole application: the API, its OpenAPI document and explorer, `/metrics` and the pages.
 pub fn router(state: SharedState) -> Router {
-    let (api, openapi) = api_routes().split_for_parts();
-    let max_body = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
-    let api = api
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body.min(512 << 20)));
+    let (api, openapi) = api_routes(BodyLimits::of(&state.config)).split_for_parts();
+    let api = api.method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
@@ -173,6 +199,26 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             timeout_setting,
         ))
+        // A handler that panics answers 500 with the error shape; the connection and the
+        // process carry on.
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::internal(anyhow::anyhow!("a request handler panicked")).into_response()
+        }))
+        // The access log (`-v`), each request under its `x-request-id` (sent back too).
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), id)
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
@@ -192,6 +238,26 @@ async fn method_not_allowed(request: Request) -> ApiError {
 #[derive(Clone, Copy)]
 struct Timeout(Duration);
 
+/// The body limits of the routes (also handed to `ApiJson` through an extension, for its
+/// message).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// JSON bodies (every route but uploads).
+    pub json: u64,
+    /// Buffered uploads (the multipart artifact form; dataset archives stream under
+    /// `max_upload_bytes` on their own).
+    pub upload: u64,
+}
+
+impl BodyLimits {
+    fn of(config: &ServeConfig) -> Self {
+        Self {
+            json: config.max_json_bytes,
+            upload: config.max_upload_bytes.min(512 << 20),
+        }
+    }
+}
+
 async fn timeout_setting(
     State(state): State<SharedState>,
     mut request: Request,
@@ -200,6 +266,9 @@ async fn timeout_setting(
     request
         .extensions_mut()
         .insert(Timeout(state.config.request_timeout));
+    request
+        .extensions_mut()
+        .insert(BodyLimits::of(&state.config));
     next.run(request).await
 }
 

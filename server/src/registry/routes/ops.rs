@@ -11,6 +11,7 @@ use schema::api::{Health, RunState};
 use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
 
 use crate::registry::app::SharedState;
+use crate::registry::auth::Auth;
 use crate::registry::db::entities::{commentary, dataset, run};
 use crate::registry::error::{ApiError, ApiResult, ErrorKind};
 
@@ -33,22 +34,29 @@ pub async fn healthz() -> Json<Health> {
     (status = 503, body = schema::api::ErrorBody),
 ))]
 pub async fn readyz(State(state): State<SharedState>) -> ApiResult<Json<Health>> {
-    let unavailable = |what: String| ApiError::new(ErrorKind::NotReady, what);
-    state
-        .db
-        .ping()
-        .await
-        .map_err(|e| unavailable(format!("the database does not answer: {e}")))?;
-    state
-        .store
-        .check()
-        .await
-        .map_err(|e| unavailable(format!("{e:#}")))?;
+    // The cause goes to the log only: its text may name hosts, users and paths.
+    let unavailable = |what: &str, cause: &dyn std::fmt::Display| {
+        tracing::warn!("not ready: {what}: {cause}");
+        ApiError::new(
+            ErrorKind::NotReady,
+            format!("{what} (the cause is in the server's log)"),
+        )
+    };
+    if let Err(e) = state.db.ping().await {
+        return Err(unavailable("the database does not answer", &e));
+    }
+    if let Err(e) = state.store.check().await {
+        return Err(unavailable(
+            "the blob store does not answer",
+            &format!("{e:#}"),
+        ));
+    }
     Ok(health("ready"))
 }
 
 /// Prometheus text format: request counts by status class, stored objects, runs by state.
-pub async fn metrics(State(state): State<SharedState>) -> ApiResult<Response> {
+/// A read like any other: under `--private-reads` it needs a token.
+pub async fn metrics(State(state): State<SharedState>, _auth: Auth) -> ApiResult<Response> {
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -2,7 +2,7 @@
 //! completing (publishing the artifact), failing and cancelling.
 
 use chrono::{DateTime, Utc};
-use schema::api::{EventBody, RunState};
+use schema::api::{EventBody, Phase, Progress, RunState};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _, TransactionTrait as _,
@@ -88,6 +88,7 @@ pub async fn complete(
     commentaries::insert_row(&txn, &commentary_id, &checked, Some(id.to_string())).await?;
     let lease_owned = lease.to_string();
     let cid = commentary_id.clone();
+    let progress = final_progress(model.progress.as_deref())?;
     let done = transition(
         &txn,
         id,
@@ -95,7 +96,11 @@ pub async fn complete(
         RunState::Succeeded,
         None,
         move |u| {
+            // The final state reads as final: an earlier attempt's error is history (it is in
+            // the events), and the progress says done.
             u.col_expr(run::Column::CommentaryId, Expr::value(cid))
+                .col_expr(run::Column::Error, Expr::value(Option::<String>::None))
+                .col_expr(run::Column::Progress, Expr::value(progress))
                 .filter(run::Column::Lease.eq(lease_owned))
         },
     )
@@ -116,6 +121,18 @@ pub async fn complete(
     txn.commit().await?;
     tracing::info!(run = id, commentary = %commentary_id, "run succeeded");
     Ok(commentary_id)
+}
+
+/// The progress a succeeded run shows: done, at the last report's total (its losses kept).
+fn final_progress(last: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(last) = last else { return Ok(None) };
+    let mut progress: Progress = serde_json::from_str(last).map_err(ApiError::internal)?;
+    progress.phase = Phase::Done;
+    progress.total = progress.total.max(progress.step);
+    progress.step = progress.total;
+    serde_json::to_string(&progress)
+        .map(Some)
+        .map_err(ApiError::internal)
 }
 
 /// A worker reports that the run failed (not retried: the failure is the run's own).

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use schema::api::{
     CommentaryInfo, ErrorBody, EventsPost, FailPost, HeartbeatAnswer, Lease, LeaseRef,
-    LeaseRequest, Scope,
+    LeaseRequest, MAX_EVENTS_PER_POST, Scope,
 };
 
 use crate::registry::app::SharedState;
@@ -70,8 +70,10 @@ pub async fn events(
     ApiJson(body): ApiJson<EventsPost>,
 ) -> ApiResult<StatusCode> {
     auth.require(Scope::Write)?;
-    if body.events.len() > 10_000 {
-        return Err(ApiError::bad_request("at most 10,000 events per call"));
+    if body.events.len() > MAX_EVENTS_PER_POST {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_EVENTS_PER_POST} events per call"
+        )));
     }
     runs::post_events(&state, &id, &body.lease, &body.events).await?;
     Ok(StatusCode::NO_CONTENT)
