@@ -271,6 +271,11 @@ pub struct CommentaryInfo {
     /// Its apply report found it hurts beyond noise (z < -2): never picked as "best".
     #[serde(default)]
     pub harmful: bool,
+    /// This registry measured the improvement itself: the commentary was learned and evaluated
+    /// by its own workers (it has a run). An uploaded commentary's report is the uploader's
+    /// claim: unverified, ranked after every verified one.
+    #[serde(default)]
+    pub verified: bool,
     pub run_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }

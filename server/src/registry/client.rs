@@ -226,6 +226,12 @@ impl Client {
                 }
             );
         };
+        if !best.verified {
+            tracing::warn!(
+                commentary = %best.id,
+                "no commentary measured by the registry itself; using an uploaded one whose improvement is the uploader's claim"
+            );
+        }
         let detail = self.commentary(&best.id).await?;
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         let tensors = out.join(format!(".{TENSORS_FILE}.part"));
@@ -362,8 +368,8 @@ pub fn is_lease_lost(err: &anyhow::Error) -> bool {
         .is_some_and(|e| e.status == StatusCode::CONFLICT)
 }
 
-/// The commentary to use among `items` listed by improvement (largest first): the first one not
-/// marked harmful.
+/// The commentary to use among `items` listed by improvement (verified ones first, then the
+/// largest improvement): the first one not marked harmful.
 pub fn best_of(items: &[CommentaryInfo]) -> Option<&CommentaryInfo> {
     items.iter().find(|c| !c.harmful)
 }
@@ -382,6 +388,7 @@ mod tests {
             tensors_bytes: 1,
             improvement: Some(improvement),
             harmful,
+            verified: false,
             run_id: None,
             created_at: chrono::Utc::now(),
         }

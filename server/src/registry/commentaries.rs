@@ -175,6 +175,7 @@ pub fn info(model: &commentary::Model) -> ApiResult<CommentaryInfo> {
         tensors_bytes: model.tensors_bytes.max(0) as u64,
         improvement: model.improvement,
         harmful: model.report.as_deref().is_some_and(report_says_harmful),
+        verified: model.run_id.is_some(),
         run_id: model.run_id.clone(),
         created_at: model.created_at,
     })
@@ -216,7 +217,12 @@ pub async fn list(
     }
     query = match sort {
         Sort::Newest => query.order_by_desc(commentary::Column::Id),
+        // Measured before claimed: commentaries from this registry's runs first.
         Sort::Improvement => query
+            .order_by(
+                sea_orm::sea_query::Expr::col(commentary::Column::RunId).is_null(),
+                sea_orm::Order::Asc,
+            )
             .order_by_with_nulls(
                 commentary::Column::Improvement,
                 sea_orm::Order::Desc,

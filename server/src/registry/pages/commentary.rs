@@ -159,6 +159,7 @@ pub async fn commentary(
         dataset => info.dataset.to_string(), dataset_name, run_id => info.run_id,
         run_short => info.run_id.as_deref().map(short), size => bytesize::ByteSize(info.tensors_bytes).to_string(),
         validation => manifest.validation.to_string(), harmful => info.harmful,
+        verified => info.verified,
     };
     let manifest_json = serde_json::to_string_pretty(manifest).unwrap_or_default();
     page.insert("title", Value::from(format!("{} commentary", info.kind)));
