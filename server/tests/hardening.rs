@@ -201,3 +201,57 @@ async fn metrics_need_a_token_under_private_reads() {
     let public = TestApp::new().await;
     assert_eq!(public.get("/metrics").await.status, StatusCode::OK);
 }
+
+/// Finding 11: one caller created 3,000 queued runs in 4 s. Each caller (a token, or an address
+/// without one) may have `max_queued_runs` waiting; past that, 429 with its own code, while
+/// other callers are unaffected.
+#[tokio::test]
+async fn one_caller_cannot_fill_the_queue() {
+    let app = TestApp::configured(|config| config.max_queued_runs = 2)
+        .await
+        .serve();
+    let dir = tempfile::TempDir::new().expect("tmp");
+    let archive = dir.path().join("mnist.tar.gz");
+    tests::tar_gz_dir(&tests::mnist_fixture(), &archive, None);
+    let upload = app
+        .send(
+            Request::post("/v1/datasets?name=mnist")
+                .body(Body::from(std::fs::read(&archive).expect("archive")))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.text);
+    let run =
+        |from: [u8; 4]| {
+            let mut request = Request::post("/v1/runs")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(format!(
+                    r#"{{"dataset": "{}", "kind": "label-blending"}}"#,
+                    tests::MNIST_FIXTURE_DIGEST
+                )))
+                .expect("request");
+            request.extensions_mut().insert(axum::extract::ConnectInfo(
+                std::net::SocketAddr::from((from, 40000)),
+            ));
+            request
+        };
+    for _ in 0..2 {
+        let created = app.send(run([127, 0, 0, 1])).await;
+        assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.text);
+    }
+    let refused = app.send(run([127, 0, 0, 1])).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.error_code(), "too_many_queued_runs");
+    assert!(
+        refused.text.contains("--max-queued-runs 2"),
+        "{}",
+        refused.text
+    );
+    let other = app.send(run([127, 0, 0, 2])).await;
+    assert_eq!(other.status, StatusCode::ACCEPTED, "{}", other.text);
+}
