@@ -17,6 +17,12 @@ pub const MAX_BATCH: u32 = 65_536;
 pub const MAX_UNROLLED_EXAMPLES: u64 = 4_000_000;
 /// Widest hidden layer of an MLP.
 pub const MAX_WIDTH: u32 = 16_384;
+/// Most weights between an MLP's hidden layers (the sum of consecutive widths' products): a
+/// student is copied per unrolled step, so a [16384, 16384] one would take the worker down.
+pub const MAX_HIDDEN_WEIGHTS: u64 = 16_777_216;
+/// Most student parameters x stored copies one run may hold (the BPTT trajectory keeps a
+/// theta per unrolled step): 2^29 floats, 2 GiB.
+pub const MAX_TRAJECTORY_FLOATS: u64 = 1 << 29;
 /// Most hidden layers of an MLP.
 pub const MAX_DEPTH: usize = 16;
 /// Most Neumann-series terms of an IFT hyper-step.
@@ -80,6 +86,15 @@ fn check_net(name: &str, net: &NetSpec) -> Result<(), ConfigError> {
         if let Some(width) = hidden.iter().find(|&&w| w == 0 || w > MAX_WIDTH) {
             return refuse(format!(
                 "{name} has a hidden layer of width {width}; widths must be between 1 and {MAX_WIDTH}"
+            ));
+        }
+        let between: u64 = hidden
+            .windows(2)
+            .map(|pair| u64::from(pair[0]) * u64::from(pair[1]))
+            .sum();
+        if between > MAX_HIDDEN_WEIGHTS {
+            return refuse(format!(
+                "{name} has {between} weights between its hidden layers; at most {MAX_HIDDEN_WEIGHTS} (narrower or fewer layers)"
             ));
         }
     }
@@ -187,6 +202,40 @@ impl LearnConfig {
         }
         check_net("student", &self.student)?;
         check_net("commentary_net", &self.commentary_net)?;
+        Ok(())
+    }
+}
+
+impl LearnConfig {
+    /// [`LearnConfig::validate`], then the bounds that need the data's shape: the student's
+    /// parameters times the copies `algorithm` keeps of them (a theta per unrolled step under
+    /// BPTT) must fit [`MAX_TRAJECTORY_FLOATS`].
+    pub fn validate_for(
+        &self,
+        kind: CommentaryKind,
+        algorithm: Algorithm,
+        input: crate::ImageShape,
+        classes: usize,
+    ) -> Result<(), ConfigError> {
+        self.validate(kind, algorithm)?;
+        let parameters: u64 = self
+            .student
+            .parameter_shapes("student.", input, 0, classes.max(1))
+            .iter()
+            .map(|(_, shape)| shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum();
+        let copies = match algorithm {
+            Algorithm::Bptt => u64::from(self.inner_steps) + 1,
+            Algorithm::TruncatedBptt => u64::from(self.unroll_steps) + 1,
+            // theta, its optimizer moments and the Neumann terms' vectors.
+            Algorithm::Ift => 4,
+        };
+        if parameters.saturating_mul(copies) > MAX_TRAJECTORY_FLOATS {
+            return refuse(format!(
+                "the student has {parameters} parameters on {input} images and {algorithm} keeps {copies} copies of them; \
+                 at most {MAX_TRAJECTORY_FLOATS} floats in all (a smaller student, or fewer unrolled steps)"
+            ));
+        }
         Ok(())
     }
 }
@@ -316,6 +365,15 @@ mod tests {
             ),
             (
                 LearnConfig {
+                    student: NetSpec::Mlp {
+                        hidden: vec![16_384, 16_384],
+                    },
+                    ..LearnConfig::default()
+                },
+                "268435456 weights between its hidden layers",
+            ),
+            (
+                LearnConfig {
                     insight_examples: 0,
                     ..LearnConfig::default()
                 },
@@ -335,6 +393,25 @@ mod tests {
                 .expect_err(expected);
             assert!(err.0.contains(expected), "{err} lacks {expected}");
         }
+        let wide = LearnConfig {
+            student: NetSpec::Mlp {
+                hidden: vec![16_384],
+            },
+            ..LearnConfig::default()
+        };
+        let rgb = crate::ImageShape {
+            height: 32,
+            width: 32,
+            channels: 3,
+        };
+        let err = wide
+            .validate_for(CommentaryKind::ExampleWeighting, Algorithm::Bptt, rgb, 10)
+            .expect_err("a 50M-parameter student unrolled 100 steps");
+        assert!(err.0.contains("copies"), "{err}");
+        assert!(
+            wide.validate_for(CommentaryKind::LabelBlending, Algorithm::Ift, rgb, 10)
+                .is_ok()
+        );
         let long_bptt = LearnConfig {
             inner_steps: 1_000_000,
             ..LearnConfig::default()

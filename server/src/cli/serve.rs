@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Largest JSON request body (run requests, worker events).
     #[arg(long, env = "COMMENTARY_MAX_JSON_BYTES", default_value_t = ByteSize::b(defaults().max_json_bytes))]
     max_json_bytes: ByteSize,
+    /// Runs one caller (token, or address without one) may have queued at once (0: no limit).
+    #[arg(long, env = "COMMENTARY_MAX_QUEUED_RUNS", default_value_t = defaults().max_queued_runs)]
+    max_queued_runs: u32,
     /// Caps on decoding uploads, also used by the in-process workers.
     #[command(flatten)]
     limits: LimitArgs,
@@ -96,6 +99,7 @@ impl ServeArgs {
             require_token: self.require_token,
             max_upload_bytes: self.max_upload_bytes.as_u64(),
             max_json_bytes: self.max_json_bytes.as_u64(),
+            max_queued_runs: self.max_queued_runs,
             limits: self.limits.limits(),
             request_timeout: self.request_timeout.into(),
             write_rate_limit: self.write_rate_limit,

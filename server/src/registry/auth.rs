@@ -95,8 +95,8 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The rate-limit key.
-    fn key(&self) -> String {
+    /// The rate-limit key; also what a run records as its creator.
+    pub fn key(&self) -> String {
         match self {
             Self::Anonymous { ip } => format!("ip:{ip}"),
             Self::Token { id, .. } => format!("token:{id}"),

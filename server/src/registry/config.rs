@@ -34,6 +34,8 @@ pub struct ServeConfig {
     pub max_upload_bytes: u64,
     /// Largest JSON request body (run requests, worker events); 413 beyond.
     pub max_json_bytes: u64,
+    /// Runs one caller may have queued at once; 0 = no limit.
+    pub max_queued_runs: u32,
     /// Caps on decoding uploaded archives.
     pub limits: Limits,
     /// Longest a non-streaming request may take.
@@ -73,6 +75,7 @@ impl Default for ServeConfig {
             require_token: false,
             max_upload_bytes: 4 << 30,
             max_json_bytes: 1 << 20,
+            max_queued_runs: 100,
             limits: Limits::default(),
             request_timeout: Duration::from_secs(30),
             write_rate_limit: 20,

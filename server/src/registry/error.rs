@@ -78,6 +78,8 @@ error_kinds! {
     Unsupported = (UNPROCESSABLE_ENTITY, "unsupported"),
     /// Too many requests from this caller; slow down and retry.
     RateLimited = (TOO_MANY_REQUESTS, "rate_limited"),
+    /// This caller already has as many runs waiting in the queue as the registry allows; wait for some to start, or cancel some.
+    TooManyQueuedRuns = (TOO_MANY_REQUESTS, "too_many_queued_runs"),
     /// internal error (logged on the server)
     Internal = (INTERNAL_SERVER_ERROR, "internal"),
     /// The database or the blob store does not answer.

@@ -91,6 +91,15 @@ pub fn learn(
     let config = &request.config;
     let device = crate::device::burn_device(request.device);
     let data = prepare(dataset, config, &device)?;
+    request
+        .config
+        .validate_for(
+            request.kind,
+            request.algorithm,
+            data.train.shape(),
+            data.summary.classes.len(),
+        )
+        .map_err(|e| LearnError::Invalid(e.to_string()))?;
     std::fs::create_dir_all(out).map_err(|source| ArtifactError::Io {
         path: out.to_owned(),
         source,

@@ -96,6 +96,9 @@ pub mod run {
         pub commentary_id: Option<String>,
         pub created_at: ChronoDateTimeUtc,
         pub updated_at: ChronoDateTimeUtc,
+        /// Who created the run (`token:<id>`, `ip:<address>`, `internal`); None for runs
+        /// created before it was recorded.
+        pub created_by: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

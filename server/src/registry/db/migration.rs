@@ -4,6 +4,7 @@
 //! `db::tests` checks that the migrated schema is the one the entities describe.
 
 mod m20261201_000001_create_tables;
+mod m20261202_000001_add_run_creator;
 
 use sea_orm_migration::prelude::*;
 
@@ -12,7 +13,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261201_000001_create_tables::Migration)]
+        vec![
+            Box::new(m20261201_000001_create_tables::Migration),
+            Box::new(m20261202_000001_add_run_creator::Migration),
+        ]
     }
 }
 

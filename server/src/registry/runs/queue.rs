@@ -5,8 +5,8 @@ use chrono::Utc;
 use schema::LearnConfig;
 use schema::api::{Evaluation, EventBody, Progress, RunInfo, RunRequest, RunState};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _,
-    Set, TransactionTrait as _,
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, PaginatorTrait as _,
+    QueryFilter as _, QueryOrder as _, Set, TransactionTrait as _,
 };
 
 use super::events::append;
@@ -46,11 +46,16 @@ pub fn info(model: &run::Model) -> ApiResult<RunInfo> {
     })
 }
 
-/// Checks a run request and queues it.
-pub async fn create(state: &SharedState, request: RunRequest) -> ApiResult<run::Model> {
+/// Checks a run request and queues it for `creator` (a caller key, see `Caller::key`).
+pub async fn create(
+    state: &SharedState,
+    request: RunRequest,
+    creator: &str,
+) -> ApiResult<run::Model> {
     let digest = datasets::parse_digest(&request.dataset)?;
     let stored = datasets::find(state, &digest).await?;
     let algorithm = validate(&request, &stored)?;
+    check_queue_share(state, creator).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let at = Utc::now();
     let model = run::ActiveModel {
@@ -71,6 +76,7 @@ pub async fn create(state: &SharedState, request: RunRequest) -> ApiResult<run::
         commentary_id: Set(None),
         created_at: Set(at),
         updated_at: Set(at),
+        created_by: Set(Some(creator.to_string())),
     };
     let txn = state.db.begin().await?;
     let model = model.insert(&txn).await?;
@@ -87,6 +93,31 @@ pub async fn create(state: &SharedState, request: RunRequest) -> ApiResult<run::
     Ok(model)
 }
 
+/// Refuses a caller who already has `max_queued_runs` runs waiting (one caller cannot fill the
+/// queue for everyone). Counted before the insert, so concurrent requests of one caller may
+/// pass the cap by the few in flight; the cap is a guard against floods, not an exact quota.
+async fn check_queue_share(state: &SharedState, creator: &str) -> ApiResult<()> {
+    let cap = state.config.max_queued_runs;
+    if cap == 0 {
+        return Ok(());
+    }
+    let queued = run::Entity::find()
+        .filter(run::Column::State.eq(RunState::Queued.as_str()))
+        .filter(run::Column::CreatedBy.eq(creator))
+        .count(&state.db)
+        .await?;
+    if queued >= u64::from(cap) {
+        return Err(ApiError::new(
+            ErrorKind::TooManyQueuedRuns,
+            format!(
+                "you already have {queued} runs queued, the most this registry allows (--max-queued-runs {cap}); \
+                 wait for some to start, or cancel some"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses requests that cannot work, before they wait in the queue (the bounds are
 /// `schema`'s, shared with the CLI and the trainer); returns the algorithm the run uses.
 fn validate(request: &RunRequest, stored: &dataset::Model) -> ApiResult<schema::Algorithm> {
@@ -96,9 +127,13 @@ fn validate(request: &RunRequest, stored: &dataset::Model) -> ApiResult<schema::
     let splits: Vec<&str> = summary.splits.iter().map(|s| s.name.as_str()).collect();
     let algorithm = request.resolved_algorithm(&splits);
     let config = &request.config;
-    config
-        .validate(request.kind, algorithm)
-        .map_err(|e| invalid(e.to_string()))?;
+    match summary.split("train") {
+        Some(train) => {
+            config.validate_for(request.kind, algorithm, train.shape, summary.classes.len())
+        }
+        None => config.validate(request.kind, algorithm),
+    }
+    .map_err(|e| invalid(e.to_string()))?;
     request
         .evaluation
         .validate()

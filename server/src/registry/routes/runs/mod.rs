@@ -36,7 +36,7 @@ pub async fn create(
     ApiJson(request): ApiJson<RunRequest>,
 ) -> ApiResult<(StatusCode, Json<RunCreated>)> {
     auth.require(Scope::Write)?;
-    let model = runs::create(&state, request).await?;
+    let model = runs::create(&state, request, &auth.caller.key()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(RunCreated {
