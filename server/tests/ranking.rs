@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Registry, commentary, fast_run, fixture_archive};
+use common::{Backend, Registry, commentary, fast_run};
 use schema::api::CommentaryDetail;
 use schema::artifact::{MANIFEST_FILE, REPORT_FILE, TENSORS_FILE};
 use tests::{MNIST_FIXTURE_DIGEST, mnist_fixture};
@@ -16,15 +16,7 @@ async fn an_uploaded_claim_never_outranks_a_measured_commentary() {
     let registry = Registry::start(&Backend::sqlite_local(), &["--workers", "1"]);
     let client = registry.client();
     let tmp = tempfile::TempDir::new().expect("tmp");
-    let archive = std::fs::read(fixture_archive(tmp.path())).expect("archive");
-    let uploaded = client
-        .http
-        .post(client.url("/v1/datasets?name=mnist"))
-        .body(archive)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(uploaded.status(), 201);
+    client.upload_fixture().await;
 
     // Measured: learned and evaluated by the registry's own worker.
     let run = client

@@ -6,7 +6,7 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{Backend, Registry, commentary, fast_run, fixture_archive};
+use common::{Backend, Registry, commentary, fast_run};
 use schema::api::RunState;
 use tests::MNIST_FIXTURE_DIGEST;
 
@@ -32,20 +32,6 @@ impl Drop for Worker {
     }
 }
 
-async fn upload_fixture(registry: &Registry) {
-    let tmp = tempfile::TempDir::new().expect("tmp");
-    let archive = std::fs::read(fixture_archive(tmp.path())).expect("archive");
-    let client = registry.client();
-    let response = client
-        .http
-        .post(client.url("/v1/datasets?name=mnist"))
-        .body(archive)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(response.status(), 201);
-}
-
 /// Finding 4: when the dataset download failed, the worker kept its progress channel open, so
 /// it waited forever while its heartbeats kept the run "running". The run must fail with the
 /// reason, and the worker must take the next run.
@@ -53,7 +39,7 @@ async fn upload_fixture(registry: &Registry) {
 async fn a_failed_dataset_download_fails_the_run_and_frees_the_worker() {
     let registry = Registry::start(&Backend::sqlite_local(), &["--workers", "0"]);
     let client = registry.client();
-    upload_fixture(&registry).await;
+    client.upload_fixture().await;
     let first = client
         .create_run(fast_run(MNIST_FIXTURE_DIGEST, 1, &[]))
         .await;

@@ -198,43 +198,30 @@ mod tests {
 
     use super::*;
 
+    /// The evaluation `commentary apply <required flags> <extra>` describes.
+    fn parsed(extra: &[&str]) -> Evaluation {
+        let required = [
+            "commentary",
+            "apply",
+            "--dataset",
+            "d",
+            "--commentary",
+            "c",
+            "--report",
+            "r.json",
+        ];
+        let cli = crate::cli::Cli::try_parse_from(required.iter().chain(extra)).expect("parse");
+        let crate::cli::Command::Apply(args) = cli.command else {
+            panic!("not apply");
+        };
+        args.evaluation.evaluation()
+    }
+
     /// `apply` with no evaluation flags trains its students as the registry does.
     #[test]
     fn evaluation_flags_default_to_the_registry_s_evaluation() {
-        let cli = crate::cli::Cli::try_parse_from([
-            "commentary",
-            "apply",
-            "--dataset",
-            "d",
-            "--commentary",
-            "c",
-            "--report",
-            "r.json",
-        ])
-        .expect("parse");
-        let crate::cli::Command::Apply(args) = cli.command else {
-            panic!("not apply");
-        };
-        assert_eq!(args.evaluation.evaluation(), Evaluation::default());
-        let cli = crate::cli::Cli::try_parse_from([
-            "commentary",
-            "apply",
-            "--dataset",
-            "d",
-            "--commentary",
-            "c",
-            "--report",
-            "r.json",
-            "--seeds",
-            "4,5",
-            "--steps",
-            "7",
-        ])
-        .expect("parse");
-        let crate::cli::Command::Apply(args) = cli.command else {
-            panic!("not apply");
-        };
-        let evaluation = args.evaluation.evaluation();
+        assert_eq!(parsed(&[]), Evaluation::default());
+        let evaluation = parsed(&["--seeds", "4,5", "--steps", "7"]);
         assert_eq!((evaluation.seeds, evaluation.steps), (vec![4, 5], 7));
     }
 }

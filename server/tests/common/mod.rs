@@ -194,6 +194,20 @@ impl Client {
         response.json().await.expect("a body of the API type")
     }
 
+    /// `POST /v1/datasets?name=mnist` with the MNIST fixture; asserts 201.
+    pub async fn upload_fixture(&self) {
+        let tmp = TempDir::new().expect("tmp");
+        let archive = std::fs::read(fixture_archive(tmp.path())).expect("archive");
+        let response = self
+            .http
+            .post(self.url("/v1/datasets?name=mnist"))
+            .body(archive)
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(response.status(), 201);
+    }
+
     /// `GET /v1/runs/{id}`.
     pub async fn run(&self, id: &str) -> RunInfo {
         self.get(&format!("/v1/runs/{id}")).await
