@@ -139,9 +139,7 @@ pub(crate) fn train_student(
                 (images.detach(), targets.detach(), None)
             }
         };
-        let (logits, trace) = student.forward(&theta, Input::Image(images), None);
-        let dlogits = loss::weighted_mean_backward(&logits, &targets, weights.as_ref());
-        let grad = student.backward(&theta, &trace, dlogits);
+        let grad = student.loss_gradient(&theta, Input::Image(images), &targets, weights.as_ref());
         let (next, next_state) = adam.step(&theta, &state, grad);
         theta = next.detach();
         state = next_state.detached();

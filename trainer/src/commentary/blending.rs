@@ -15,7 +15,6 @@ use crate::learn::checkpoint::{to_vec, vector};
 use crate::learn::loops::{Run, learn_online_ift, step_rng};
 use crate::learn::{LearnError, Learned, Progress, insight_error};
 use crate::models::{Input, Network};
-use crate::nn::loss;
 
 /// Blend proportions lambda [classes, classes] for the logits `phi` (flat C x C).
 pub fn blend_proportions(phi: &Tensor<1>, classes: usize) -> Tensor<2> {
@@ -95,9 +94,8 @@ impl InnerProblem for LabelBlending {
     fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, step: usize) -> Tensor<1> {
         let (batch, pairs) = self.batch(step);
         let (images, targets) = blend(phi, &batch, &pairs);
-        let (logits, trace) = self.student.forward(theta, Input::Image(images), None);
-        let dlogits = loss::weighted_mean_backward(&logits, &targets, None);
-        self.student.backward(theta, &trace, dlogits)
+        self.student
+            .loss_gradient(theta, Input::Image(images), &targets, None)
     }
 
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {

@@ -21,7 +21,6 @@ use crate::learn::loops::{Run, learn_bptt, learn_online_ift, step_rng};
 use crate::learn::truncated::learn_truncated;
 use crate::learn::{LearnError, Learned, Progress, parameter_tensors};
 use crate::models::{Input, Network};
-use crate::nn::loss;
 
 /// The mask network for images of `shape`.
 pub fn mask_network(net: &NetSpec, shape: ImageShape) -> Network {
@@ -132,9 +131,8 @@ impl InnerProblem for AttentionMasking {
         let batch = self.batch(step);
         let [b, _, h, w] = batch.images.dims();
         let masked = batch.images.clone() * masks.clone().reshape([b, 1, h, w]);
-        let (logits, trace) = self.student.forward(theta, Input::Image(masked), None);
-        let dlogits = loss::weighted_mean_backward(&logits, &batch.onehot, None);
-        self.student.backward(theta, &trace, dlogits)
+        self.student
+            .loss_gradient(theta, Input::Image(masked), &batch.onehot, None)
     }
 
     fn steps_per_commentary_batch(&self) -> usize {

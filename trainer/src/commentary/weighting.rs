@@ -28,7 +28,6 @@ use crate::learn::loops::{Run, learn_bptt, step_rng};
 use crate::learn::truncated::learn_truncated;
 use crate::learn::{LearnError, Learned, Progress, insight_error, parameter_tensors};
 use crate::models::{Input, Network};
-use crate::nn::loss;
 
 pub use crate::data::tensors::LabelledImages;
 
@@ -199,11 +198,12 @@ impl InnerProblem for TeacherWeighting {
         step: usize,
     ) -> Tensor<1> {
         let batch = self.batch(step);
-        let (logits, trace) = self
-            .student
-            .forward(theta, Input::Image(batch.images.clone()), None);
-        let dlogits = loss::weighted_mean_backward(&logits, &batch.onehot, Some(weights));
-        self.student.backward(theta, &trace, dlogits)
+        self.student.loss_gradient(
+            theta,
+            Input::Image(batch.images),
+            &batch.onehot,
+            Some(weights),
+        )
     }
 
     fn steps_per_commentary_batch(&self) -> usize {

@@ -4,10 +4,25 @@
 
 use burn::tensor::Tensor;
 
-use super::network::{Layer, Network, Recorded, Trace};
-use crate::nn::{activation, batch_norm, conv, linear, pool};
+use super::network::{Input, Layer, Network, Recorded, Trace};
+use crate::nn::{activation, batch_norm, conv, linear, loss, pool};
 
 impl Network {
+    /// d/d(theta) of the (optionally weighted) mean cross-entropy of `input` against `targets`:
+    /// the student's training gradient, by the explicit backward, so it is differentiable in
+    /// theta, the targets and the weights.
+    pub fn loss_gradient(
+        &self,
+        theta: &Tensor<1>,
+        input: Input,
+        targets: &Tensor<2>,
+        weights: Option<&Tensor<1>>,
+    ) -> Tensor<1> {
+        let (logits, trace) = self.forward(theta, input, None);
+        let dlogits = loss::weighted_mean_backward(&logits, targets, weights);
+        self.backward(theta, &trace, dlogits)
+    }
+
     /// d(loss)/d(theta) as a flat [len] tensor, given d(loss)/d(logits). Written in burn ops, so
     /// the result is differentiable in theta and in `dlogits`.
     pub fn backward(&self, theta: &Tensor<1>, trace: &Trace, dlogits: Tensor<2>) -> Tensor<1> {

@@ -85,9 +85,8 @@ impl InnerProblem for WeightedMlp {
         let batch = &self.batches[step % self.batches.len()];
         let x = self.data.x.clone().select(0, batch.clone());
         let targets = self.data.onehot.clone().select(0, batch.clone());
-        let (logits, trace) = self.net.forward(theta, Input::Flat(x), None);
-        let dlogits = loss::weighted_mean_backward(&logits, &targets, Some(weights));
-        self.net.backward(theta, &trace, dlogits)
+        self.net
+            .loss_gradient(theta, Input::Flat(x), &targets, Some(weights))
     }
 }
 
@@ -128,9 +127,8 @@ impl BlendedMlp {
 impl InnerProblem for BlendedMlp {
     fn inner_gradient(&self, theta: &Tensor<1>, phi: &Tensor<1>, _step: usize) -> Tensor<1> {
         let (x, targets) = self.blend(phi);
-        let (logits, trace) = self.net.forward(theta, Input::Flat(x), None);
-        let dlogits = loss::weighted_mean_backward(&logits, &targets, None);
-        self.net.backward(theta, &trace, dlogits)
+        self.net
+            .loss_gradient(theta, Input::Flat(x), &targets, None)
     }
 
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
