@@ -42,6 +42,23 @@ fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `commentary learn` of a per-example weight table on `data` into `out`.
+fn learn_table(data: &Path, out: &Path) -> Command {
+    let mut command = commentary();
+    command
+        .args([
+            "learn",
+            "--kind",
+            "example-weighting",
+            "--tabular",
+            "--dataset",
+        ])
+        .arg(data)
+        .arg("--out")
+        .arg(out);
+    command
+}
+
 /// Runs `command`, which must fail with `expected` in its error output.
 fn refused(command: &mut Command, expected: &str) {
     let out = command.output().expect("run");
@@ -61,17 +78,7 @@ fn weights_learned_against_a_clean_val_split_find_flipped_labels() {
 
     let artifact = tmp.path().join("weights");
     let learned = run_ok(
-        commentary()
-            .args([
-                "learn",
-                "--kind",
-                "example-weighting",
-                "--tabular",
-                "--dataset",
-            ])
-            .arg(&data)
-            .arg("--out")
-            .arg(&artifact)
+        learn_table(&data, &artifact)
             .args([
                 "--student",
                 "mlp:32",
@@ -144,18 +151,7 @@ fn weights_learned_against_a_clean_val_split_find_flipped_labels() {
         "--imbalance is 0.5",
     );
     refused(
-        commentary()
-            .args([
-                "learn",
-                "--kind",
-                "example-weighting",
-                "--tabular",
-                "--dataset",
-            ])
-            .arg(&data)
-            .arg("--out")
-            .arg(tmp.path().join("never"))
-            .args(["--validation-split", "test"]),
+        learn_table(&data, &tmp.path().join("never")).args(["--validation-split", "test"]),
         "validation_split is \"test\"",
     );
 }

@@ -258,23 +258,41 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn pair_noise_flips_the_rate_and_records_each_flip_in_canonical_order() {
+    /// A source of 20 examples per class, corrupted with `options`.
+    struct Corrupted {
+        _src: tempfile::TempDir,
+        out: tempfile::TempDir,
+        dataset: Dataset,
+        record: CorruptionRecord,
+    }
+
+    fn corrupt(options: &CorruptionOptions) -> Corrupted {
         let (src, out) = (
             tempfile::tempdir().expect("tmp"),
             tempfile::tempdir().expect("tmp"),
         );
         let dataset = source(src.path(), 20);
-        let record = write_corrupted(
-            &dataset,
-            out.path(),
-            &CorruptionOptions {
-                label_noise: 0.5,
-                noise: NoiseKind::Pair,
-                ..options()
-            },
-        )
-        .expect("corrupt");
+        let record = write_corrupted(&dataset, out.path(), options).expect("corrupt");
+        Corrupted {
+            _src: src,
+            out,
+            dataset,
+            record,
+        }
+    }
+
+    #[test]
+    fn pair_noise_flips_the_rate_and_records_each_flip_in_canonical_order() {
+        let Corrupted {
+            _src,
+            out,
+            dataset,
+            record,
+        } = corrupt(&CorruptionOptions {
+            label_noise: 0.5,
+            noise: NoiseKind::Pair,
+            ..options()
+        });
         let corrupted = Dataset::open(out.path(), Limits::default()).expect("open");
         assert_eq!(corrupted.split_names(), vec!["train", "test", "val"]);
         let train = corrupted.load_split("train").expect("train");
@@ -315,20 +333,11 @@ pub(crate) mod tests {
 
     #[test]
     fn imbalance_gives_long_tailed_class_counts() {
-        let (src, out) = (
-            tempfile::tempdir().expect("tmp"),
-            tempfile::tempdir().expect("tmp"),
-        );
-        let dataset = source(src.path(), 20);
-        let record = write_corrupted(
-            &dataset,
-            out.path(),
-            &CorruptionOptions {
-                imbalance: 4.0,
-                ..options()
-            },
-        )
-        .expect("corrupt");
+        let record = corrupt(&CorruptionOptions {
+            imbalance: 4.0,
+            ..options()
+        })
+        .record;
         // n_max = 18 after val; 18 * 4^0, 18 * 4^-0.5, 18 * 4^-1.
         assert_eq!(record.class_counts, vec![18, 9, 5]);
         assert!(record.flipped.is_empty());
