@@ -227,11 +227,7 @@ async fn resolve(state: &SharedState, secret: &str, via_cookie: bool) -> ApiResu
 /// address (DNS rebinding puts the attacker's name there), or its Origin, when a browser sent
 /// one, is not this registry's (a cross-origin form or fetch).
 fn foreign(parts: &Parts) -> Option<String> {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .map(|v| v.to_str().unwrap_or("<not text>").to_string())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()));
+    let host = request_host(parts);
     if let Some(host) = &host
         && !is_loopback_host(host)
     {
@@ -239,12 +235,26 @@ fn foreign(parts: &Parts) -> Option<String> {
     }
     let origin = parts.headers.get(header::ORIGIN)?;
     let origin = origin.to_str().unwrap_or("<not text>");
-    let same = host.as_deref().is_some_and(|host| {
+    (!same_origin(origin, host.as_deref()))
+        .then(|| format!("Origin {origin:?} is not this registry's"))
+}
+
+/// The host the request names: its `Host` header, else the URI's authority (HTTP/2).
+fn request_host(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("<not text>").to_string())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+}
+
+/// Whether a browser's `Origin` is this registry's pages: `http(s)://` and the request's host.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    host.is_some_and(|host| {
         origin
             .split_once("://")
             .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && rest == host)
-    });
-    (!same).then(|| format!("Origin {origin:?} is not this registry's"))
+    })
 }
 
 /// `localhost`, `127.0.0.1`, `[::1]` or another loopback address, with or without a port.
@@ -266,22 +276,12 @@ fn is_loopback_host(host: &str) -> bool {
 /// A cookie-authenticated write must come from a page of this server (CSRF defence on top of
 /// SameSite=Strict).
 fn check_origin(parts: &Parts) -> ApiResult<()> {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok());
     let origin = parts
         .headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok());
-    match (origin, host) {
-        (Some(origin), Some(host))
-            if origin
-                .split_once("://")
-                .is_some_and(|(_, rest)| rest == host) =>
-        {
-            Ok(())
-        }
+    match origin {
+        Some(origin) if same_origin(origin, request_host(parts).as_deref()) => Ok(()),
         _ => Err(ApiError::forbidden(
             "a write with the login cookie must come from this registry's own pages (Origin check)",
         )),
