@@ -197,7 +197,7 @@ pub fn router(state: SharedState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            timeout_setting,
+            request_settings,
         ))
         // A handler that panics answers 500 with the error shape; the connection and the
         // process carry on.
@@ -234,7 +234,8 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
-/// The configured request timeout, handed to `with_timeout` through an extension.
+/// The configured request timeout, handed to `with_timeout` through an extension (by
+/// `request_settings`, with the body limits).
 #[derive(Clone, Copy)]
 struct Timeout(Duration);
 
@@ -258,7 +259,7 @@ impl BodyLimits {
     }
 }
 
-async fn timeout_setting(
+async fn request_settings(
     State(state): State<SharedState>,
     mut request: Request,
     next: Next,
