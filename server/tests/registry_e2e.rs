@@ -20,11 +20,9 @@ async fn sqlite_and_local_blobs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_and_s3() {
-    match Backend::postgres_s3().await {
-        Some(backend) => scenario(&backend).await,
-        None => eprintln!(
-            "skipped: set COMMENTARY_TEST_DATABASE_URL and COMMENTARY_TEST_S3_ENDPOINT (.ci/run does)"
-        ),
+    // Without the services this skips, saying so; under .ci/run it fails instead.
+    if let Some(backend) = Backend::postgres_s3().await {
+        scenario(&backend).await;
     }
 }
 

@@ -20,6 +20,22 @@ use schema::{Algorithm, CommentaryKind, ImageShape, LearnConfig, Sha256};
 pub const MNIST_FIXTURE_DIGEST: &str =
     "sha256:534e375064a72cafa0134c0cc804ba53df9f0e7db5db256ed4733ed1c19731b4";
 
+/// A test service's setting (`COMMENTARY_TEST_DATABASE_URL`, ...) from the environment. Unset,
+/// the test skips, saying so; unset while `COMMENTARY_TEST_REQUIRE_SERVICES` is set (`.ci/run`
+/// sets it), the test fails, so CI never skips a service quietly.
+pub fn service_env(name: &str) -> Option<String> {
+    if let Ok(value) = std::env::var(name) {
+        return Some(value);
+    }
+    assert!(
+        std::env::var_os("COMMENTARY_TEST_REQUIRE_SERVICES").is_none(),
+        "{name} is not set, and COMMENTARY_TEST_REQUIRE_SERVICES says the services must be tested \
+         (scripts/test-services.sh start; source target/test-services.env)"
+    );
+    eprintln!("{name} is not set: skipped (scripts/test-services.sh starts the services)");
+    None
+}
+
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -34,10 +34,15 @@ impl Backend {
     }
 
     /// PostgreSQL (a fresh database per call) and S3, or None when the environment does not
-    /// name them.
+    /// name them; a panic then when `COMMENTARY_TEST_REQUIRE_SERVICES` is set (`.ci/run` sets
+    /// it, so CI never skips them).
     pub async fn postgres_s3() -> Option<Self> {
-        let admin = std::env::var("COMMENTARY_TEST_DATABASE_URL").ok()?;
-        let endpoint = std::env::var("COMMENTARY_TEST_S3_ENDPOINT").ok()?;
+        let (Some(admin), Some(endpoint)) = (
+            tests::service_env("COMMENTARY_TEST_DATABASE_URL"),
+            tests::service_env("COMMENTARY_TEST_S3_ENDPOINT"),
+        ) else {
+            return None;
+        };
         let bucket =
             std::env::var("COMMENTARY_TEST_S3_BUCKET").unwrap_or_else(|_| "commentary-test".into());
         let name = format!("commentary_test_{}", uuid::Uuid::new_v4().simple());

@@ -221,8 +221,7 @@ async fn a_database_made_before_migrations_were_hand_written_still_starts() {
 
 #[tokio::test]
 async fn an_empty_postgres_database_migrates_to_the_entities_schema() {
-    let Ok(admin_url) = std::env::var("COMMENTARY_TEST_DATABASE_URL") else {
-        eprintln!("COMMENTARY_TEST_DATABASE_URL is not set: PostgreSQL not checked");
+    let Some(admin_url) = tests::service_env("COMMENTARY_TEST_DATABASE_URL") else {
         return;
     };
     let admin = Database::connect(&admin_url)
