@@ -157,3 +157,48 @@ pub struct ApplyReport {
     pub evaluation: Option<crate::api::Evaluation>,
     pub wall_s: f64,
 }
+
+/// The divergence rule's default factor (`--divergence-factor`).
+pub const DEFAULT_DIVERGENCE_FACTOR: f64 = 10.0;
+
+/// Why the training behind a commentary diverged, if it did. A loss diverged when it is not
+/// finite or above `factor` x ln(classes), that is `factor` times what a student predicting
+/// every class equally scores: no working student is that wrong. Checked: learning's last and
+/// best validation losses (manifest metrics) and every evaluated student's test loss.
+pub fn divergence(
+    manifest: &crate::artifact::ArtifactManifest,
+    report: Option<&ApplyReport>,
+    factor: f64,
+) -> Option<String> {
+    let uniform = (manifest.dataset.classes.len().max(2) as f64).ln();
+    let limit = factor * uniform;
+    let diverged = |loss: f64| !loss.is_finite() || loss > limit;
+    let explain = |what: &str, loss: f64| {
+        format!(
+            "training diverged: {what} is {loss:.4e}, above {factor} x ln({}) = {limit:.3} \
+             (the divergence rule, --divergence-factor {factor}); lower the learning rates",
+            manifest.dataset.classes.len().max(2)
+        )
+    };
+    for metric in ["last_val_loss", "best_val_loss"] {
+        if let Some(&loss) = manifest.metrics.get(metric)
+            && diverged(loss)
+        {
+            return Some(explain(&format!("learning's {metric}"), loss));
+        }
+    }
+    let report = report?;
+    let arms = [
+        ("baseline", &report.baseline),
+        ("with-commentary", &report.with_commentary),
+    ];
+    for (arm, runs) in arms {
+        if let Some(run) = runs.runs.iter().find(|r| diverged(r.test_loss)) {
+            return Some(explain(
+                &format!("the test loss of the {arm} student (seed {})", run.seed),
+                run.test_loss,
+            ));
+        }
+    }
+    None
+}

@@ -210,17 +210,7 @@ async fn one_caller_cannot_fill_the_queue() {
     let app = TestApp::configured(|config| config.max_queued_runs = 2)
         .await
         .serve();
-    let dir = tempfile::TempDir::new().expect("tmp");
-    let archive = dir.path().join("mnist.tar.gz");
-    tests::tar_gz_dir(&tests::mnist_fixture(), &archive, None);
-    let upload = app
-        .send(
-            Request::post("/v1/datasets?name=mnist")
-                .body(Body::from(std::fs::read(&archive).expect("archive")))
-                .expect("request"),
-        )
-        .await;
-    assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.text);
+    app.upload_mnist().await;
     let run =
         |from: [u8; 4]| {
             let mut request = Request::post("/v1/runs")
@@ -254,4 +244,195 @@ async fn one_caller_cannot_fill_the_queue() {
     );
     let other = app.send(run([127, 0, 0, 2])).await;
     assert_eq!(other.status, StatusCode::ACCEPTED, "{}", other.text);
+}
+
+/// An archive entry: its path and bytes.
+type Entry = (&'static str, Vec<u8>);
+
+/// A tar.gz of `entries`, in order.
+fn tar_gz(entries: &[Entry]) -> Vec<u8> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(encoder);
+    for (path, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, path, data.as_slice())
+            .expect("append");
+    }
+    builder.into_inner().expect("tar").finish().expect("gzip")
+}
+
+fn png(width: u32, height: u32, color: image::ExtendedColorType, fill: u8) -> Vec<u8> {
+    let channels = match color {
+        image::ExtendedColorType::Rgb8 => 3,
+        _ => 1,
+    };
+    let mut bytes = Vec::new();
+    image::write_buffer_with_format(
+        &mut std::io::Cursor::new(&mut bytes),
+        &vec![fill; (width * height * channels) as usize],
+        width,
+        height,
+        color,
+        image::ImageFormat::Png,
+    )
+    .expect("png");
+    bytes
+}
+
+/// Finding 15: five refusals named files by their path in the server's staging folder
+/// (`.../staging/commentary-extract-XXXX/...`). They name the file inside the upload only.
+#[tokio::test]
+async fn upload_errors_name_files_inside_the_upload_only() {
+    let app = TestApp::new().await;
+    let data_dir = app.state.config.data_dir.display().to_string();
+    let images = |n: u32| {
+        let mut bytes = tests::idx_header(&[n, 2, 2]);
+        bytes.extend(vec![7u8; (n * 4) as usize]);
+        bytes
+    };
+    let labels = |n: u32| {
+        let mut bytes = tests::idx_header(&[n]);
+        bytes.extend(vec![0u8; n as usize]);
+        bytes
+    };
+    let gzip = |bytes: Vec<u8>| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, &bytes).expect("gzip");
+        encoder.finish().expect("gzip")
+    };
+    let grey = image::ExtendedColorType::L8;
+    // (what is wrong, the archive's entries, the file the message must name)
+    let cases: Vec<(&str, Vec<Entry>, &str)> = vec![
+        (
+            "a file and a folder of one name",
+            vec![("train", vec![1]), ("train/cat/a.png", png(2, 2, grey, 0))],
+            "train",
+        ),
+        (
+            "a split given twice, plain and gzipped",
+            vec![
+                ("train-images-idx3-ubyte", images(2)),
+                ("train-images-idx3-ubyte.gz", gzip(images(2))),
+                ("train-labels-idx1-ubyte", labels(2)),
+            ],
+            "train-images-idx3-ubyte",
+        ),
+        (
+            "image and label counts that differ",
+            vec![
+                ("train-images-idx3-ubyte", images(3)),
+                ("train-labels-idx1-ubyte", labels(2)),
+            ],
+            "train-labels-idx1-ubyte",
+        ),
+        (
+            "mixed image sizes",
+            vec![
+                ("train/cat/a.png", png(2, 2, grey, 0)),
+                ("train/cat/b.png", png(3, 3, grey, 0)),
+            ],
+            "b.png",
+        ),
+        (
+            "mixed channels",
+            vec![
+                ("train/cat/a.png", png(2, 2, grey, 0)),
+                (
+                    "train/cat/b.png",
+                    png(2, 2, image::ExtendedColorType::Rgb8, 9),
+                ),
+            ],
+            "b.png",
+        ),
+    ];
+    for (case, entries, names) in cases {
+        let answer = app
+            .send(
+                Request::post("/v1/datasets?name=bad")
+                    .body(Body::from(tar_gz(&entries)))
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{case}: {}",
+            answer.text
+        );
+        let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(names), "{case}: {message}");
+        for leak in [data_dir.as_str(), "staging", "commentary-extract", "/tmp"] {
+            assert!(!message.contains(leak), "{case} leaks {leak:?}: {message}");
+        }
+    }
+}
+
+/// `POST /login` with `token`, from `origin` when given.
+async fn log_in(app: &TestApp, token: &str, origin: Option<&str>) -> common::app::Answer {
+    let mut request = Request::post("/login")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(origin) = origin {
+        request = request.header(header::ORIGIN, origin);
+    }
+    app.send(
+        request
+            .body(Body::from(format!("token={token}")))
+            .expect("request"),
+    )
+    .await
+}
+
+/// Finding 18: the login form had no CSRF protection (another page could sign the browser in
+/// as the attacker, whose uploads the victim would then make), and the cookie lacked `Secure`
+/// behind TLS. A login must come from this registry's own page, and `--public-url https://...`
+/// makes the cookie `Secure`.
+#[tokio::test]
+async fn login_is_refused_from_other_origins_and_secure_behind_https() {
+    let app = TestApp::new().await;
+    let token = server::registry::auth::create_token(&app.state.db, "me", schema::api::Scope::Read)
+        .await
+        .expect("token");
+    let forged = log_in(&app, &token.secret, Some("http://evil.example")).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.text);
+    assert!(!forged.headers.contains_key(header::SET_COOKIE));
+    let logout = app
+        .send(
+            Request::post("/logout")
+                .header(header::HOST, "127.0.0.1:8080")
+                .header(header::ORIGIN, "http://evil.example")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(logout.status, StatusCode::FORBIDDEN);
+
+    let own = log_in(&app, &token.secret, Some("http://127.0.0.1:8080")).await;
+    assert_eq!(own.status, StatusCode::SEE_OTHER, "{}", own.text);
+    let cookie = own.headers[header::SET_COOKIE].to_str().expect("cookie");
+    assert!(
+        cookie.contains("HttpOnly") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+
+    let public = TestApp::configured(|config| {
+        config.public_url = Some("https://registry.example".parse().expect("url"));
+    })
+    .await
+    .serve();
+    let token =
+        server::registry::auth::create_token(&public.state.db, "me", schema::api::Scope::Read)
+            .await
+            .expect("token");
+    // Behind a TLS proxy, the browser's Origin is the public URL, not the Host the proxy sends.
+    let proxied = log_in(&public, &token.secret, Some("https://registry.example")).await;
+    assert_eq!(proxied.status, StatusCode::SEE_OTHER, "{}", proxied.text);
+    let cookie = proxied.headers[header::SET_COOKIE]
+        .to_str()
+        .expect("cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
 }

@@ -9,4 +9,5 @@ pub mod hypergrad;
 pub mod learn;
 pub mod models;
 pub mod nn;
+pub mod stop;
 pub mod verify;

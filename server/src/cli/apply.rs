@@ -133,6 +133,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         train_examples: args.train_examples,
         corruption: args.corruption,
         references: !args.no_references,
+        stop: trainer::stop::Stop::never(),
     };
     let report = apply(
         &dataset,

@@ -174,7 +174,7 @@ pub fn run(args: LearnArgs) -> anyhow::Result<()> {
         config,
         device: args.device,
         run_id: None,
-        stop: None,
+        stop: trainer::stop::Stop::never(),
     };
     let bar = ProgressBar::new(u64::from(request.config.meta_steps));
     bar.set_style(

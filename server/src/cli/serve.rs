@@ -51,6 +51,15 @@ pub struct ServeArgs {
     /// Runs one caller (token, or address without one) may have queued at once (0: no limit).
     #[arg(long, env = "COMMENTARY_MAX_QUEUED_RUNS", default_value_t = defaults().max_queued_runs)]
     max_queued_runs: u32,
+    /// Where people reach the registry, when a proxy stands in front of it
+    /// (`https://registry.example`): its pages pass the Origin checks, and `https` makes the
+    /// login cookie Secure.
+    #[arg(long, env = "COMMENTARY_PUBLIC_URL", value_parser = web_origin)]
+    public_url: Option<reqwest::Url>,
+    /// The divergence rule: a run recording a loss above this many times ln(classes) (what a
+    /// uniform guess scores), or not finite, fails instead of publishing.
+    #[arg(long, env = "COMMENTARY_DIVERGENCE_FACTOR", default_value_t = defaults().divergence_factor, value_parser = positive_factor)]
+    divergence_factor: f64,
     /// Caps on decoding uploads, also used by the in-process workers.
     #[command(flatten)]
     limits: LimitArgs,
@@ -100,6 +109,8 @@ impl ServeArgs {
             max_upload_bytes: self.max_upload_bytes.as_u64(),
             max_json_bytes: self.max_json_bytes.as_u64(),
             max_queued_runs: self.max_queued_runs,
+            divergence_factor: self.divergence_factor,
+            public_url: self.public_url,
             limits: self.limits.limits(),
             request_timeout: self.request_timeout.into(),
             write_rate_limit: self.write_rate_limit,
@@ -121,6 +132,23 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // A learning step still running on a blocking thread must not hold up the exit.
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
+}
+
+/// `--divergence-factor`: a finite number above 1 (at 1 or below, an untrained student fails).
+fn positive_factor(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 1.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a finite number above 1")),
+    }
+}
+
+/// `--public-url`: an `http://` or `https://` URL.
+fn web_origin(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some() => Ok(url),
+        _ => Err(format!("{text:?} is not an http:// or https:// URL")),
+    }
 }
 
 #[cfg(test)]

@@ -178,7 +178,7 @@ impl FromRequestParts<SharedState> for Auth {
                 }
             )
         {
-            check_origin(parts)?;
+            check_origin(parts, state.config.public_url.as_ref())?;
         }
         if is_write && state.anonymous_writes && matches!(caller, Caller::Anonymous { .. }) {
             // Anonymous writes are the machine's own (curl, the CLI, our pages); refused before
@@ -235,8 +235,33 @@ fn foreign(parts: &Parts) -> Option<String> {
     }
     let origin = parts.headers.get(header::ORIGIN)?;
     let origin = origin.to_str().unwrap_or("<not text>");
-    (!same_origin(origin, host.as_deref()))
+    (!same_origin(origin, host.as_deref(), None))
         .then(|| format!("Origin {origin:?} is not this registry's"))
+}
+
+/// Why a form posted to our pages (login, logout) came from another site, if it did: a
+/// browser's `Origin` that is not this registry's (login CSRF would sign the browser in as
+/// someone else). Requests without an Origin are not a browser's cross-site form.
+pub(crate) fn cross_site_form(parts: &Parts, public_url: Option<&reqwest::Url>) -> Option<String> {
+    let origin = parts.headers.get(header::ORIGIN)?;
+    let origin = origin.to_str().unwrap_or("<not text>");
+    (!same_origin(origin, request_host(parts).as_deref(), public_url))
+        .then(|| format!("Origin {origin:?} is not this registry's"))
+}
+
+/// The login cookie's `Set-Cookie` value: HttpOnly, SameSite=Strict, and Secure when people
+/// reach the registry over https.
+pub(crate) fn login_cookie(
+    value: &str,
+    max_age_s: u64,
+    public_url: Option<&reqwest::Url>,
+) -> String {
+    let secure = if public_url.is_some_and(|u| u.scheme() == "https") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}")
 }
 
 /// The host the request names: its `Host` header, else the URI's authority (HTTP/2).
@@ -248,13 +273,15 @@ fn request_host(parts: &Parts) -> Option<String> {
         .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
 }
 
-/// Whether a browser's `Origin` is this registry's pages: `http(s)://` and the request's host.
-fn same_origin(origin: &str, host: Option<&str>) -> bool {
-    host.is_some_and(|host| {
+/// Whether a browser's `Origin` is this registry's pages: `http(s)://` and the request's host,
+/// or the public URL's origin.
+fn same_origin(origin: &str, host: Option<&str>, public_url: Option<&reqwest::Url>) -> bool {
+    let own = host.is_some_and(|host| {
         origin
             .split_once("://")
             .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && rest == host)
-    })
+    });
+    own || public_url.is_some_and(|u| u.origin().ascii_serialization() == origin)
 }
 
 /// `localhost`, `127.0.0.1`, `[::1]` or another loopback address, with or without a port.
@@ -275,13 +302,13 @@ fn is_loopback_host(host: &str) -> bool {
 
 /// A cookie-authenticated write must come from a page of this server (CSRF defence on top of
 /// SameSite=Strict).
-fn check_origin(parts: &Parts) -> ApiResult<()> {
+fn check_origin(parts: &Parts, public_url: Option<&reqwest::Url>) -> ApiResult<()> {
     let origin = parts
         .headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok());
     match origin {
-        Some(origin) if same_origin(origin, request_host(parts).as_deref()) => Ok(()),
+        Some(origin) if same_origin(origin, request_host(parts).as_deref(), public_url) => Ok(()),
         _ => Err(ApiError::forbidden(
             "a write with the login cookie must come from this registry's own pages (Origin check)",
         )),

@@ -36,6 +36,9 @@ pub struct ServeConfig {
     pub max_json_bytes: u64,
     /// Runs one caller may have queued at once; 0 = no limit.
     pub max_queued_runs: u32,
+    /// The divergence rule: a run recording a loss above this many times ln(classes), or not
+    /// finite, fails instead of publishing.
+    pub divergence_factor: f64,
     /// Caps on decoding uploaded archives.
     pub limits: Limits,
     /// Longest a non-streaming request may take.
@@ -46,6 +49,9 @@ pub struct ServeConfig {
     pub read_rate_limit: u32,
     /// Memory for caching small blobs (commentary tensors); 0 disables.
     pub blob_cache_bytes: u64,
+    /// Where people reach the registry when that is not the bound address (a TLS proxy):
+    /// pages posted from it pass the Origin checks, and `https` makes the login cookie Secure.
+    pub public_url: Option<reqwest::Url>,
 }
 
 impl ServeConfig {
@@ -76,11 +82,13 @@ impl Default for ServeConfig {
             max_upload_bytes: 4 << 30,
             max_json_bytes: 1 << 20,
             max_queued_runs: 100,
+            divergence_factor: schema::report::DEFAULT_DIVERGENCE_FACTOR,
             limits: Limits::default(),
             request_timeout: Duration::from_secs(30),
             write_rate_limit: 20,
             read_rate_limit: 0,
             blob_cache_bytes: 256 << 20,
+            public_url: None,
         }
     }
 }

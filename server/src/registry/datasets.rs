@@ -11,6 +11,7 @@ use chrono::Utc;
 use futures::TryStreamExt as _;
 use schema::api::DatasetInfo;
 use schema::{DatasetSummary, Sha256};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, PaginatorTrait as _,
     QueryFilter as _, QueryOrder as _, Set, TransactionTrait as _,
@@ -29,8 +30,6 @@ pub fn parse_digest(text: &str) -> ApiResult<Sha256> {
     DigestPath::parse(text).map(|d| d.0)
 }
 
-/// Streams an upload into the staging folder, decodes and digests it, and commits it.
-/// Returns the dataset and whether it is new.
 /// Longest dataset name, in bytes.
 pub const MAX_NAME_BYTES: usize = 200;
 
@@ -51,6 +50,8 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Streams an upload into the staging folder, decodes and digests it, and commits it.
+/// Returns the dataset and whether it is new.
 pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(DatasetInfo, bool)> {
     check_name(name)?;
     let staged = tempfile::NamedTempFile::new_in(&state.staging_dir).map_err(ApiError::internal)?;
@@ -86,7 +87,9 @@ pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(D
     if let Some(existing) = dataset::Entity::find_by_id(&digest).one(&state.db).await? {
         return Ok((info(state, existing).await?, false));
     }
-    let key = StorageKey::DatasetArchive(summary.digest);
+    // Stored under a key of its own: a racing upload of the same content (maybe in another
+    // container) writes elsewhere, and the row that commits names the archive that counts.
+    let key = StorageKey::new_archive(summary.digest);
     state.store.put_file(&key, staged.path()).await?;
     let model = dataset::ActiveModel {
         digest: Set(digest.clone()),
@@ -96,21 +99,22 @@ pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(D
         archive_bytes: Set(size as i64),
         created_at: Set(Utc::now()),
     };
-    let txn = state.db.begin().await?;
-    match model.insert(&txn).await {
-        Ok(inserted) => {
-            txn.commit().await?;
-            tracing::info!(%digest, name, bytes = size, "dataset stored");
-            Ok((info(state, inserted).await?, true))
-        }
-        Err(err) => {
-            drop(txn);
-            // Another upload of the same content committed first: that one stands.
-            match dataset::Entity::find_by_id(&digest).one(&state.db).await? {
-                Some(existing) => Ok((info(state, existing).await?, false)),
-                None => Err(err.into()),
-            }
-        }
+    let inserted = model.insert(&state.db).await;
+    if let Ok(inserted) = inserted {
+        tracing::info!(%digest, name, bytes = size, "dataset stored");
+        return Ok((info(state, inserted).await?, true));
+    }
+    // Not committed: this upload's archive is nobody's.
+    if let Err(err) = state.store.delete(&key).await {
+        tracing::warn!("cannot remove the archive of an upload that did not commit: {err:#}");
+    }
+    // Another upload of the same content committed first: that one stands.
+    match dataset::Entity::find_by_id(&digest).one(&state.db).await? {
+        Some(existing) => Ok((info(state, existing).await?, false)),
+        None => Err(inserted.err().map_or_else(
+            || ApiError::internal(anyhow::anyhow!("the dataset row was not stored")),
+            ApiError::from,
+        )),
     }
 }
 
@@ -170,6 +174,18 @@ pub async fn find(state: &SharedState, digest: &Sha256) -> ApiResult<dataset::Mo
         .ok_or_else(|| ApiError::not_found(format!("no dataset {digest} is stored here")))
 }
 
+/// Where the row's archive is stored.
+pub fn archive_key(model: &dataset::Model) -> ApiResult<StorageKey> {
+    let digest = parse_digest(&model.digest)?;
+    StorageKey::stored_archive(digest, &model.archive_key).ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "dataset {} records an archive key of another form: {:?}",
+            model.digest,
+            model.archive_key
+        ))
+    })
+}
+
 /// Datasets, newest first, optionally those whose name contains `name`.
 pub async fn list(
     state: &SharedState,
@@ -192,10 +208,31 @@ pub async fn list(
 /// Deletes a dataset; with `cascade` its commentaries and runs go too, else their existence
 /// refuses the delete.
 pub async fn delete(state: &SharedState, digest: &Sha256, cascade: bool) -> ApiResult<()> {
-    let model = find(state, digest).await?;
+    let txn = state.db.begin().await?;
+    // Written first, so the transaction holds the write lock (SQLite) and the row (PostgreSQL)
+    // before it reads: what it reads below is what it deletes, with nothing added meanwhile.
+    let claimed = dataset::Entity::update_many()
+        .col_expr(
+            dataset::Column::Name,
+            Expr::col(dataset::Column::Name).into(),
+        )
+        .filter(dataset::Column::Digest.eq(digest.to_string()))
+        .exec(&txn)
+        .await?;
+    let model = match dataset::Entity::find_by_id(digest.to_string())
+        .one(&txn)
+        .await?
+    {
+        Some(model) if claimed.rows_affected > 0 => model,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no dataset {digest} is stored here"
+            )));
+        }
+    };
     let commentaries = commentary::Entity::find()
-        .filter(commentary::Column::DatasetDigest.eq(&model.digest))
-        .all(&state.db)
+        .filter(commentary::Column::DatasetDigest.eq(digest.to_string()))
+        .all(&txn)
         .await?;
     if !commentaries.is_empty() && !cascade {
         return Err(ApiError::conflict(format!(
@@ -204,13 +241,12 @@ pub async fn delete(state: &SharedState, digest: &Sha256, cascade: bool) -> ApiR
         )));
     }
     let runs: Vec<String> = run::Entity::find()
-        .filter(run::Column::DatasetDigest.eq(&model.digest))
-        .all(&state.db)
+        .filter(run::Column::DatasetDigest.eq(digest.to_string()))
+        .all(&txn)
         .await?
         .into_iter()
         .map(|r| r.id)
         .collect();
-    let txn = state.db.begin().await?;
     run_event::Entity::delete_many()
         .filter(run_event::Column::RunId.is_in(runs.clone()))
         .exec(&txn)
@@ -220,10 +256,10 @@ pub async fn delete(state: &SharedState, digest: &Sha256, cascade: bool) -> ApiR
         .exec(&txn)
         .await?;
     commentary::Entity::delete_many()
-        .filter(commentary::Column::DatasetDigest.eq(&model.digest))
+        .filter(commentary::Column::DatasetDigest.eq(digest.to_string()))
         .exec(&txn)
         .await?;
-    dataset::Entity::delete_by_id(&model.digest)
+    dataset::Entity::delete_by_id(digest.to_string())
         .exec(&txn)
         .await?;
     txn.commit().await?;
@@ -236,11 +272,8 @@ pub async fn delete(state: &SharedState, digest: &Sha256, cascade: bool) -> ApiR
                 .await?;
         }
     }
-    state
-        .store
-        .delete(&StorageKey::DatasetArchive(*digest))
-        .await?;
     state.examples.forget(digest);
+    state.store.delete(&archive_key(&model)?).await?;
     Ok(())
 }
 
@@ -291,13 +324,13 @@ pub async fn load_split(
     if let Some(hit) = state.examples.get(digest, split) {
         return Ok(hit);
     }
-    // The row decides whether the dataset is visible.
-    find(state, digest).await?;
+    // The row decides whether the dataset is visible, and which archive is its.
+    let model = find(state, digest).await?;
     let archive =
         tempfile::NamedTempFile::new_in(&state.staging_dir).map_err(ApiError::internal)?;
     state
         .store
-        .download(&StorageKey::DatasetArchive(*digest), archive.path())
+        .download(&archive_key(&model)?, archive.path())
         .await?;
     let limits = state.config.limits;
     let staging = state.staging_dir.clone();

@@ -72,6 +72,8 @@ error_kinds! {
     InvalidArtifact = (UNPROCESSABLE_ENTITY, "invalid_artifact"),
     /// The run request cannot work (a kind and algorithm that do not go together, a bound out of range).
     InvalidRun = (UNPROCESSABLE_ENTITY, "invalid_run"),
+    /// The run's training diverged (a loss beyond the divergence rule): the run failed with the reason instead of publishing.
+    Diverged = (UNPROCESSABLE_ENTITY, "diverged"),
     /// The commentary's dataset is not stored here; push the dataset first.
     UnknownDataset = (UNPROCESSABLE_ENTITY, "unknown_dataset"),
     /// The stored data cannot be drawn this way (images with neither 1 nor 3 channels).
@@ -186,6 +188,14 @@ impl IntoResponse for ApiError {
 /// between a read and an update) is a 404; every other database error is internal.
 impl From<sea_orm::DbErr> for ApiError {
     fn from(err: sea_orm::DbErr) -> Self {
+        if let Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(detail)) = err.sql_err() {
+            // A row would point at a dataset or run deleted meanwhile (the foreign keys).
+            tracing::debug!("database: {detail}");
+            return Self::conflict(
+                "what this refers to was deleted meanwhile, or something still refers to what \
+                 is being deleted; look again and retry",
+            );
+        }
         match err {
             sea_orm::DbErr::RecordNotFound(_) | sea_orm::DbErr::RecordNotUpdated => {
                 tracing::debug!("database: {err}");

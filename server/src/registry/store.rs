@@ -2,7 +2,7 @@
 //! S3 / GCS / Azure by URL (`s3://bucket/prefix`, credentials and endpoint from the usual
 //! `AWS_*`, `GOOGLE_*`, `AZURE_*` environment variables).
 //!
-//! Keys (`StorageKey`): `datasets/<hex>/archive`, `commentaries/<id>/{manifest.json,
+//! Keys (`StorageKey`): `datasets/<hex>/<upload>/archive`, `commentaries/<id>/{manifest.json,
 //! tensors.safetensors,report.json}`. The database decides what is visible; a blob without a
 //! row is invisible.
 
@@ -205,8 +205,14 @@ impl BlobStore {
 /// type, download file name, caching).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageKey {
-    /// `datasets/<hex>/archive`: a dataset archive, as uploaded.
-    DatasetArchive(Sha256),
+    /// `datasets/<hex>/<upload>/archive`: a dataset archive, as uploaded. `upload` is a fresh
+    /// id per upload, so two uploads of one content (a tar and a zip, say) never write one key:
+    /// the row's `archive_key` names the one that counts. Archives stored before upload ids
+    /// existed are at `datasets/<hex>/archive` (`upload` None).
+    DatasetArchive {
+        digest: Sha256,
+        upload: Option<String>,
+    },
     /// `commentaries/<id>/<file>`: one file of a commentary artifact.
     Commentary { id: String, file: ArtifactFile },
 }
@@ -234,6 +240,40 @@ impl ArtifactFile {
 }
 
 impl StorageKey {
+    /// The key for a new upload of `digest`.
+    pub fn new_archive(digest: Sha256) -> Self {
+        Self::DatasetArchive {
+            digest,
+            upload: Some(uuid::Uuid::now_v7().to_string()),
+        }
+    }
+
+    /// The archive key a dataset row records (`archive_key`), checked against its digest.
+    pub fn stored_archive(digest: Sha256, archive_key: &str) -> Option<Self> {
+        let rest = archive_key.strip_prefix(&format!("datasets/{}/", digest.hex()))?;
+        if rest == "archive" {
+            return Some(Self::DatasetArchive {
+                digest,
+                upload: None,
+            });
+        }
+        let upload = rest.strip_suffix("/archive")?;
+        uuid::Uuid::parse_str(upload).ok()?;
+        Some(Self::DatasetArchive {
+            digest,
+            upload: Some(upload.to_string()),
+        })
+    }
+
+    /// The strong ETag of a dataset archive: its digest and its upload (another upload of the
+    /// same content has other bytes).
+    pub fn archive_etag(digest: &Sha256, upload: Option<&str>) -> String {
+        match upload {
+            Some(upload) => format!("\"{}-{upload}\"", digest.hex()),
+            None => format!("\"{}\"", digest.hex()),
+        }
+    }
+
     pub fn commentary(id: &str, file: ArtifactFile) -> Self {
         Self::Commentary {
             id: id.to_string(),
@@ -244,7 +284,14 @@ impl StorageKey {
     /// The object's path under the store's prefix.
     pub fn path(&self) -> String {
         match self {
-            Self::DatasetArchive(digest) => format!("datasets/{}/archive", digest.hex()),
+            Self::DatasetArchive {
+                digest,
+                upload: None,
+            } => format!("datasets/{}/archive", digest.hex()),
+            Self::DatasetArchive {
+                digest,
+                upload: Some(upload),
+            } => format!("datasets/{}/{upload}/archive", digest.hex()),
             Self::Commentary { id, file } => format!("commentaries/{id}/{}", file.name()),
         }
     }
@@ -256,7 +303,7 @@ impl StorageKey {
                 file: ArtifactFile::Manifest | ArtifactFile::Report,
                 ..
             } => "application/json",
-            Self::DatasetArchive(_)
+            Self::DatasetArchive { .. }
             | Self::Commentary {
                 file: ArtifactFile::Tensors,
                 ..
@@ -267,7 +314,7 @@ impl StorageKey {
     /// The file name of `Content-Disposition: attachment` when served.
     pub fn file_name(&self) -> &'static str {
         match self {
-            Self::DatasetArchive(_) => "dataset-archive",
+            Self::DatasetArchive { .. } => "dataset-archive",
             Self::Commentary { file, .. } => file.name(),
         }
     }
@@ -277,7 +324,7 @@ impl StorageKey {
     /// what they downloaded and revalidate with the strong ETag (`If-None-Match` -> 304).
     pub fn cache_control(&self) -> Option<&'static str> {
         match self {
-            Self::DatasetArchive(_) | Self::Commentary { .. } => None,
+            Self::DatasetArchive { .. } | Self::Commentary { .. } => None,
         }
     }
 }
@@ -346,9 +393,21 @@ mod tests {
     #[test]
     fn keys_keep_the_paths_existing_stores_hold() {
         let digest = Sha256::of(b"d");
+        let legacy = format!("datasets/{}/archive", digest.hex());
+        let stored = StorageKey::stored_archive(digest, &legacy).expect("the old key");
+        assert_eq!(stored.path(), legacy);
+        let fresh = StorageKey::new_archive(digest);
+        assert_ne!(fresh.path(), legacy);
         assert_eq!(
-            StorageKey::DatasetArchive(digest).path(),
-            format!("datasets/{}/archive", digest.hex())
+            StorageKey::stored_archive(digest, &fresh.path()),
+            Some(fresh.clone())
+        );
+        assert_ne!(fresh, StorageKey::new_archive(digest), "one key per upload");
+        let other = Sha256::of(b"e");
+        assert_eq!(StorageKey::stored_archive(other, &fresh.path()), None);
+        assert_eq!(
+            StorageKey::stored_archive(digest, &format!("datasets/{}/../x/archive", digest.hex())),
+            None
         );
         let paths: Vec<String> = ArtifactFile::ALL
             .iter()

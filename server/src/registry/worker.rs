@@ -17,6 +17,7 @@ use trainer::apply::{ApplyOptions, apply};
 use trainer::data::{Dataset, Limits};
 use trainer::device::ComputeDevice;
 use trainer::learn::{LearnRequest, learn};
+use trainer::stop::Stop;
 
 use super::client::{Client, is_lease_lost};
 
@@ -33,6 +34,11 @@ pub struct WorkerOptions {
     /// Caps on decoding a run's dataset (the registry's own, for in-process workers).
     pub limits: Limits,
 }
+
+/// The longest wait between heartbeats, however long the lease: a cancel reaches the worker
+/// with the next heartbeat's answer, and the learning loops stop within an inner step, so a
+/// cancelled run frees its worker within about this long.
+pub const MAX_HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
 
 /// Why a run stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +111,7 @@ async fn work(
             secret.clone(),
             interrupted.clone(),
         );
-        let period = Duration::from_secs(lease.ttl_s.max(1)) / 3;
+        let period = (Duration::from_secs(lease.ttl_s.max(1)) / 3).min(MAX_HEARTBEAT_PERIOD);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -228,7 +234,7 @@ fn execute(
         config: run.config.clone(),
         device,
         run_id: Some(run.id.clone()),
-        stop: Some(stop.clone()),
+        stop: Stop::on(stop.clone()),
     };
     let send = |body: EventBody| {
         let _ = events.send(body);
@@ -256,6 +262,7 @@ fn execute(
         train_examples: None,
         corruption: None,
         references: true,
+        stop: Stop::on(stop.clone()),
     };
     let arms = if run.kind == CommentaryKind::LabelBlending {
         3

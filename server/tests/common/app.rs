@@ -6,13 +6,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use server::registry::{AppState, ServeConfig, open_state, routes};
+use server::registry::{AppState, ServeConfig, SharedState, open_state, routes};
 use tempfile::TempDir;
 use tower::ServiceExt as _;
 
 /// A registry state on a temporary folder, served by the real router.
 pub struct TestApp {
     pub router: Router,
+    /// The state the router serves (for tests that call the registry's functions directly).
+    pub state: SharedState,
     _dir: TempDir,
     _shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -23,6 +25,7 @@ pub struct Answer {
     pub headers: axum::http::HeaderMap,
     pub body: serde_json::Value,
     pub text: String,
+    pub raw: Vec<u8>,
 }
 
 impl Answer {
@@ -81,7 +84,7 @@ impl TestApp {
             .expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
             .await
             .expect("body");
         let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -90,12 +93,28 @@ impl TestApp {
             headers,
             body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
             text,
+            raw: bytes.to_vec(),
         }
     }
 
     pub async fn get(&self, path: &str) -> Answer {
         self.send(Request::get(path).body(Body::empty()).expect("request"))
             .await
+    }
+
+    /// Uploads the MNIST fixture (as `mnist`), asserting it is stored.
+    pub async fn upload_mnist(&self) {
+        let dir = TempDir::new().expect("tmp");
+        let archive = dir.path().join("mnist.tar.gz");
+        tests::tar_gz_dir(&tests::mnist_fixture(), &archive, None);
+        let upload = self
+            .send(
+                Request::post("/v1/datasets?name=mnist")
+                    .body(Body::from(std::fs::read(&archive).expect("archive")))
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.text);
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> Answer {
@@ -118,8 +137,10 @@ pub struct Opened {
 
 impl Opened {
     pub fn serve(self) -> TestApp {
+        let state = Arc::new(self.state);
         TestApp {
-            router: routes::router(Arc::new(self.state)),
+            router: routes::router(state.clone()),
+            state,
             _dir: self.dir,
             _shutdown: self.shutdown,
         }

@@ -29,6 +29,8 @@ use crate::models::Network;
 use load::{class_weights, corruption_record, load_commentary, load_splits};
 use students::{Commentary, Splits, arm, train_student};
 
+use crate::stop::Stop;
+
 /// Why a commentary could not be applied: the same kinds of failure as learning.
 pub use crate::learn::LearnError as ApplyError;
 
@@ -50,6 +52,8 @@ pub struct ApplyOptions {
     /// Also train the reference arms (train+val with a trusted split; class weights on
     /// imbalanced data).
     pub references: bool,
+    /// Checked before every student step: a stop ends `apply` with `Stopped`.
+    pub stop: Stop,
 }
 
 impl Default for ApplyOptions {
@@ -63,6 +67,7 @@ impl Default for ApplyOptions {
             force: false,
             corruption: None,
             references: true,
+            stop: Stop::never(),
         }
     }
 }
@@ -167,22 +172,22 @@ pub fn apply(
         };
         if random_blending {
             on_run("random blending", seed);
-            random.push(train(&splits, Some(&Commentary::RandomBlending)).0);
+            random.push(train(&splits, Some(&Commentary::RandomBlending))?.0);
         }
         if let Some(merged_splits) = &train_val {
             on_run("train+val", seed);
-            merged.push(train(merged_splits, None).0);
+            merged.push(train(merged_splits, None)?.0);
         }
         if let Some(class_weighting) = &class_weighting {
             on_run("class weights", seed);
-            weighted.push(train(&splits, Some(class_weighting)).0);
+            weighted.push(train(&splits, Some(class_weighting))?.0);
         }
         on_run("baseline", seed);
-        let (report, theta) = train(&splits, None);
+        let (report, theta) = train(&splits, None)?;
         baseline.push(report);
         baseline_thetas.push(theta);
         on_run("with commentary", seed);
-        with.push(train(&splits, Some(&commentary)).0);
+        with.push(train(&splits, Some(&commentary))?.0);
     }
     let steps_to_baseline_accuracy = baseline
         .iter()

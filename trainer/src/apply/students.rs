@@ -17,6 +17,7 @@ use crate::data::tensors::{LabelledImages, index_tensor};
 use crate::hypergrad::optim::OptState;
 use crate::models::{Input, Network};
 use crate::nn::loss;
+use crate::stop::Stopped;
 
 /// A loaded commentary, ready to shape a student's training.
 pub(crate) enum Commentary {
@@ -78,7 +79,8 @@ pub(crate) struct Splits {
     pub test: LabelledImages,
 }
 
-/// Trains one student from `seed`, with the commentary or without.
+/// Trains one student from `seed`, with the commentary or without (checking
+/// `options.stop` before every step).
 pub(crate) fn train_student(
     student: &Network,
     splits: &Splits,
@@ -86,7 +88,7 @@ pub(crate) fn train_student(
     seed: u64,
     options: &ApplyOptions,
     device: &Device,
-) -> (RunReport, Tensor<1>) {
+) -> Result<(RunReport, Tensor<1>), Stopped> {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut theta = student.init(&mut rng, device);
@@ -96,6 +98,7 @@ pub(crate) fn train_student(
     let b = options.evaluation.batch_size as usize;
     let steps = options.steps();
     for step in 0..steps {
+        options.stop.check()?;
         let chosen: Vec<i64> = (0..b)
             .map(|_| splits.pool[rng.random_range(0..splits.pool.len())])
             .collect();
@@ -161,7 +164,7 @@ pub(crate) fn train_student(
         test_loss,
         wall_s: started.elapsed().as_secs_f64(),
     };
-    (report, theta)
+    Ok((report, theta))
 }
 
 pub(crate) fn arm(runs: Vec<RunReport>) -> ArmReport {

@@ -97,16 +97,18 @@ pub fn extract(
     .map_err(|e| DataError::io(temp_root.unwrap_or(&std::env::temp_dir()), e))?;
     let file = File::open(archive).map_err(|e| DataError::io(archive, e))?;
     let mut budget = Budget::new(archive, limits);
-    match kind {
-        ArchiveKind::Tar => extract_tar(archive, BufReader::new(file), dir.path(), &mut budget)?,
+    let extracted = match kind {
+        ArchiveKind::Tar => extract_tar(archive, BufReader::new(file), dir.path(), &mut budget),
         ArchiveKind::TarGz => extract_tar(
             archive,
             GzDecoder::new(BufReader::new(file)),
             dir.path(),
             &mut budget,
-        )?,
-        ArchiveKind::Zip => extract_zip(archive, file, dir.path(), &mut budget)?,
-    }
+        ),
+        ArchiveKind::Zip => extract_zip(archive, file, dir.path(), &mut budget),
+    };
+    // Errors name entries inside the archive, never the temporary folder.
+    extracted.map_err(|e| e.relocate(dir.path(), archive))?;
     Ok(dir)
 }
 

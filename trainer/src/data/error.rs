@@ -43,19 +43,15 @@ impl DataError {
         }
     }
 
-    /// Rewrites locations inside `extracted` (a temporary extraction folder) as
-    /// `archive:relative/path`, so errors name what the user gave, not a temporary path.
+    /// Rewrites paths inside `extracted` (a temporary extraction folder), in the location and
+    /// in the problem text, as `archive:relative/path`, so errors name what the user gave,
+    /// never a temporary path.
     pub(crate) fn relocate(self, extracted: &Path, archive: &Path) -> Self {
-        let rewrite = |location: String| {
-            let prefix = extracted.display().to_string();
-            match location.strip_prefix(&prefix) {
-                Some(rest) => format!(
-                    "{}:{}",
-                    archive.display(),
-                    rest.trim_start_matches(std::path::MAIN_SEPARATOR)
-                ),
-                None => location,
-            }
+        let prefix = extracted.display().to_string();
+        let rewrite = |text: String| {
+            let inside = format!("{prefix}{}", std::path::MAIN_SEPARATOR);
+            text.replace(&inside, &format!("{}:", archive.display()))
+                .replace(&prefix, &archive.display().to_string())
         };
         match self {
             Self::Io { location, source } => Self::Io {
@@ -64,12 +60,39 @@ impl DataError {
             },
             Self::Invalid { location, problem } => Self::Invalid {
                 location: rewrite(location),
-                problem,
+                problem: rewrite(problem),
             },
             Self::LimitExceeded { location, problem } => Self::LimitExceeded {
                 location: rewrite(location),
-                problem,
+                problem: rewrite(problem),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relocated_errors_name_archive_entries_only() {
+        let extracted = Path::new("/srv/staging/commentary-extract-ab12");
+        let archive = Path::new("upload.tar");
+        let err = DataError::invalid(
+            &extracted.join("train/b.png"),
+            format!(
+                "both {} and {} hold it",
+                extracted.join("x").display(),
+                extracted.join("y.gz").display()
+            ),
+        )
+        .relocate(extracted, archive);
+        assert_eq!(
+            err.to_string(),
+            "upload.tar:train/b.png: both upload.tar:x and upload.tar:y.gz hold it"
+        );
+        let io =
+            DataError::io(extracted, std::io::Error::other("full")).relocate(extracted, archive);
+        assert_eq!(io.to_string(), "upload.tar: full");
     }
 }

@@ -13,6 +13,7 @@ use burn::tensor::Tensor;
 
 use super::optim::{InnerOptimizer, OptState};
 use super::{InnerProblem, dot, leaf, plain, validation_gradient};
+use crate::stop::{Stop, Stopped};
 
 /// The result of one BPTT hypergradient.
 pub struct BpttOutput {
@@ -131,6 +132,24 @@ pub fn hypergradient_from(
     optimizer: InnerOptimizer,
     steps: usize,
 ) -> BpttOutput {
+    let never = Stop::never();
+    match stoppable(problem, theta0, state0, phi, optimizer, steps, &never) {
+        Ok(out) => out,
+        Err(Stopped) => unreachable!("Stop::never() is never requested"),
+    }
+}
+
+/// [`hypergradient_from`], checking `stop` before every inner step of both passes (what the
+/// learning loops call, so a cancelled run ends within an inner step).
+pub fn stoppable(
+    problem: &dyn InnerProblem,
+    theta0: &Tensor<1>,
+    state0: &OptState,
+    phi: &Tensor<1>,
+    optimizer: InnerOptimizer,
+    steps: usize,
+    stop: &Stop,
+) -> Result<BpttOutput, Stopped> {
     let started = std::time::Instant::now();
     let phi_const = plain(phi);
     let commentary = StepCommentary::compute(problem, &phi_const, steps);
@@ -138,6 +157,7 @@ pub fn hypergradient_from(
     let mut theta = plain(theta0);
     let mut state = state0.with_tensors(state0.tensors().iter().map(plain).collect());
     for k in 0..steps {
+        stop.check()?;
         let grad = problem.inner_gradient_from(&theta, &commentary.row(k), k);
         let (next, next_state) = optimizer.step(&theta, &state, grad);
         trajectory.push(&theta, &state);
@@ -154,6 +174,7 @@ pub fn hypergradient_from(
     // d L_V / d row_k for the steps of the batch being reversed, last step first.
     let mut row_adjoints: Vec<Tensor<1>> = Vec::with_capacity(commentary.chunk);
     for k in (0..steps).rev() {
+        stop.check()?;
         let Some((theta_k, state_k)) = trajectory.pop(&theta.device()) else {
             break;
         };
@@ -203,12 +224,12 @@ pub fn hypergradient_from(
         reverse_s = (started.elapsed() - forward_done).as_secs_f64(),
         "bptt hypergradient"
     );
-    BpttOutput {
+    Ok(BpttOutput {
         val_loss,
         hypergrad,
         final_theta,
         final_state,
-    }
+    })
 }
 
 #[cfg(test)]

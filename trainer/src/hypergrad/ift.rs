@@ -10,6 +10,7 @@
 use burn::tensor::Tensor;
 
 use super::{InnerProblem, dot, leaf, plain, scalar, validation_gradient};
+use crate::stop::{Stop, Stopped};
 
 /// How the inverse Hessian is approximated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,6 +36,8 @@ pub enum IftError {
     NegativeCurvature { iteration: usize, curvature: f32 },
     #[error("the hypergradient is not finite (the inner problem diverged)")]
     NotFinite,
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
 }
 
 /// The result of one IFT hypergradient.
@@ -127,7 +130,7 @@ impl OnlineState {
 /// Online implicit differentiation: runs the student steps in `steps` (a range, so training can
 /// go on in blocks) and gives phi an outer step after every `every` of them (the paper's code:
 /// one Neumann term, a hyper-step after each student step). Returns (step, L_V) of each
-/// hyper-step.
+/// hyper-step. `stop` is checked before every student step.
 #[allow(clippy::too_many_arguments)]
 pub fn learn_online(
     problem: &dyn InnerProblem,
@@ -137,10 +140,12 @@ pub fn learn_online(
     steps: std::ops::Range<usize>,
     every: usize,
     method: InverseHessian,
+    stop: &Stop,
 ) -> Result<Vec<(usize, f32)>, IftError> {
     let every = every.max(1);
     let mut val_losses = Vec::new();
     for step in steps {
+        stop.check()?;
         let grad = problem.inner_gradient(&state.theta, &state.phi, step);
         let (next, next_state) = inner.step(&state.theta, &state.inner, grad);
         state.theta = next.detach();
@@ -277,10 +282,29 @@ mod tests {
         };
         let mut state = OnlineState::new(zeros.clone(), zeros);
         // In two blocks, as `learn` runs it.
-        let mut val_losses =
-            learn_online(&problem, &mut state, sgd, outer, 0..150, 1, method).expect("learn");
+        let mut val_losses = learn_online(
+            &problem,
+            &mut state,
+            sgd,
+            outer,
+            0..150,
+            1,
+            method,
+            &Stop::never(),
+        )
+        .expect("learn");
         val_losses.extend(
-            learn_online(&problem, &mut state, sgd, outer, 150..400, 1, method).expect("learn"),
+            learn_online(
+                &problem,
+                &mut state,
+                sgd,
+                outer,
+                150..400,
+                1,
+                method,
+                &Stop::never(),
+            )
+            .expect("learn"),
         );
         assert_eq!(val_losses.len(), 400);
         let phi = crate::nn::testing::values(&state.phi);

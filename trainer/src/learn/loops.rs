@@ -3,7 +3,6 @@
 //! (Algorithm 2); truncated BPTT is in `super::truncated`.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Tensor};
@@ -19,6 +18,7 @@ use crate::hypergrad::ift::{self, InverseHessian, OnlineState};
 use crate::hypergrad::optim::{InnerOptimizer, OptState};
 use crate::hypergrad::{InnerProblem, bptt};
 use crate::models::Network;
+use crate::stop::Stop;
 
 /// The random stream of meta-step `step`: derived from the seed, so a resumed run continues
 /// exactly as an uninterrupted one.
@@ -41,14 +41,16 @@ impl Run<'_> {
         &self.request.config
     }
 
-    /// Whether the time limit is reached or a stop was requested.
+    /// Whether the time limit is reached.
     pub fn out_of_time(&self) -> bool {
-        let stopped = (self.request.stop.as_ref()).is_some_and(|s| s.load(Ordering::Relaxed));
-        stopped
-            || self
-                .config()
-                .time_limit_s
-                .is_some_and(|l| self.started.elapsed() >= Duration::from_secs(l))
+        self.config()
+            .time_limit_s
+            .is_some_and(|l| self.started.elapsed() >= Duration::from_secs(l))
+    }
+
+    /// The stop request the inner loops check.
+    pub fn stop(&self) -> &Stop {
+        &self.request.stop
     }
 
     /// The checkpoint of an interrupted run of the same request when `usable`, else a fresh one
@@ -178,7 +180,15 @@ pub(crate) fn learn_bptt<'a>(
         let mut rng = step_rng(config.seed, step);
         let problem = make_problem(&mut rng);
         let theta0 = student.init(&mut rng, device);
-        let result = bptt::hypergradient(problem.as_ref(), &theta0, &phi, inner, steps);
+        let result = bptt::stoppable(
+            problem.as_ref(),
+            &theta0,
+            &OptState::new(),
+            &phi,
+            inner,
+            steps,
+            run.stop(),
+        )?;
         checkpoint.record(step, result.val_loss, &phi)?;
         let (next, state) = outer.step(&phi, &outer_state, result.hypergrad);
         phi = next.detach();
@@ -266,9 +276,20 @@ pub(crate) fn learn_online_ift(
     while checkpoint.next_step < meta_steps {
         let block_index = checkpoint.next_step;
         let steps = block_index * block..(block_index + 1) * block;
-        let block_losses =
-            ift::learn_online(problem, &mut state, inner, outer, steps, every, method)
-                .map_err(|e| LearnError::Invalid(format!("in block {block_index}: {e}")))?;
+        let block_losses = ift::learn_online(
+            problem,
+            &mut state,
+            inner,
+            outer,
+            steps,
+            every,
+            method,
+            run.stop(),
+        )
+        .map_err(|e| match e {
+            ift::IftError::Stopped(stopped) => LearnError::Stopped(stopped),
+            e => LearnError::Invalid(format!("in block {block_index}: {e}")),
+        })?;
         let val_loss = match block_losses.last() {
             Some(&(_, v)) => v,
             None => crate::hypergrad::scalar(&problem.validation_loss(&state.theta)),

@@ -14,8 +14,6 @@ pub(crate) mod truncated;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use schema::arch::{ArchitectureSpec, CommentarySpec};
@@ -30,6 +28,7 @@ use crate::data::tensors::prepare;
 use crate::data::{DataError, Dataset};
 use crate::device::ComputeDevice;
 use crate::models::Network;
+use crate::stop::{Stop, Stopped};
 use checkpoint::CHECKPOINT;
 use loops::Run;
 
@@ -43,6 +42,8 @@ pub enum LearnError {
     /// The request cannot work for this dataset or is not a valid combination.
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
 }
 
 /// What to learn.
@@ -53,9 +54,10 @@ pub struct LearnRequest {
     pub config: LearnConfig,
     pub device: ComputeDevice,
     pub run_id: Option<String>,
-    /// Set from outside (a cancelled server run) to stop after the current meta-step, as the
-    /// time limit does.
-    pub stop: Option<Arc<AtomicBool>>,
+    /// Set from outside (a cancelled or lost server run, a shutdown): learning ends within an
+    /// inner step with [`LearnError::Stopped`] and writes no artifact (the time limit, unlike
+    /// it, keeps the best commentary so far).
+    pub stop: Stop,
 }
 
 /// Reported after every meta-step.

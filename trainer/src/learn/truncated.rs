@@ -90,14 +90,15 @@ pub(crate) fn learn_truncated<'a>(
             };
             let mut rng = step_rng(config.seed ^ 0x7E57_0000, student_index * windows + w);
             let problem = make_window(window, &mut rng);
-            let result = bptt::hypergradient_from(
+            let result = bptt::stoppable(
                 problem.as_ref(),
                 &theta_now,
                 &inner_state,
                 &phi,
                 inner,
                 window.steps,
-            );
+                run.stop(),
+            )?;
             if !result.val_loss.is_finite() {
                 return Err(LearnError::Invalid(format!(
                     "the validation loss became {} at student step {} of student {student_index}: lower inner_lr or outer_lr",

@@ -56,7 +56,15 @@ pub mod commentary {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        /// Every commentary is of a stored dataset (a foreign key).
+        #[sea_orm(
+            belongs_to = "super::dataset::Entity",
+            from = "Column::DatasetDigest",
+            to = "super::dataset::Column::Digest"
+        )]
+        Dataset,
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -102,7 +110,15 @@ pub mod run {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        /// Every run learns on a stored dataset (a foreign key).
+        #[sea_orm(
+            belongs_to = "super::dataset::Entity",
+            from = "Column::DatasetDigest",
+            to = "super::dataset::Column::Digest"
+        )]
+        Dataset,
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }
@@ -126,7 +142,15 @@ pub mod run_event {
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
+    pub enum Relation {
+        /// Every event is of a stored run (a foreign key).
+        #[sea_orm(
+            belongs_to = "super::run::Entity",
+            from = "Column::RunId",
+            to = "super::run::Column::Id"
+        )]
+        Run,
+    }
 
     impl ActiveModelBehavior for ActiveModel {}
 }

@@ -5,6 +5,7 @@
 
 mod m20261201_000001_create_tables;
 mod m20261202_000001_add_run_creator;
+mod m20261203_000001_add_foreign_keys;
 
 use sea_orm_migration::prelude::*;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261201_000001_create_tables::Migration),
             Box::new(m20261202_000001_add_run_creator::Migration),
+            Box::new(m20261203_000001_add_foreign_keys::Migration),
         ]
     }
 }

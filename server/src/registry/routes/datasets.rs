@@ -159,13 +159,20 @@ pub async fn archive(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let model = datasets::find(&state, &digest).await?;
+    let key = datasets::archive_key(&model)?;
+    let StorageKey::DatasetArchive { upload, .. } = &key else {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "not an archive key: {key}"
+        )));
+    };
+    let etag = StorageKey::archive_etag(&digest, upload.as_deref());
     serve(
         &state,
         &headers,
         Served {
-            key: StorageKey::DatasetArchive(digest),
+            key,
             size: model.archive_bytes.max(0) as u64,
-            etag: format!("\"{}\"", digest.hex()),
+            etag,
         },
     )
     .await

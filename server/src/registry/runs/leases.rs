@@ -6,9 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use schema::api::{Lease, RunState};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _, TransactionTrait as _,
-};
+use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
 
 use super::lifecycle::transition;
 use super::queue::{find, info};
@@ -32,9 +30,8 @@ pub async fn lease(state: &SharedState, worker: &str) -> ApiResult<Option<Lease>
         };
         let secret = uuid::Uuid::new_v4().to_string();
         let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let txn = state.db.begin().await?;
         let taken = transition(
-            &txn,
+            &state.db,
             &candidate.id,
             &[RunState::Queued],
             RunState::Running,
@@ -50,7 +47,6 @@ pub async fn lease(state: &SharedState, worker: &str) -> ApiResult<Option<Lease>
             },
         )
         .await?;
-        txn.commit().await?;
         if taken {
             let model = find(state, &candidate.id).await?;
             tracing::info!(run = %model.id, worker, attempt = model.attempts, "run leased");
@@ -105,38 +101,54 @@ pub async fn heartbeat(state: &SharedState, id: &str, lease: &str) -> ApiResult<
 
 /// Re-queues (or fails, after the last attempt) running runs whose lease expired.
 pub async fn reap(state: &SharedState) -> ApiResult<()> {
-    let expired = run::Entity::find()
+    for model in expired_leases(state).await? {
+        requeue_expired(state, &model).await?;
+    }
+    Ok(())
+}
+
+/// The running runs whose lease has expired by now.
+pub async fn expired_leases(state: &SharedState) -> ApiResult<Vec<run::Model>> {
+    Ok(run::Entity::find()
         .filter(run::Column::State.eq(RunState::Running.as_str()))
         .filter(run::Column::LeaseExpiresAt.lt(Utc::now()))
         .all(&state.db)
-        .await?;
-    for model in expired {
-        let worker = model.worker.as_deref().unwrap_or("a worker");
-        let last = model.attempts >= model.max_attempts;
-        let error = format!(
-            "lease expired: {worker} stopped sending heartbeats (attempt {} of {})",
-            model.attempts, model.max_attempts
-        );
-        let to = if last {
-            RunState::Failed
-        } else {
-            RunState::Queued
-        };
-        let lease = model.lease.clone();
-        let moved = transition(
-            &state.db,
-            &model.id,
-            &[RunState::Running],
-            to,
-            Some(&error),
-            move |u| u.filter(run::Column::Lease.eq(lease)),
-        )
-        .await?;
-        if moved {
-            tracing::warn!(run = %model.id, "{error}; run {to}");
-        }
+        .await?)
+}
+
+/// Re-queues (or fails) one run found expired, unless its lease changed or was renewed since:
+/// the update re-checks lease and expiry, so a heartbeat landing after the read keeps its run.
+/// Returns whether the run was moved.
+pub async fn requeue_expired(state: &SharedState, model: &run::Model) -> ApiResult<bool> {
+    let worker = model.worker.as_deref().unwrap_or("a worker");
+    let last = model.attempts >= model.max_attempts;
+    let error = format!(
+        "lease expired: {worker} stopped sending heartbeats (attempt {} of {})",
+        model.attempts, model.max_attempts
+    );
+    let to = if last {
+        RunState::Failed
+    } else {
+        RunState::Queued
+    };
+    let lease = model.lease.clone();
+    let now = Utc::now();
+    let moved = transition(
+        &state.db,
+        &model.id,
+        &[RunState::Running],
+        to,
+        Some(&error),
+        move |u| {
+            u.filter(run::Column::Lease.eq(lease))
+                .filter(run::Column::LeaseExpiresAt.lt(now))
+        },
+    )
+    .await?;
+    if moved {
+        tracing::warn!(run = %model.id, "{error}; run {to}");
     }
-    Ok(())
+    Ok(moved)
 }
 
 /// Reaps expired leases every few seconds until shutdown.

@@ -3,10 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use schema::api::{EventBody, Phase, Progress, RunState};
+use schema::report::divergence;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _, TransactionTrait as _,
-};
+use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, TransactionTrait};
 
 use super::events::append;
 use super::leases::leased;
@@ -17,10 +16,12 @@ use crate::registry::db::entities::run;
 use crate::registry::error::{ApiError, ApiResult, ErrorKind};
 use crate::registry::store::{ArtifactFile, StorageKey};
 
-/// Changes state with a conditional update (`from` must still hold), recording an event.
+/// Changes state with a conditional update (`from` must still hold), recording an event, in
+/// one transaction (a savepoint inside the caller's): the state and its event commit together,
+/// so a follower never sees a final state without its event, nor a crash keep one of them.
 /// Returns whether this call made the change.
 pub(super) async fn transition(
-    db: &impl ConnectionTrait,
+    db: &impl TransactionTrait,
     id: &str,
     from: &[RunState],
     to: RunState,
@@ -44,10 +45,11 @@ pub(super) async fn transition(
             );
     }
     update = extra(update);
-    let done = update.exec(db).await?.rows_affected == 1;
+    let txn = db.begin().await?;
+    let done = update.exec(&txn).await?.rows_affected == 1;
     if done {
         append(
-            db,
+            &txn,
             id,
             &[EventBody::State {
                 state: to,
@@ -56,6 +58,7 @@ pub(super) async fn transition(
         )
         .await?;
     }
+    txn.commit().await?;
     Ok(done)
 }
 
@@ -81,6 +84,12 @@ pub async fn complete(
                 model.dataset_digest
             ),
         ));
+    }
+    let rule = state.config.divergence_factor;
+    if let Some(reason) = divergence(&checked.manifest, checked.report.as_ref(), rule) {
+        // Not published: the run fails with the reason, as if its worker had said so.
+        fail(state, id, lease, &reason).await?;
+        return Err(ApiError::new(ErrorKind::Diverged, reason));
     }
     let commentary_id = uuid::Uuid::now_v7().to_string();
     commentaries::store_blobs(state, &commentary_id, &checked).await?;

@@ -14,6 +14,6 @@ mod lifecycle;
 mod queue;
 
 pub use events::{events_after, follow, post_events};
-pub use leases::{heartbeat, lease, reap, reap_forever};
+pub use leases::{expired_leases, heartbeat, lease, reap, reap_forever, requeue_expired};
 pub use lifecycle::{cancel, complete, fail};
 pub use queue::{create, find, info, list};

@@ -90,6 +90,26 @@ async fn introspect(db: &DatabaseConnection) -> Vec<String> {
                     ));
                 }
             }
+            for table in rows(
+                db,
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+                 AND name != 'seaql_migrations' ORDER BY name",
+            )
+            .await
+            .iter()
+            .map(|r| text(r, "name"))
+            {
+                for k in rows(db, &format!("PRAGMA foreign_key_list(\"{table}\")")).await {
+                    lines.push(format!(
+                        "{table}.{} references {}.{} on_delete={} on_update={}",
+                        text(&k, "from"),
+                        text(&k, "table"),
+                        text(&k, "to"),
+                        text(&k, "on_delete"),
+                        text(&k, "on_update"),
+                    ));
+                }
+            }
             // AUTOINCREMENT shows only in the table's SQL.
             for t in rows(
                 db,
@@ -130,6 +150,32 @@ async fn introspect(db: &DatabaseConnection) -> Vec<String> {
             {
                 lines.push(format!("{} {}", text(&i, "t"), text(&i, "d")));
             }
+            for k in rows(
+                db,
+                "SELECT kcu.table_name::text AS t, kcu.column_name::text AS c, \
+                 ccu.table_name::text AS pt, ccu.column_name::text AS pc, \
+                 rc.delete_rule::text AS del, rc.update_rule::text AS upd \
+                 FROM information_schema.referential_constraints rc \
+                 JOIN information_schema.key_column_usage kcu \
+                   ON kcu.constraint_name = rc.constraint_name \
+                  AND kcu.constraint_schema = rc.constraint_schema \
+                 JOIN information_schema.constraint_column_usage ccu \
+                   ON ccu.constraint_name = rc.constraint_name \
+                  AND ccu.constraint_schema = rc.constraint_schema \
+                 WHERE rc.constraint_schema = 'public' ORDER BY 1, 2",
+            )
+            .await
+            {
+                lines.push(format!(
+                    "{}.{} references {}.{} on_delete={} on_update={}",
+                    text(&k, "t"),
+                    text(&k, "c"),
+                    text(&k, "pt"),
+                    text(&k, "pc"),
+                    text(&k, "del"),
+                    text(&k, "upd"),
+                ));
+            }
         }
         other => panic!("no introspection for {other:?}"),
     }
@@ -148,7 +194,11 @@ async fn migrated_schema_is_the_entities(migrated: &str, reference: &str) {
         .collect();
     assert_eq!(
         applied,
-        ["m20261202_000001_add_run_creator", "migration"],
+        [
+            "m20261202_000001_add_run_creator",
+            "m20261203_000001_add_foreign_keys",
+            "migration"
+        ],
         "the names existing databases record (sorted)"
     );
     assert!(
@@ -194,19 +244,16 @@ async fn an_empty_sqlite_database_migrates_to_the_entities_schema() {
 async fn a_database_made_before_migrations_were_hand_written_still_starts() {
     let dir = tempfile::tempdir().expect("tmp");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
-    // What the generated migration left: the entities' tables, and its name recorded.
+    // What the generated migration left: its tables (the first migration is written to be
+    // exactly them), and its name recorded.
     let old = Database::connect(&url).await.expect("connect");
-    create_from_entities(&old).await;
-    // The entities of that time: without the columns later migrations add.
-    old.execute_unprepared("ALTER TABLE runs DROP COLUMN created_by")
+    Migrator::up(&old, Some(1)).await.expect("the first schema");
+    let recorded: Vec<String> = rows(&old, "SELECT version FROM seaql_migrations")
         .await
-        .expect("the runs table as it was");
-    Migrator::install(&old).await.expect("the migrations table");
-    old.execute_unprepared(
-        "INSERT INTO seaql_migrations (version, applied_at) VALUES ('migration', 1764547200)",
-    )
-    .await
-    .expect("record the old migration");
+        .iter()
+        .map(|r| text(r, "version"))
+        .collect();
+    assert_eq!(recorded, ["migration"]);
     old.close().await.expect("close");
     let db = crate::registry::db::connect(&url)
         .await
@@ -217,6 +264,104 @@ async fn a_database_made_before_migrations_were_hand_written_still_starts() {
             .expect("pending")
             .is_empty()
     );
+}
+
+/// Rows of an older schema that point at nothing: a run and a commentary of a deleted dataset,
+/// events of a deleted run.
+const ORPHANS: &str = "
+    INSERT INTO datasets (digest, name, summary, archive_key, archive_bytes, created_at)
+        VALUES ('sha256:kept', 'kept', '{}', 'k', 1, '2026-12-01T00:00:00Z');
+    INSERT INTO runs (id, dataset_digest, kind, algorithm, config, evaluation, state, attempts,
+                      max_attempts, created_at, updated_at)
+        VALUES ('kept-run', 'sha256:kept', 'k', 'a', '{}', '{}', 'queued', 0, 3,
+                '2026-12-01T00:00:00Z', '2026-12-01T00:00:00Z'),
+               ('orphan-run', 'sha256:gone', 'k', 'a', '{}', '{}', 'queued', 0, 3,
+                '2026-12-01T00:00:00Z', '2026-12-01T00:00:00Z');
+    INSERT INTO run_events (run_id, body, at)
+        VALUES ('kept-run', '{}', '2026-12-01T00:00:00Z'),
+               ('orphan-run', '{}', '2026-12-01T00:00:00Z'),
+               ('no-run', '{}', '2026-12-01T00:00:00Z');
+    INSERT INTO commentaries (id, dataset_digest, kind, algorithm, manifest, tensors_sha256,
+                              tensors_bytes, created_at)
+        VALUES ('kept-c', 'sha256:kept', 'k', 'a', '{}', 'h', 1, '2026-12-01T00:00:00Z'),
+               ('orphan-c', 'sha256:gone', 'k', 'a', '{}', 'h', 1, '2026-12-01T00:00:00Z');
+";
+
+/// The foreign-key migration on a database with orphans: they go, the rest stays, and from
+/// then on the database refuses a row that points at nothing.
+async fn orphans_are_removed_and_refused_from_then_on(url: &str) {
+    let db = Database::connect(url).await.expect("connect");
+    Migrator::up(&db, Some(2))
+        .await
+        .expect("the schema before foreign keys");
+    for statement in ORPHANS.split(';').filter(|s| !s.trim().is_empty()) {
+        db.execute_unprepared(statement).await.expect(statement);
+    }
+    Migrator::up(&db, None).await.expect("add the foreign keys");
+    let ids = |sql: &'static str| {
+        let db = &db;
+        async move {
+            rows(db, sql)
+                .await
+                .iter()
+                .map(|r| text(r, "id"))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids("SELECT id FROM runs").await, ["kept-run"]);
+    assert_eq!(
+        ids("SELECT run_id AS id FROM run_events").await,
+        ["kept-run"]
+    );
+    assert_eq!(ids("SELECT id FROM commentaries").await, ["kept-c"]);
+    assert_eq!(
+        ids("SELECT \"name\" AS id FROM datasets").await,
+        ["kept"],
+        "the rebuilt tables keep their rows"
+    );
+    for orphan in [
+        "INSERT INTO run_events (run_id, body, at) VALUES ('no-run', '{}', '2026-12-01T00:00:00Z')",
+        "UPDATE runs SET dataset_digest = 'sha256:gone'",
+        "DELETE FROM datasets",
+    ] {
+        assert!(
+            db.execute_unprepared(orphan).await.is_err(),
+            "the database refuses: {orphan}"
+        );
+    }
+    db.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn the_foreign_key_migration_removes_orphans_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("orphans.db").display()
+    );
+    orphans_are_removed_and_refused_from_then_on(&url).await;
+}
+
+#[tokio::test]
+async fn the_foreign_key_migration_removes_orphans_on_postgres() {
+    let Some(admin_url) = tests::service_env("COMMENTARY_TEST_DATABASE_URL") else {
+        return;
+    };
+    let admin = Database::connect(&admin_url)
+        .await
+        .expect("connect to COMMENTARY_TEST_DATABASE_URL");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b);
+    let name = format!("commentary_test_{}_orphans", uuid::Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    orphans_are_removed_and_refused_from_then_on(&format!("{base}/{name}")).await;
+    let _ = admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await;
 }
 
 #[tokio::test]
