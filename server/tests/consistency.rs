@@ -285,20 +285,7 @@ async fn racing_uploads_of_one_content_keep_one_archive_whole() {
         assert_eq!(statuses, [200, 201], "one stored, one found stored");
         served_archive(&app, &[&tar, &zip]).await;
         // Nothing but the one archive is left in the store.
-        let blobs = walk(&app.state.config.data_dir.join("blobs/datasets"));
+        let blobs = common::files_under(&app.state.config.data_dir.join("blobs/datasets"));
         assert_eq!(blobs.len(), 1, "{blobs:?}");
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }

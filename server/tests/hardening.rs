@@ -436,3 +436,111 @@ async fn login_is_refused_from_other_origins_and_secure_behind_https() {
         .expect("cookie");
     assert!(cookie.contains("; Secure"), "{cookie}");
 }
+
+/// Finding 17: 414 and 431 answers had empty, non-JSON bodies (hyper's). Heads over the
+/// registry's own limits are answered with the error shape.
+#[tokio::test]
+async fn oversized_request_heads_get_the_error_shape() {
+    let app = TestApp::new().await;
+    let long = app
+        .get(&format!("/v1/datasets?name={}", "a".repeat(9000)))
+        .await;
+    assert_eq!(long.status, StatusCode::URI_TOO_LONG);
+    assert_eq!(long.error_code(), "uri_too_long");
+    let mut request = Request::get("/healthz");
+    for i in 0..101 {
+        request = request.header(format!("x-filler-{i}"), "1");
+    }
+    let many = app
+        .send(request.body(Body::empty()).expect("request"))
+        .await;
+    assert_eq!(many.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(many.error_code(), "headers_too_large");
+    let big = app
+        .send(
+            Request::get("/healthz")
+                .header("x-big", "b".repeat(40 << 10))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(big.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+}
+
+/// Finding 1: a 20.8 MB gzip bomb was refused only after writing 16 GB to staging (the byte
+/// cap alone). Expansion is bounded by a ratio to the upload too: this 100 KB archive of
+/// 200 MB of zeros stops at 64 MiB.
+#[tokio::test]
+async fn a_gzip_bomb_stops_at_the_expansion_ratio() {
+    let app = TestApp::new().await;
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut builder = tar::Builder::new(encoder);
+    let mut header = tar::Header::new_gnu();
+    let size: u64 = 200 << 20;
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder
+        .append_data(
+            &mut header,
+            "train-images-idx3-ubyte",
+            std::io::Read::take(std::io::repeat(0), size),
+        )
+        .expect("append");
+    let bomb = builder.into_inner().expect("tar").finish().expect("gzip");
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let answer = app
+        .send(
+            Request::post("/v1/datasets?name=bomb")
+                .body(Body::from(bomb))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.text
+    );
+    let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("--max-expansion-ratio") && message.contains("67108864"),
+        "{message}"
+    );
+}
+
+/// Finding 1: a full disk was reported as a "truncated" archive, and the upload went on until
+/// the disk was full. Uploads stop while the free-space margin is still free, with 507.
+#[tokio::test]
+async fn uploads_stop_with_507_before_the_disk_fills() {
+    let app = TestApp::configured(|config| config.limits.min_free_bytes = u64::MAX)
+        .await
+        .serve();
+    let dir = tempfile::TempDir::new().expect("tmp");
+    let archive = dir.path().join("mnist.tar.gz");
+    tests::tar_gz_dir(&tests::mnist_fixture(), &archive, None);
+    let answer = app
+        .send(
+            Request::post("/v1/datasets?name=mnist")
+                .body(Body::from(std::fs::read(&archive).expect("archive")))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "{}",
+        answer.text
+    );
+    assert_eq!(answer.error_code(), "insufficient_storage");
+    let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("--min-free-space"), "{message}");
+    assert!(
+        !message.contains(&app.state.config.data_dir.display().to_string()),
+        "{message}"
+    );
+    // Nothing was kept.
+    let listed = app.get("/v1/datasets").await;
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(0));
+}

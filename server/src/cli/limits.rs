@@ -21,6 +21,13 @@ pub struct LimitArgs {
     /// Largest decoded image (height x width x channels bytes).
     #[arg(long, env = "COMMENTARY_MAX_IMAGE_BYTES", default_value_t = ByteSize::b(Limits::default().max_image_bytes))]
     max_image_bytes: ByteSize,
+    /// An archive may expand to at most this many times its size (any archive to 64 MiB).
+    #[arg(long, env = "COMMENTARY_MAX_EXPANSION_RATIO", default_value_t = Limits::default().max_expansion_ratio)]
+    max_expansion_ratio: u64,
+    /// Free disk space that extraction (and uploads) keep: they stop, with a "disk is nearly
+    /// full" error (507 on the registry), rather than fill the disk.
+    #[arg(long, env = "COMMENTARY_MIN_FREE_SPACE", default_value_t = ByteSize::b(Limits::default().min_free_bytes))]
+    min_free_space: ByteSize,
 }
 
 impl LimitArgs {
@@ -30,6 +37,8 @@ impl LimitArgs {
             max_entries: self.max_entries,
             max_examples: self.max_examples,
             max_image_bytes: self.max_image_bytes.as_u64(),
+            max_expansion_ratio: self.max_expansion_ratio,
+            min_free_bytes: self.min_free_space.as_u64(),
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// login cookie Secure.
     #[arg(long, env = "COMMENTARY_PUBLIC_URL", value_parser = web_origin)]
     public_url: Option<reqwest::Url>,
+    /// The orphan sweep removes blobs no row references once they are older than this.
+    #[arg(long, env = "COMMENTARY_SWEEP_AGE", default_value_t = defaults().sweep_age.into())]
+    sweep_age: humantime::Duration,
     /// The divergence rule: a run recording a loss above this many times ln(classes) (what a
     /// uniform guess scores), or not finite, fails instead of publishing.
     #[arg(long, env = "COMMENTARY_DIVERGENCE_FACTOR", default_value_t = defaults().divergence_factor, value_parser = positive_factor)]
@@ -66,6 +69,13 @@ pub struct ServeArgs {
     /// Longest a JSON request may take (uploads, downloads and SSE are not limited).
     #[arg(long, env = "COMMENTARY_REQUEST_TIMEOUT", default_value_t = defaults().request_timeout.into())]
     request_timeout: humantime::Duration,
+    /// Connections served at once; more wait in the listen queue (keep it below the open-file
+    /// limit, `ulimit -n`).
+    #[arg(long, env = "COMMENTARY_MAX_CONNECTIONS", default_value_t = defaults().max_connections)]
+    max_connections: usize,
+    /// A request's head must arrive within this; idle keep-alive connections close after it.
+    #[arg(long, env = "COMMENTARY_HEADER_TIMEOUT", default_value_t = defaults().header_timeout.into())]
+    header_timeout: humantime::Duration,
     /// Write requests per second per token or address (0: no limit); bursts of twice that.
     #[arg(long, env = "COMMENTARY_WRITE_RATE_LIMIT", default_value_t = defaults().write_rate_limit)]
     write_rate_limit: u32,
@@ -111,8 +121,11 @@ impl ServeArgs {
             max_queued_runs: self.max_queued_runs,
             divergence_factor: self.divergence_factor,
             public_url: self.public_url,
+            sweep_age: self.sweep_age.into(),
             limits: self.limits.limits(),
             request_timeout: self.request_timeout.into(),
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout.into(),
             write_rate_limit: self.write_rate_limit,
             read_rate_limit: self.read_rate_limit,
             blob_cache_bytes: self.blob_cache_bytes.as_u64(),

@@ -41,14 +41,21 @@ pub struct ServeConfig {
     pub divergence_factor: f64,
     /// Caps on decoding uploaded archives.
     pub limits: Limits,
-    /// Longest a non-streaming request may take.
+    /// Longest a non-streaming request may take; also the longest an upload's body may stall.
     pub request_timeout: Duration,
+    /// Connections served at once; more wait in the listen queue.
+    pub max_connections: usize,
+    /// A request head must arrive within this (also closes idle keep-alive connections).
+    pub header_timeout: Duration,
     /// Write requests per second per caller (token or address); 0 = no limit.
     pub write_rate_limit: u32,
     /// Read requests per second per caller; 0 = no limit.
     pub read_rate_limit: u32,
     /// Memory for caching small blobs (commentary tensors); 0 disables.
     pub blob_cache_bytes: u64,
+    /// Blobs no row references are removed by the orphan sweep once older than this (long
+    /// enough that no upload or publish still in progress is touched).
+    pub sweep_age: Duration,
     /// Where people reach the registry when that is not the bound address (a TLS proxy):
     /// pages posted from it pass the Origin checks, and `https` makes the login cookie Secure.
     pub public_url: Option<reqwest::Url>,
@@ -85,10 +92,13 @@ impl Default for ServeConfig {
             divergence_factor: schema::report::DEFAULT_DIVERGENCE_FACTOR,
             limits: Limits::default(),
             request_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            header_timeout: Duration::from_secs(30),
             write_rate_limit: 20,
             read_rate_limit: 0,
             blob_cache_bytes: 256 << 20,
             public_url: None,
+            sweep_age: Duration::from_secs(3600),
         }
     }
 }

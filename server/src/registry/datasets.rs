@@ -17,7 +17,7 @@ use sea_orm::{
     QueryFilter as _, QueryOrder as _, Set, TransactionTrait as _,
 };
 use tokio::io::AsyncWriteExt as _;
-use trainer::data::{Dataset, SplitData};
+use trainer::data::{DataError, Dataset, SplitData, disk};
 
 use super::app::SharedState;
 use super::db::entities::{commentary, dataset, run, run_event};
@@ -67,21 +67,22 @@ pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(D
     let limits = state.config.limits;
     let staging = state.staging_dir.clone();
     let path = staged.path().to_path_buf();
-    let summary = tokio::task::spawn_blocking(move || -> Result<DatasetSummary, String> {
-        let shown = |e: &dyn std::fmt::Display| {
-            e.to_string().replace(&path.display().to_string(), "upload")
+    let summary = tokio::task::spawn_blocking(move || -> Result<DatasetSummary, ApiError> {
+        let refused = |e: DataError| {
+            let message = e.to_string().replace(&path.display().to_string(), "upload");
+            match e {
+                DataError::NoSpace { .. } => ApiError::new(ErrorKind::InsufficientStorage, message),
+                _ => ApiError::new(
+                    ErrorKind::InvalidDataset,
+                    format!("not a usable dataset: {message}"),
+                ),
+            }
         };
-        let opened = Dataset::open_in(&path, limits, Some(&staging)).map_err(|e| shown(&e))?;
-        opened.summarize().map_err(|e| shown(&e))
+        let opened = Dataset::open_in(&path, limits, Some(&staging)).map_err(refused)?;
+        opened.summarize().map_err(refused)
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(|problem| {
-        ApiError::new(
-            ErrorKind::InvalidDataset,
-            format!("not a usable dataset: {problem}"),
-        )
-    })?;
+    .map_err(ApiError::internal)??;
 
     let digest = summary.digest.to_string();
     if let Some(existing) = dataset::Entity::find_by_id(&digest).one(&state.db).await? {
@@ -118,27 +119,67 @@ pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(D
     }
 }
 
-/// Writes the body to `to`, refusing more than the configured maximum.
+/// Writes the body to `to`, refusing more than the configured maximum, and stopping (507)
+/// while the disk still has the free-space margin.
 async fn stage(state: &SharedState, body: Body, to: &Path) -> ApiResult<u64> {
     let max = state.config.max_upload_bytes;
+    let margin = state.config.limits.min_free_bytes;
+    ensure_free(to, margin)?;
+    let mut since_check = 0u64;
     let mut file = tokio::fs::File::create(to)
         .await
         .map_err(ApiError::internal)?;
     let mut stream = body.into_data_stream();
     let mut size = 0u64;
-    while let Some(chunk) = stream
-        .try_next()
-        .await
-        .map_err(|e| ApiError::bad_request(format!("the upload was interrupted: {e}")))?
-    {
+    // A body that stops arriving would hold its connection and staging file for ever.
+    let stall = state.config.request_timeout;
+    loop {
+        let next = tokio::time::timeout(stall, stream.try_next())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the upload stalled: no data for {}s (--request-timeout)",
+                        stall.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| ApiError::bad_request(format!("the upload was interrupted: {e}")))?;
+        let Some(chunk) = next else { break };
         size += chunk.len() as u64;
         if size > max {
             return Err(too_large(max));
         }
-        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        since_check += chunk.len() as u64;
+        if since_check >= 64 << 20 {
+            ensure_free(to, margin)?;
+            since_check = 0;
+        }
+        file.write_all(&chunk).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                ApiError::new(
+                    ErrorKind::InsufficientStorage,
+                    disk::full(Path::new("upload")).to_string(),
+                )
+            } else {
+                ApiError::internal(e)
+            }
+        })?;
     }
     file.flush().await.map_err(ApiError::internal)?;
     Ok(size)
+}
+
+/// 507 when less than `margin` is free where uploads are staged.
+fn ensure_free(path: &Path, margin: u64) -> ApiResult<()> {
+    disk::ensure_free(path, margin).map_err(|e| {
+        ApiError::new(
+            ErrorKind::InsufficientStorage,
+            e.to_string()
+                .replace(&path.display().to_string(), "the registry's staging folder"),
+        )
+    })
 }
 
 fn too_large(max: u64) -> ApiError {

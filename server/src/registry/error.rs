@@ -62,6 +62,10 @@ error_kinds! {
     PayloadTooLarge = (PAYLOAD_TOO_LARGE, "payload_too_large"),
     /// The body's content type is not what the route takes (JSON needs `Content-Type: application/json`).
     UnsupportedMediaType = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+    /// The request target (path and query) is longer than this registry reads.
+    UriTooLong = (URI_TOO_LONG, "uri_too_long"),
+    /// The request has more headers, or larger ones, than this registry reads.
+    HeadersTooLarge = (REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
     /// The `Range` header asks for bytes the blob does not have.
     RangeNotSatisfiable = (RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
     /// The JSON body is well-formed but does not fit the route's schema (an unknown field, a wrong type).
@@ -82,6 +86,8 @@ error_kinds! {
     RateLimited = (TOO_MANY_REQUESTS, "rate_limited"),
     /// This caller already has as many runs waiting in the queue as the registry allows; wait for some to start, or cancel some.
     TooManyQueuedRuns = (TOO_MANY_REQUESTS, "too_many_queued_runs"),
+    /// The registry's disk is (nearly) full: it keeps a free-space margin rather than fill up; retry later.
+    InsufficientStorage = (INSUFFICIENT_STORAGE, "insufficient_storage"),
     /// internal error (logged on the server)
     Internal = (INTERNAL_SERVER_ERROR, "internal"),
     /// The database or the blob store does not answer.

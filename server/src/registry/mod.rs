@@ -1,9 +1,10 @@
 //! The registry server (`commentary serve`): REST API, storage, learning runs and workers.
 //!
 //! - `app`: the state every handler shares; `config`: what the server is started with;
-//!   `server`: start-up and shutdown;
+//!   `server`: start-up and shutdown; `listener`: accepting connections within bounds;
 //! - `db`: sea-orm entities and migrations (SQLite by default, PostgreSQL by URL);
-//! - `store`: blobs through object_store (local directory, S3, GCS, Azure);
+//! - `store`: blobs through object_store (local directory, S3, GCS, Azure); `sweep`: removes
+//!   blobs a crash left without a row;
 //! - `auth`: bearer tokens, the cookie login, rate limits;
 //! - `error`: the API error (`ErrorKind` fixes status and code); `extract`: extractors that
 //!   validate ids, digests, JSON, queries and forms and answer with that error;
@@ -20,11 +21,13 @@ pub mod datasets;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod pages;
 pub mod routes;
 pub mod runs;
 pub mod server;
 pub mod store;
+pub mod sweep;
 pub mod worker;
 
 pub use app::{AppState, Metrics, SharedState};

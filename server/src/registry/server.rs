@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use super::app::{AppState, Metrics};
 use super::config::ServeConfig;
 use super::store::{BlobCache, BlobStore};
-use super::{auth, client, datasets, db, routes, runs, worker};
+use super::{auth, client, datasets, db, listener, routes, runs, sweep, worker};
 
 /// A started server: its address, and a handle to stop it.
 pub struct Server {
@@ -119,7 +119,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     let workers = config.workers;
     let device = config.device;
     let url = db::database_url(config.database_url.as_deref(), &config.data_dir);
-    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let (shutdown, stop) = tokio::sync::watch::channel(false);
     let state = Arc::new(open_state(config, anonymous_writes, stop.clone()).await?);
     tracing::info!(
         %addr,
@@ -134,8 +134,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     }
 
     let app = routes::router(state.clone());
+    let limits = listener::ConnectionLimits {
+        max_connections: state.config.max_connections,
+        header_timeout: state.config.header_timeout,
+    };
     let mut background = tokio::task::JoinSet::new();
     background.spawn(runs::reap_forever(state.clone(), stop.clone()));
+    background.spawn(sweep::sweep_forever(state.clone(), stop.clone()));
     let base = format!("http://{addr}");
     for n in 0..workers {
         let client = client::Client::new(&base, Some(state.internal_token.clone()))?;
@@ -149,15 +154,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         background.spawn(worker::work_forever(client, options, stop.clone()));
     }
     let task = tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .context("the server stopped with an error");
+        let served = listener::serve(listener, app, limits, stop)
+            .await
+            .context("the server stopped with an error");
         background.shutdown().await;
         served
     });

@@ -185,9 +185,49 @@ impl BlobStore {
 
     /// Deletes the blob; a missing blob is not an error.
     pub async fn delete(&self, key: &StorageKey) -> anyhow::Result<()> {
-        match self.inner.delete(&self.key(key)).await {
+        self.delete_path(&key.path()).await
+    }
+
+    /// Paths (under the store's prefix) of the blobs below `folder` last written before
+    /// `before` (for the orphan sweep).
+    pub async fn list_written_before(
+        &self,
+        folder: &str,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<Vec<String>> {
+        let root: Path = self
+            .prefix
+            .parts()
+            .chain(Path::from(folder).parts())
+            .collect();
+        let skip = self.prefix.parts().count();
+        let mut listing = self.inner.list(Some(&root));
+        let mut found = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.with_context(|| format!("cannot list {folder}/ in the store"))?;
+            if meta.last_modified < before {
+                let parts: Vec<String> = meta
+                    .location
+                    .parts()
+                    .skip(skip)
+                    .map(|p| p.as_ref().to_string())
+                    .collect();
+                found.push(parts.join("/"));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deletes the blob at `path` (under the store's prefix), as listed; missing is fine.
+    pub async fn delete_path(&self, path: &str) -> anyhow::Result<()> {
+        let location: Path = self
+            .prefix
+            .parts()
+            .chain(Path::from(path).parts())
+            .collect();
+        match self.inner.delete(&location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(err) => Err(err).with_context(|| format!("cannot delete {key}")),
+            Err(err) => Err(err).with_context(|| format!("cannot delete {path}")),
         }
     }
 

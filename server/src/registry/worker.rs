@@ -50,6 +50,10 @@ enum Interrupt {
 
 /// Leases and works runs until `stop` turns true.
 pub async fn work_forever(client: Client, options: WorkerOptions, mut stop: watch::Receiver<bool>) {
+    let removed = sweep_scratch(&options.scratch);
+    if removed > 0 {
+        tracing::info!(removed, scratch = %options.scratch.display(), "removed the scratch folders of runs whose worker died");
+    }
     let mut unreachable_logged = false;
     loop {
         if *stop.borrow() {
@@ -88,9 +92,7 @@ async fn work(
     let run = lease.run.clone();
     let secret = lease.lease.clone();
     tracing::info!(run = %run.id, kind = %run.kind, dataset = %run.dataset, "working on run");
-    std::fs::create_dir_all(&options.scratch)
-        .with_context(|| format!("cannot create {}", options.scratch.display()))?;
-    let scratch = tempfile::tempdir_in(&options.scratch)?;
+    let (scratch, _claim) = claim_scratch(&options.scratch)?;
     let stop = Arc::new(AtomicBool::new(false));
     let interrupt: Arc<Mutex<Option<Interrupt>>> = Arc::default();
     let interrupted = {
@@ -214,6 +216,56 @@ async fn work(
             client.fail(&run.id, &secret, &message).await
         }
     }
+}
+
+/// Name prefix of a run's scratch folder, and the lock file inside it.
+const SCRATCH_PREFIX: &str = "run-";
+const SCRATCH_LOCK: &str = ".lock";
+
+/// A fresh scratch folder for one run, holding an exclusive lock on its lock file while the
+/// returned file lives: the operating system releases it when the process dies, even by
+/// kill -9, which is how [`sweep_scratch`] tells a dead worker's folder from a live one's.
+fn claim_scratch(root: &Path) -> anyhow::Result<(tempfile::TempDir, std::fs::File)> {
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix(SCRATCH_PREFIX)
+        .tempdir_in(root)
+        .with_context(|| format!("cannot create a scratch folder in {}", root.display()))?;
+    let lock = std::fs::File::create(dir.path().join(SCRATCH_LOCK))?;
+    lock.try_lock()
+        .with_context(|| format!("cannot lock {}", dir.path().display()))?;
+    Ok((dir, lock))
+}
+
+/// Removes the scratch folders (downloaded datasets, checkpoints, artifacts) of runs whose
+/// worker died: those whose lock nobody holds. Workers sharing `root` keep theirs. Returns how
+/// many were removed.
+pub fn sweep_scratch(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(SCRATCH_PREFIX));
+        if !ours || !path.is_dir() {
+            continue;
+        }
+        // A folder without its lock file yet is being created right now: leave it.
+        let Ok(lock) = std::fs::File::open(path.join(SCRATCH_LOCK)) else {
+            continue;
+        };
+        if lock.try_lock().is_ok() {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => removed += 1,
+                Err(err) => tracing::warn!("cannot remove {}: {err}", path.display()),
+            }
+        }
+    }
+    removed
 }
 
 /// Learns and evaluates (blocking; runs on a blocking thread).

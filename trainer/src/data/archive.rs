@@ -6,13 +6,13 @@
 //! the folder is deleted when the returned [`TempDir`] drops.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write as _};
 use std::path::{Component, Path, PathBuf};
 
 use flate2::read::GzDecoder;
 use tempfile::TempDir;
 
-use super::{DataError, Limits};
+use super::{DataError, Limits, disk};
 
 /// What kind of archive a file is, judged by its bytes, not its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,15 +116,22 @@ pub fn extract(
 struct Budget<'a> {
     archive: &'a Path,
     limits: &'a Limits,
+    /// The most the archive may expand to (bytes cap and ratio).
+    cap: u64,
     entries: u64,
     bytes: u64,
 }
 
+/// Free space is checked again after every this many bytes written.
+const FREE_SPACE_EVERY: u64 = 64 << 20;
+
 impl<'a> Budget<'a> {
     fn new(archive: &'a Path, limits: &'a Limits) -> Self {
+        let size = std::fs::metadata(archive).map_or(0, |m| m.len());
         Self {
             archive,
             limits,
+            cap: limits.expansion_cap(size),
             entries: 0,
             bytes: 0,
         }
@@ -145,29 +152,58 @@ impl<'a> Budget<'a> {
     }
 
     /// Copies `reader` into `dest`, stopping with an error as soon as the total would pass the
-    /// expanded-size limit.
+    /// expansion cap, or the disk's free space falls under the margin.
     fn copy(&mut self, reader: &mut dyn Read, dest: &Path, entry: &str) -> Result<(), DataError> {
-        let remaining = self.limits.max_expanded_bytes.saturating_sub(self.bytes);
-        let mut out = File::create(dest).map_err(|e| DataError::io(dest, e))?;
-        let copied =
-            io::copy(&mut reader.take(remaining.saturating_add(1)), &mut out).map_err(|e| {
-                DataError::invalid(
-                    self.archive,
-                    format!("entry {entry:?} is truncated or corrupt: {e}"),
-                )
-            })?;
-        self.bytes += copied;
-        if copied > remaining {
-            return Err(DataError::limit(
-                self.archive,
-                format!(
-                    "archive expands to more than {} bytes (the limit) at entry {entry:?}; \
-                     refusing to extract it (a decompression bomb?)",
-                    self.limits.max_expanded_bytes
-                ),
-            ));
+        disk::ensure_free(dest, self.limits.min_free_bytes)?;
+        let mut out = File::create(dest).map_err(|e| self.write_error(dest, e))?;
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut since_check = 0u64;
+        loop {
+            let n = match reader.read(&mut buffer) {
+                Ok(n) => n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(DataError::invalid(
+                        self.archive,
+                        format!("entry {entry:?} is truncated or corrupt: {e}"),
+                    ));
+                }
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            if self.bytes + n > self.cap {
+                return Err(self.too_large(entry));
+            }
+            out.write_all(&buffer[..n as usize])
+                .map_err(|e| self.write_error(dest, e))?;
+            self.bytes += n;
+            since_check += n;
+            if since_check >= FREE_SPACE_EVERY {
+                disk::ensure_free(dest, self.limits.min_free_bytes)?;
+                since_check = 0;
+            }
         }
-        Ok(())
+    }
+
+    fn too_large(&self, entry: &str) -> DataError {
+        DataError::limit(
+            self.archive,
+            format!(
+                "archive expands to more than {} bytes at entry {entry:?}; refusing to extract it \
+                 (a decompression bomb?). The limits: at most {} bytes, and at most {} times the \
+                 archive's size (--max-expanded-bytes, --max-expansion-ratio)",
+                self.cap, self.limits.max_expanded_bytes, self.limits.max_expansion_ratio
+            ),
+        )
+    }
+
+    fn write_error(&self, dest: &Path, err: io::Error) -> DataError {
+        if err.kind() == io::ErrorKind::StorageFull {
+            disk::full(dest)
+        } else {
+            DataError::io(dest, err)
+        }
     }
 }
 

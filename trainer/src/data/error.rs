@@ -19,6 +19,9 @@ pub enum DataError {
     /// The input would exceed a configured limit (a decompression bomb, or simply too large).
     #[error("{location}: {problem}")]
     LimitExceeded { location: String, problem: String },
+    /// The disk it is written to is (nearly) full: not the input's fault.
+    #[error("{location}: {problem}")]
+    NoSpace { location: String, problem: String },
 }
 
 impl DataError {
@@ -38,6 +41,13 @@ impl DataError {
 
     pub fn limit(path: &Path, problem: impl Into<String>) -> Self {
         Self::LimitExceeded {
+            location: path.display().to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    pub fn no_space(path: &Path, problem: impl Into<String>) -> Self {
+        Self::NoSpace {
             location: path.display().to_string(),
             problem: problem.into(),
         }
@@ -63,6 +73,10 @@ impl DataError {
                 problem: rewrite(problem),
             },
             Self::LimitExceeded { location, problem } => Self::LimitExceeded {
+                location: rewrite(location),
+                problem: rewrite(problem),
+            },
+            Self::NoSpace { location, problem } => Self::NoSpace {
                 location: rewrite(location),
                 problem: rewrite(problem),
             },

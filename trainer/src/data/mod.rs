@@ -10,6 +10,7 @@ mod archive;
 mod cifar;
 pub mod corrupt;
 pub mod digest;
+pub mod disk;
 mod error;
 mod idx;
 mod image_folder;

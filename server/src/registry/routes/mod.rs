@@ -199,6 +199,7 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             request_settings,
         ))
+        .layer(middleware::from_fn(limit_request_head))
         // A handler that panics answers 500 with the error shape; the connection and the
         // process carry on.
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
@@ -285,6 +286,45 @@ async fn with_timeout(request: Request, next: Next) -> Response {
             format!("the request took longer than {}s", limit.as_secs()),
         )),
     }
+}
+
+/// Longest request target (path and query) the registry reads; 414 beyond.
+pub const MAX_URI_BYTES: usize = 8 << 10;
+/// Most request headers, and their total size; 431 beyond.
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 32 << 10;
+
+/// Oversized request heads answer with the error shape (hyper's own limits, set well above
+/// these in `listener`, would answer with an empty body).
+async fn limit_request_head(request: Request, next: Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return ApiError::new(
+            ErrorKind::UriTooLong,
+            format!("the request target is {target} bytes; at most {MAX_URI_BYTES} are read"),
+        )
+        .into_response();
+    }
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            ErrorKind::HeadersTooLarge,
+            format!(
+                "the request has {} headers of {bytes} bytes; at most {MAX_HEADERS} headers of \
+                 {MAX_HEADER_BYTES} bytes are read",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn count_requests(
