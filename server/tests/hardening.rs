@@ -544,3 +544,37 @@ async fn uploads_stop_with_507_before_the_disk_fills() {
     let listed = app.get("/v1/datasets").await;
     assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(0));
 }
+
+/// Finding 14: the example-image cache held up to four whole decoded splits of any size, and
+/// decoded once per concurrent miss (eight requests took 3.4 GB). It is bounded by bytes, and a
+/// split that would not fit is refused before anything is decoded.
+#[tokio::test]
+async fn example_images_of_a_split_larger_than_the_cache_are_refused() {
+    let app = TestApp::configured(|config| config.example_cache_bytes = 2 << 20)
+        .await
+        .serve();
+    app.upload_mnist().await;
+    let base = format!("/v1/datasets/{}/splits", tests::MNIST_FIXTURE_DIGEST);
+    // The test split (1,996 images of 784 bytes) fits in 2 MiB; train (8,004) does not.
+    let fits = app.get(&format!("{base}/test/examples/0.png")).await;
+    assert_eq!(fits.status, StatusCode::OK, "{}", fits.text);
+    let refused = app.get(&format!("{base}/train/examples/0.png")).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.error_code(), "unsupported");
+    assert!(
+        refused.text.contains("--example-cache-bytes"),
+        "{}",
+        refused.text
+    );
+    // Concurrent misses of one split are answered alike (decoded once, by one of them).
+    let paths: Vec<String> = (0..8)
+        .map(|i| format!("{base}/test/examples/{i}.png"))
+        .collect();
+    let answers = futures::future::join_all(paths.iter().map(|p| app.get(p))).await;
+    assert!(answers.iter().all(|a| a.status == StatusCode::OK));
+}

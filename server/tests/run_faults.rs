@@ -3,34 +3,11 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{Backend, Registry, commentary, fast_run};
+use common::{Backend, Registry, RemoteWorker, fast_run};
 use schema::api::RunState;
 use tests::MNIST_FIXTURE_DIGEST;
-
-/// A remote worker on `registry`, killed when the test ends.
-struct Worker(Child);
-
-impl Worker {
-    fn start(registry: &Registry) -> Self {
-        let child = commentary()
-            .args(["-v", "worker", "--server", &registry.url, "--poll", "200ms"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start a worker");
-        Self(child)
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The one stored dataset archive's file in the registry's local store.
 fn stored_archive(registry: &Registry) -> std::path::PathBuf {
@@ -62,7 +39,7 @@ async fn a_failed_dataset_download_fails_the_run_and_frees_the_worker() {
     let stored = std::fs::read(&blob).expect("the stored archive");
     std::fs::remove_file(&blob).expect("remove the archive");
 
-    let _worker = Worker::start(&registry);
+    let _worker = RemoteWorker::start(&registry);
     let failed = client
         .wait_for(&format!("/v1/runs/{first}"), Duration::from_secs(60), |r| {
             r["state"] == "failed"
@@ -95,7 +72,7 @@ async fn a_cancel_frees_the_worker_within_ten_seconds() {
     let registry = Registry::start(&Backend::sqlite_local(), &["--workers", "0"]);
     let client = registry.client();
     client.upload_fixture().await;
-    let _worker = Worker::start(&registry);
+    let _worker = RemoteWorker::start(&registry);
 
     // Learning: one block of many online IFT steps (minutes without a stop).
     let mut learning = fast_run(MNIST_FIXTURE_DIGEST, 1, &[]);
@@ -185,4 +162,67 @@ async fn a_diverged_run_fails_instead_of_publishing() {
         })
         .await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
+}
+
+/// Finding 8: one request's run aborted `serve` (the in-process worker's allocation failed and
+/// took the process with it, again after every restart). Workers run as child processes: one
+/// killed mid-run (as an abort would) leaves the registry serving, is started again, and its
+/// run is re-queued and taken again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_dies_mid_run_leaves_the_registry_up() {
+    let registry = Registry::start(&Backend::sqlite_local(), &["--lease-ttl", "3s"]);
+    let client = registry.client();
+    client.upload_fixture().await;
+    let mut long = fast_run(MNIST_FIXTURE_DIGEST, 1, &[]);
+    long.kind = schema::CommentaryKind::LabelBlending;
+    long.algorithm = Some(schema::Algorithm::Ift);
+    long.config.inner_steps = 200_000;
+    let id = client.create_run(long).await;
+    client
+        .wait_for(&format!("/v1/runs/{id}"), Duration::from_secs(60), |r| {
+            r["state"] == "running"
+        })
+        .await;
+    let killed = kill_worker_processes(&registry.url);
+    assert_eq!(killed, 1, "one worker process serves this registry");
+    assert_eq!(client.get_json("/healthz").await["status"], "ok");
+    // The lease expires, the run is re-queued, and the restarted worker takes it.
+    let again = client
+        .wait_for(&format!("/v1/runs/{id}"), Duration::from_secs(60), |r| {
+            r["state"] == "running" && r["attempts"] == 2
+        })
+        .await;
+    assert_eq!(again["worker"], "in-process-0");
+    let cancelled = client
+        .http
+        .post(client.url(&format!("/v1/runs/{id}/cancel")))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status(), 200);
+}
+
+/// Kills (SIGKILL) the `commentary worker` processes serving `url`; returns how many.
+fn kill_worker_processes(url: &str) -> usize {
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "worker") && args.iter().any(|a| a == url) {
+            let status = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .expect("kill");
+            killed += usize::from(status.success());
+        }
+    }
+    killed
 }

@@ -63,4 +63,37 @@ mod tests {
             Probe::try_parse_from(["probe", "--max-expanded-bytes", "1MiB"]).expect("parse");
         assert_eq!(probe.limits.limits().max_expanded_bytes, 1 << 20);
     }
+
+    #[test]
+    fn child_workers_are_started_with_the_registrys_limits() {
+        let limits = Limits {
+            max_expanded_bytes: 123_456_789,
+            max_entries: 7,
+            max_examples: 8,
+            max_image_bytes: 9_999,
+            max_expansion_ratio: 3,
+            min_free_bytes: 42,
+        };
+        let child = crate::registry::supervisor::ChildWorker {
+            name: "w".into(),
+            server: "http://127.0.0.1:1".into(),
+            token: "t".into(),
+            device: trainer::device::ComputeDevice::Cpu,
+            scratch: "/tmp/s".into(),
+            limits,
+        };
+        let args = child.args();
+        let first = args
+            .iter()
+            .position(|a| a == "--max-expanded-bytes")
+            .expect("the limits are passed");
+        let probe = Probe::try_parse_from(
+            std::iter::once("probe".to_string()).chain(args[first..].iter().cloned()),
+        )
+        .expect("parse");
+        assert_eq!(probe.limits.limits(), limits);
+        let cli =
+            crate::cli::Cli::try_parse_from(std::iter::once("commentary".to_string()).chain(args));
+        assert!(cli.is_ok(), "the worker accepts them: {:?}", cli.err());
+    }
 }

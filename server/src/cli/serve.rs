@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// Memory for serving small blobs (commentary tensors) from RAM; 0 disables.
     #[arg(long, env = "COMMENTARY_BLOB_CACHE_BYTES", default_value_t = ByteSize::b(defaults().blob_cache_bytes))]
     blob_cache_bytes: ByteSize,
+    /// Memory for decoded splits drawn as example images (pages and the examples route); a
+    /// split larger than this is not drawn (422).
+    #[arg(long, env = "COMMENTARY_EXAMPLE_CACHE_BYTES", default_value_t = ByteSize::b(defaults().example_cache_bytes))]
+    example_cache_bytes: ByteSize,
 }
 
 fn defaults() -> ServeConfig {
@@ -129,6 +133,7 @@ impl ServeArgs {
             write_rate_limit: self.write_rate_limit,
             read_rate_limit: self.read_rate_limit,
             blob_cache_bytes: self.blob_cache_bytes.as_u64(),
+            example_cache_bytes: self.example_cache_bytes.as_u64(),
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct WorkerArgs {
     poll: Duration,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Exit when stdin closes (how `serve --workers N` ties its child workers to itself).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
 }
 
 /// `commentary worker`: learns runs from a registry until Ctrl-C.
@@ -44,6 +47,13 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         scratch: args.scratch,
         limits: args.limits.limits(),
     };
+    if args.exit_with_parent {
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            eprintln!("the registry that started this worker is gone; exiting");
+            std::process::exit(0);
+        });
+    }
     let runtime = runtime()?;
     runtime.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -336,6 +336,24 @@ impl RateLimits {
         }
     }
 
+    /// Forgets callers whose bucket is full again (they are as good as new), so the table
+    /// does not grow with every address that ever called.
+    pub fn prune(&self) {
+        for limiter in [&self.writes, &self.reads].into_iter().flatten() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// Callers currently tracked (writes and reads).
+    pub fn tracked(&self) -> usize {
+        [&self.writes, &self.reads]
+            .into_iter()
+            .flatten()
+            .map(|l| l.len())
+            .sum()
+    }
+
     fn check(&self, caller: &Caller, is_write: bool) -> ApiResult<()> {
         if *caller == Caller::Internal {
             return Ok(());
@@ -351,9 +369,38 @@ impl RateLimits {
     }
 }
 
+/// Prunes the rate limiters every minute until shutdown.
+pub async fn prune_forever(state: SharedState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        state.limiter.prune();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn callers_whose_bucket_refilled_are_forgotten() {
+        let limits = RateLimits::new(1000, 0);
+        for n in 0..50u8 {
+            let caller = Caller::Anonymous {
+                ip: IpAddr::from([10, 0, 0, n]),
+            };
+            limits.check(&caller, true).expect("within the rate");
+        }
+        assert_eq!(limits.tracked(), 50);
+        limits.prune();
+        assert_eq!(limits.tracked(), 50, "their buckets are not full again yet");
+        // A burst of twice the rate refills in two seconds.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        limits.prune();
+        assert_eq!(limits.tracked(), 0);
+    }
 
     #[test]
     fn loopback_hosts_are_names_and_addresses_of_this_machine_only() {

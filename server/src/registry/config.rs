@@ -53,6 +53,8 @@ pub struct ServeConfig {
     pub read_rate_limit: u32,
     /// Memory for caching small blobs (commentary tensors); 0 disables.
     pub blob_cache_bytes: u64,
+    /// Memory for decoded splits drawn as example images; a larger split is not drawn.
+    pub example_cache_bytes: u64,
     /// Blobs no row references are removed by the orphan sweep once older than this (long
     /// enough that no upload or publish still in progress is touched).
     pub sweep_age: Duration,
@@ -97,6 +99,7 @@ impl Default for ServeConfig {
             write_rate_limit: 20,
             read_rate_limit: 0,
             blob_cache_bytes: 256 << 20,
+            example_cache_bytes: 512 << 20,
             public_url: None,
             sweep_age: Duration::from_secs(3600),
         }

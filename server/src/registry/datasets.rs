@@ -2,9 +2,8 @@
 //! transaction), lookups, deletion, and decoded splits for example images (drawn by
 //! `pages::images`).
 
-use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use chrono::Utc;
@@ -52,8 +51,20 @@ fn check_name(name: &str) -> ApiResult<()> {
 
 /// Streams an upload into the staging folder, decodes and digests it, and commits it.
 /// Returns the dataset and whether it is new.
-pub async fn ingest(state: &SharedState, name: &str, body: Body) -> ApiResult<(DatasetInfo, bool)> {
+/// `declared` is the request's `Content-Length`, when it gave one: an upload that would not
+/// leave the free-space margin is refused before it is read.
+pub async fn ingest(
+    state: &SharedState,
+    name: &str,
+    declared: Option<u64>,
+    body: Body,
+) -> ApiResult<(DatasetInfo, bool)> {
     check_name(name)?;
+    let margin = state.config.limits.min_free_bytes;
+    ensure_free(
+        &state.staging_dir,
+        margin.saturating_add(declared.unwrap_or(0)),
+    )?;
     let staged = tempfile::NamedTempFile::new_in(&state.staging_dir).map_err(ApiError::internal)?;
     let size = stage(state, body, staged.path()).await?;
     if size == 0 {
@@ -325,53 +336,96 @@ pub struct LoadedSplit {
     pub data: SplitData,
 }
 
-/// The few most recently used decoded splits.
-#[derive(Default)]
+/// Decoded splits for example images, bounded by their pixel bytes (`--example-cache-bytes`).
+/// Concurrent misses of one split decode it once (the others wait for it).
 pub struct ExampleCache {
-    entries: Mutex<VecDeque<Arc<LoadedSplit>>>,
+    cache: quick_cache::sync::Cache<String, Arc<LoadedSplit>, SplitWeight>,
+    /// Bytes the cache may hold; a split larger than this is not drawn at all.
+    pub capacity: u64,
 }
 
-const CACHED_SPLITS: usize = 4;
+#[derive(Clone)]
+pub struct SplitWeight;
+
+impl quick_cache::Weighter<String, Arc<LoadedSplit>> for SplitWeight {
+    fn weight(&self, _key: &String, value: &Arc<LoadedSplit>) -> u64 {
+        split_bytes(&value.data) + 1
+    }
+}
+
+/// What a decoded split holds in memory.
+fn split_bytes(data: &SplitData) -> u64 {
+    (data.pixels.len() + data.labels.len() * std::mem::size_of::<u32>()) as u64
+}
 
 impl ExampleCache {
-    fn get(&self, digest: &Sha256, split: &str) -> Option<Arc<LoadedSplit>> {
-        let entries = self.entries.lock().ok()?;
-        entries
-            .iter()
-            .find(|e| e.digest == *digest && e.split == split)
-            .cloned()
+    /// A cache of at most `capacity` bytes of decoded pixels.
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            cache: quick_cache::sync::Cache::with_weighter(64, capacity.max(1), SplitWeight),
+            capacity,
+        }
     }
 
-    fn put(&self, loaded: Arc<LoadedSplit>) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.push_front(loaded);
-            entries.truncate(CACHED_SPLITS);
-        }
+    fn key(digest: &Sha256, split: &str) -> String {
+        format!("{}/{split}", digest.hex())
     }
 
     fn forget(&self, digest: &Sha256) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|e| e.digest != *digest);
-        }
+        let prefix = format!("{}/", digest.hex());
+        self.cache.retain(|key, _| !key.starts_with(&prefix));
     }
 }
 
-/// The split of a stored dataset, decoded in canonical order (cached).
+/// The split of a stored dataset, decoded in canonical order (cached). A split whose pixels
+/// would not fit the cache is refused before anything is decoded.
 pub async fn load_split(
     state: &SharedState,
     digest: &Sha256,
     split: &str,
 ) -> ApiResult<Arc<LoadedSplit>> {
-    if let Some(hit) = state.examples.get(digest, split) {
-        return Ok(hit);
-    }
     // The row decides whether the dataset is visible, and which archive is its.
     let model = find(state, digest).await?;
+    let summary: DatasetSummary =
+        serde_json::from_str(&model.summary).map_err(anyhow::Error::from)?;
+    let Some(described) = summary.splits.iter().find(|s| s.name == split) else {
+        return Err(ApiError::not_found(format!(
+            "dataset {digest} has no split {split:?}"
+        )));
+    };
+    let image = described.shape.pixel_bytes().unwrap_or(usize::MAX) as u64;
+    let bytes = described.examples.saturating_mul(image);
+    let capacity = state.examples.capacity;
+    if bytes > capacity {
+        return Err(ApiError::new(
+            ErrorKind::Unsupported,
+            format!(
+                "split {split:?} holds {} of pixels, more than this registry decodes to draw \
+                 examples ({}, --example-cache-bytes)",
+                bytesize::ByteSize(bytes),
+                bytesize::ByteSize(capacity)
+            ),
+        ));
+    }
+    let key = ExampleCache::key(digest, split);
+    state
+        .examples
+        .cache
+        .get_or_insert_async(&key, decode_split(state, &model, split))
+        .await
+}
+
+async fn decode_split(
+    state: &SharedState,
+    model: &dataset::Model,
+    split: &str,
+) -> ApiResult<Arc<LoadedSplit>> {
+    let digest = parse_digest(&model.digest)?;
     let archive =
         tempfile::NamedTempFile::new_in(&state.staging_dir).map_err(ApiError::internal)?;
     state
         .store
-        .download(&archive_key(&model)?, archive.path())
+        .download(&archive_key(model)?, archive.path())
         .await?;
     let limits = state.config.limits;
     let staging = state.staging_dir.clone();
@@ -386,11 +440,9 @@ pub async fn load_split(
     .await
     .map_err(ApiError::internal)??
     .ok_or_else(|| ApiError::not_found(format!("dataset {digest} has no split {split:?}")))?;
-    let loaded = Arc::new(LoadedSplit {
-        digest: *digest,
+    Ok(Arc::new(LoadedSplit {
+        digest,
         split: split.to_string(),
         data,
-    });
-    state.examples.put(loaded.clone());
-    Ok(loaded)
+    }))
 }

@@ -10,7 +10,8 @@
 //!   validate ids, digests, JSON, queries and forms and answer with that error;
 //! - `datasets`, `runs`, `commentaries`: what the routes do, independent of HTTP;
 //! - `routes`: the axum handlers and the OpenAPI document; `pages`: the web pages;
-//! - `worker` / `client`: the learning worker and the HTTP client it (and the CLI) uses.
+//! - `worker` / `client`: the learning worker and the HTTP client it (and the CLI) uses;
+//!   `supervisor`: `serve --workers N` runs them as child processes and restarts them.
 
 pub mod app;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod routes;
 pub mod runs;
 pub mod server;
 pub mod store;
+pub mod supervisor;
 pub mod sweep;
 pub mod worker;
 

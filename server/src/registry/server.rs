@@ -3,14 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 
 use super::app::{AppState, Metrics};
 use super::config::ServeConfig;
 use super::store::{BlobCache, BlobStore};
-use super::{auth, client, datasets, db, listener, routes, runs, sweep, worker};
+use super::{auth, datasets, db, listener, routes, runs, supervisor, sweep};
 
 /// A started server: its address, and a handle to stop it.
 pub struct Server {
@@ -75,6 +74,7 @@ pub async fn open_state(
         shutdown,
         limiter: auth::RateLimits::new(config.write_rate_limit, config.read_rate_limit),
         blob_cache: BlobCache::new(config.blob_cache_bytes),
+        examples: datasets::ExampleCache::new(config.example_cache_bytes),
         config,
         db,
         store,
@@ -82,7 +82,6 @@ pub async fn open_state(
         anonymous_writes,
         internal_token: auth::new_token_secret(),
         metrics: Metrics::default(),
-        examples: datasets::ExampleCache::default(),
     })
 }
 
@@ -141,17 +140,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     let mut background = tokio::task::JoinSet::new();
     background.spawn(runs::reap_forever(state.clone(), stop.clone()));
     background.spawn(sweep::sweep_forever(state.clone(), stop.clone()));
+    background.spawn(auth::prune_forever(state.clone(), stop.clone()));
     let base = format!("http://{addr}");
     for n in 0..workers {
-        let client = client::Client::new(&base, Some(state.internal_token.clone()))?;
-        let options = worker::WorkerOptions {
+        let child = supervisor::ChildWorker {
             name: format!("in-process-{n}"),
+            server: base.clone(),
+            token: state.internal_token.clone(),
             device,
-            poll: Duration::from_millis(500),
             scratch: state.data_dir_scratch(),
             limits: state.config.limits,
         };
-        background.spawn(worker::work_forever(client, options, stop.clone()));
+        background.spawn(child.supervise(stop.clone()));
     }
     let task = tokio::spawn(async move {
         let served = listener::serve(listener, app, limits, stop)

@@ -113,8 +113,10 @@ async fn work(
             secret.clone(),
             interrupted.clone(),
         );
-        let period = (Duration::from_secs(lease.ttl_s.max(1)) / 3).min(MAX_HEARTBEAT_PERIOD);
+        let ttl = Duration::from_secs(lease.ttl_s.max(1));
+        let period = (ttl / 3).min(MAX_HEARTBEAT_PERIOD);
         tokio::spawn(async move {
+            let mut answered = Instant::now();
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(period) => {}
@@ -128,8 +130,16 @@ async fn work(
                         interrupted(Interrupt::Cancelled);
                         return;
                     }
-                    Ok(_) => {}
+                    Ok(_) => answered = Instant::now(),
                     Err(err) if is_lease_lost(&err) => {
+                        interrupted(Interrupt::LeaseLost);
+                        return;
+                    }
+                    // Unanswered for a whole lease: the registry has re-queued the run by now.
+                    Err(err) if answered.elapsed() > ttl => {
+                        tracing::warn!(
+                            "no heartbeat answered for {ttl:?} ({err:#}); abandoning the run"
+                        );
                         interrupted(Interrupt::LeaseLost);
                         return;
                     }

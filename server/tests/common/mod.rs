@@ -305,3 +305,25 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// A `commentary worker` on `registry`, killed when dropped.
+pub struct RemoteWorker(Child);
+
+impl RemoteWorker {
+    pub fn start(registry: &Registry) -> Self {
+        let child = commentary()
+            .args(["-v", "worker", "--server", &registry.url, "--poll", "200ms"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a worker");
+        Self(child)
+    }
+}
+
+impl Drop for RemoteWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QuerySelect as _, Select,
+    ConnectOptions, ConnectionTrait as _, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, QuerySelect as _, Select,
 };
 use sea_orm_migration::MigratorTrait as _;
 
@@ -43,10 +44,43 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     let db = Database::connect(options)
         .await
         .with_context(|| format!("cannot connect to the database at {}", redact(url)))?;
-    Migrator::up(&db, None)
-        .await
-        .context("cannot migrate the database schema")?;
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        migrate_under_lock(url).await?;
+    } else {
+        Migrator::up(&db, None)
+            .await
+            .context("cannot migrate the database schema")?;
+    }
     Ok(db)
+}
+
+/// The advisory lock replicas take to migrate one at a time (any fixed number will do).
+const MIGRATION_LOCK: i64 = 0x636f_6d6d_656e_7461;
+
+/// Migrates PostgreSQL holding an advisory lock, so replicas starting together migrate one at
+/// a time (the later ones find nothing left to do). The lock belongs to a session, so the lock,
+/// the migrations and the unlock run on one connection of their own.
+async fn migrate_under_lock(url: &str) -> anyhow::Result<()> {
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .sqlx_logging(false)
+        .max_connections(1)
+        .min_connections(1);
+    let session = Database::connect(options)
+        .await
+        .with_context(|| format!("cannot connect to the database at {}", redact(url)))?;
+    session
+        .execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .await
+        .context("cannot take the migration lock")?;
+    let migrated = Migrator::up(&session, None)
+        .await
+        .context("cannot migrate the database schema");
+    let _ = session
+        .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .await;
+    let _ = session.close().await;
+    migrated
 }
 
 /// One page of `query`: at most `limit` rows after `offset`, and whether more follow.

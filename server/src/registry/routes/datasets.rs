@@ -57,7 +57,17 @@ pub async fn upload(
             bytesize::ByteSize(state.config.max_upload_bytes)
         )));
     }
-    let (info, created) = datasets::ingest(&state, &params.name, body).await?;
+    let (info, created) = datasets::ingest(&state, &params.name, declared, body)
+        .await
+        .inspect_err(|e| {
+            tracing::info!(
+                name = params.name,
+                caller = auth.caller.name(),
+                status = e.status().as_u16(),
+                "upload refused: {}",
+                e.message
+            );
+        })?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -34,7 +34,12 @@ use super::error::{ApiError, ErrorKind};
         description = "Stores datasets and learned commentaries (Teaching with Commentaries, ICLR 2021) by content digest, runs learning jobs, and serves commentaries to new training runs. Errors always have the ErrorBody shape.",
     ),
     modifiers(&BearerAuth, &ErrorCodes),
-    components(schemas(schema::api::ErrorBody)),
+    // Enums that query parameters refer to by name.
+    components(schemas(
+        schema::api::ErrorBody,
+        crate::registry::commentaries::Sort,
+        commentaries::ExampleOrder,
+    )),
     tags(
         (name = "datasets", description = "Upload and browse datasets"),
         (name = "runs", description = "Learning runs and their progress"),
