@@ -517,16 +517,7 @@ async fn uploads_stop_with_507_before_the_disk_fills() {
     let app = TestApp::configured(|config| config.limits.min_free_bytes = u64::MAX)
         .await
         .serve();
-    let dir = tempfile::TempDir::new().expect("tmp");
-    let archive = dir.path().join("mnist.tar.gz");
-    tests::tar_gz_dir(&tests::mnist_fixture(), &archive, None);
-    let answer = app
-        .send(
-            Request::post("/v1/datasets?name=mnist")
-                .body(Body::from(std::fs::read(&archive).expect("archive")))
-                .expect("request"),
-        )
-        .await;
+    let answer = app.post_mnist().await;
     assert_eq!(
         answer.status,
         StatusCode::INSUFFICIENT_STORAGE,

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Registry, RemoteWorker, fast_run};
+use common::{Backend, Registry, RemoteWorker, fast_run, long_ift_run};
 use schema::api::RunState;
 use tests::MNIST_FIXTURE_DIGEST;
 
@@ -75,10 +75,7 @@ async fn a_cancel_frees_the_worker_within_ten_seconds() {
     let _worker = RemoteWorker::start(&registry);
 
     // Learning: one block of many online IFT steps (minutes without a stop).
-    let mut learning = fast_run(MNIST_FIXTURE_DIGEST, 1, &[]);
-    learning.kind = schema::CommentaryKind::LabelBlending;
-    learning.algorithm = Some(schema::Algorithm::Ift);
-    learning.config.inner_steps = 200_000;
+    let learning = long_ift_run(MNIST_FIXTURE_DIGEST);
     // Evaluating: quick learning, then students of many steps.
     let mut evaluating = fast_run(MNIST_FIXTURE_DIGEST, 1, &[1]);
     evaluating.evaluation.steps = 1_000_000;
@@ -93,13 +90,7 @@ async fn a_cancel_frees_the_worker_within_ten_seconds() {
             })
             .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let cancelled = client
-            .http
-            .post(client.url(&format!("/v1/runs/{id}/cancel")))
-            .send()
-            .await
-            .expect("cancel");
-        assert_eq!(cancelled.status(), 200);
+        client.cancel(&id).await;
         let at = std::time::Instant::now();
         let next = client
             .create_run(fast_run(MNIST_FIXTURE_DIGEST, 1, &[]))
@@ -173,11 +164,7 @@ async fn a_worker_that_dies_mid_run_leaves_the_registry_up() {
     let registry = Registry::start(&Backend::sqlite_local(), &["--lease-ttl", "3s"]);
     let client = registry.client();
     client.upload_fixture().await;
-    let mut long = fast_run(MNIST_FIXTURE_DIGEST, 1, &[]);
-    long.kind = schema::CommentaryKind::LabelBlending;
-    long.algorithm = Some(schema::Algorithm::Ift);
-    long.config.inner_steps = 200_000;
-    let id = client.create_run(long).await;
+    let id = client.create_run(long_ift_run(MNIST_FIXTURE_DIGEST)).await;
     client
         .wait_for(&format!("/v1/runs/{id}"), Duration::from_secs(60), |r| {
             r["state"] == "running"
@@ -193,13 +180,7 @@ async fn a_worker_that_dies_mid_run_leaves_the_registry_up() {
         })
         .await;
     assert_eq!(again["worker"], "in-process-0");
-    let cancelled = client
-        .http
-        .post(client.url(&format!("/v1/runs/{id}/cancel")))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(cancelled.status(), 200);
+    client.cancel(&id).await;
 }
 
 /// Kills (SIGKILL) the `commentary worker` processes serving `url`; returns how many.

@@ -104,17 +104,21 @@ impl TestApp {
 
     /// Uploads the MNIST fixture (as `mnist`), asserting it is stored.
     pub async fn upload_mnist(&self) {
+        let upload = self.post_mnist().await;
+        assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.text);
+    }
+
+    /// `POST /v1/datasets?name=mnist` with the fixture as .tar.gz: the answer, whatever it is.
+    pub async fn post_mnist(&self) -> Answer {
         let dir = TempDir::new().expect("tmp");
         let archive = dir.path().join("mnist.tar.gz");
         tests::tar_gz_dir(&tests::mnist_fixture(), &archive, None);
-        let upload = self
-            .send(
-                Request::post("/v1/datasets?name=mnist")
-                    .body(Body::from(std::fs::read(&archive).expect("archive")))
-                    .expect("request"),
-            )
-            .await;
-        assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.text);
+        self.send(
+            Request::post("/v1/datasets?name=mnist")
+                .body(Body::from(std::fs::read(&archive).expect("archive")))
+                .expect("request"),
+        )
+        .await
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> Answer {

@@ -239,6 +239,17 @@ impl Client {
         created.id
     }
 
+    /// `POST /v1/runs/{id}/cancel`; asserts 200.
+    pub async fn cancel(&self, id: &str) {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/runs/{id}/cancel")))
+            .send()
+            .await
+            .expect("cancel");
+        assert_eq!(response.status(), 200);
+    }
+
     /// Polls `GET path` until `done` holds for its JSON, or panics after `limit`.
     pub async fn wait_for(
         &self,
@@ -266,6 +277,16 @@ pub fn fixture_archive(dir: &Path) -> PathBuf {
     let path = dir.join("mnist.tar.gz");
     tests::tar_gz_dir(&tests::mnist_fixture(), &path, None);
     path
+}
+
+/// A label-blending run whose one block of online IFT steps takes minutes: for tests that
+/// stop, cancel or kill it mid-run.
+pub fn long_ift_run(dataset: &str) -> RunRequest {
+    let mut run = fast_run(dataset, 1, &[]);
+    run.kind = CommentaryKind::LabelBlending;
+    run.algorithm = Some(Algorithm::Ift);
+    run.config.inner_steps = 200_000;
+    run
 }
 
 /// A run body with small, fast settings (MLP student and teacher on the fixture).

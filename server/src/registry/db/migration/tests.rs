@@ -342,58 +342,69 @@ async fn the_foreign_key_migration_removes_orphans_on_sqlite() {
     orphans_are_removed_and_refused_from_then_on(&url).await;
 }
 
+/// Fresh PostgreSQL databases for one test, dropped by `drop_all`; None without a server (a
+/// failure instead when `COMMENTARY_TEST_REQUIRE_SERVICES` is set).
+struct PostgresScratch {
+    admin: DatabaseConnection,
+    base: String,
+    names: Vec<String>,
+}
+
+impl PostgresScratch {
+    async fn connect() -> Option<Self> {
+        let admin_url = tests::service_env("COMMENTARY_TEST_DATABASE_URL")?;
+        let admin = Database::connect(&admin_url)
+            .await
+            .expect("connect to COMMENTARY_TEST_DATABASE_URL");
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b)
+            .to_string();
+        Some(Self {
+            admin,
+            base,
+            names: Vec::new(),
+        })
+    }
+
+    /// Creates a database and returns its URL.
+    async fn create(&mut self, suffix: &str) -> String {
+        let name = format!("commentary_test_{}_{suffix}", uuid::Uuid::new_v4().simple());
+        self.admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database");
+        self.names.push(name.clone());
+        format!("{}/{name}", self.base)
+    }
+
+    async fn drop_all(self) {
+        for name in &self.names {
+            let _ = self
+                .admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_foreign_key_migration_removes_orphans_on_postgres() {
-    let Some(admin_url) = tests::service_env("COMMENTARY_TEST_DATABASE_URL") else {
+    let Some(mut scratch) = PostgresScratch::connect().await else {
         return;
     };
-    let admin = Database::connect(&admin_url)
-        .await
-        .expect("connect to COMMENTARY_TEST_DATABASE_URL");
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(b, _)| b);
-    let name = format!("commentary_test_{}_orphans", uuid::Uuid::new_v4().simple());
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create a test database");
-    orphans_are_removed_and_refused_from_then_on(&format!("{base}/{name}")).await;
-    let _ = admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
-        .await;
+    let url = scratch.create("orphans").await;
+    orphans_are_removed_and_refused_from_then_on(&url).await;
+    scratch.drop_all().await;
 }
 
 #[tokio::test]
 async fn an_empty_postgres_database_migrates_to_the_entities_schema() {
-    let Some(admin_url) = tests::service_env("COMMENTARY_TEST_DATABASE_URL") else {
+    let Some(mut scratch) = PostgresScratch::connect().await else {
         return;
     };
-    let admin = Database::connect(&admin_url)
-        .await
-        .expect("connect to COMMENTARY_TEST_DATABASE_URL");
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(b, _)| b);
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let names = [
-        format!("commentary_test_{id}_migrated"),
-        format!("commentary_test_{id}_entities"),
-    ];
-    for name in &names {
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create a test database");
-    }
-    migrated_schema_is_the_entities(
-        &format!("{base}/{}", names[0]),
-        &format!("{base}/{}", names[1]),
-    )
-    .await;
-    for name in &names {
-        let _ = admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await;
-    }
+    let migrated = scratch.create("migrated").await;
+    let entities = scratch.create("entities").await;
+    migrated_schema_is_the_entities(&migrated, &entities).await;
+    scratch.drop_all().await;
 }
