@@ -164,13 +164,7 @@ async fn cancelling_stops_a_queued_run() {
     let id = client
         .create_run(fast_run(MNIST_FIXTURE_DIGEST, 3, &[]))
         .await;
-    let cancel = client
-        .http
-        .post(client.url(&format!("/v1/runs/{id}/cancel")))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(cancel.status(), 200);
+    client.cancel(&id).await;
     let again = client
         .http
         .post(client.url(&format!("/v1/runs/{id}/cancel")))

@@ -134,8 +134,8 @@ pub async fn ingest(
 /// while the disk still has the free-space margin.
 async fn stage(state: &SharedState, body: Body, to: &Path) -> ApiResult<u64> {
     let max = state.config.max_upload_bytes;
+    // `ingest` checked the margin before staging began; this re-checks as the body comes.
     let margin = state.config.limits.min_free_bytes;
-    ensure_free(to, margin)?;
     let mut since_check = 0u64;
     let mut file = tokio::fs::File::create(to)
         .await
@@ -384,6 +384,11 @@ pub async fn load_split(
     digest: &Sha256,
     split: &str,
 ) -> ApiResult<Arc<LoadedSplit>> {
+    // A hit needs no lookup: a delete evicts the dataset's splits (`forget`).
+    let key = ExampleCache::key(digest, split);
+    if let Some(hit) = state.examples.cache.get(&key) {
+        return Ok(hit);
+    }
     // The row decides whether the dataset is visible, and which archive is its.
     let model = find(state, digest).await?;
     let summary: DatasetSummary =
@@ -407,7 +412,6 @@ pub async fn load_split(
             ),
         ));
     }
-    let key = ExampleCache::key(digest, split);
     state
         .examples
         .cache

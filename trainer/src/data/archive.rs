@@ -120,9 +120,13 @@ struct Budget<'a> {
     cap: u64,
     entries: u64,
     bytes: u64,
+    /// Free space is checked when `bytes` reaches this (first before anything is written).
+    next_space_check: u64,
+    /// One copy buffer for every entry (an archive may hold millions of small ones).
+    buffer: Vec<u8>,
 }
 
-/// Free space is checked again after every this many bytes written.
+/// Free space is checked again after every this many bytes written (across all entries).
 const FREE_SPACE_EVERY: u64 = 64 << 20;
 
 impl<'a> Budget<'a> {
@@ -134,6 +138,8 @@ impl<'a> Budget<'a> {
             cap: limits.expansion_cap(size),
             entries: 0,
             bytes: 0,
+            next_space_check: 0,
+            buffer: vec![0u8; 256 << 10],
         }
     }
 
@@ -154,13 +160,14 @@ impl<'a> Budget<'a> {
     /// Copies `reader` into `dest`, stopping with an error as soon as the total would pass the
     /// expansion cap, or the disk's free space falls under the margin.
     fn copy(&mut self, reader: &mut dyn Read, dest: &Path, entry: &str) -> Result<(), DataError> {
-        disk::ensure_free(dest, self.limits.min_free_bytes)?;
         let mut out = File::create(dest).map_err(|e| self.write_error(dest, e))?;
-        let mut buffer = vec![0u8; 1 << 20];
-        let mut since_check = 0u64;
         loop {
-            let n = match reader.read(&mut buffer) {
-                Ok(n) => n as u64,
+            if self.bytes >= self.next_space_check {
+                disk::ensure_free(dest, self.limits.min_free_bytes)?;
+                self.next_space_check = self.bytes + FREE_SPACE_EVERY;
+            }
+            let n = match reader.read(&mut self.buffer) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(DataError::invalid(
@@ -172,17 +179,13 @@ impl<'a> Budget<'a> {
             if n == 0 {
                 return Ok(());
             }
-            if self.bytes + n > self.cap {
+            if self.bytes + n as u64 > self.cap {
                 return Err(self.too_large(entry));
             }
-            out.write_all(&buffer[..n as usize])
-                .map_err(|e| self.write_error(dest, e))?;
-            self.bytes += n;
-            since_check += n;
-            if since_check >= FREE_SPACE_EVERY {
-                disk::ensure_free(dest, self.limits.min_free_bytes)?;
-                since_check = 0;
+            if let Err(e) = out.write_all(&self.buffer[..n]) {
+                return Err(self.write_error(dest, e));
             }
+            self.bytes += n as u64;
         }
     }
 

@@ -89,16 +89,6 @@ async fn introspect(db: &DatabaseConnection) -> Vec<String> {
                         text(&i, "origin"),
                     ));
                 }
-            }
-            for table in rows(
-                db,
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
-                 AND name != 'seaql_migrations' ORDER BY name",
-            )
-            .await
-            .iter()
-            .map(|r| text(r, "name"))
-            {
                 for k in rows(db, &format!("PRAGMA foreign_key_list(\"{table}\")")).await {
                     lines.push(format!(
                         "{table}.{} references {}.{} on_delete={} on_update={}",
