@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need first, so it works on a fresh machine:
 # - Python's `safetensors` and `numpy` (the artifact tests open tensors from Python);
-# - chromium, node and playwright-core (the web pages are tested in a real browser).
-# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p trainer`).
+# - chromium, node and playwright-core (the web pages are tested in a real browser);
+# - a virtual environment with the Python client and its test dependencies (torch,
+#   torchvision, datasets), in a cache folder outside the clone ($COMMENTARY_TEST_VENV,
+#   default ~/.cache/commentary/test-venv): its tests run against a real `commentary serve`.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p trainer`) and skip the Python
+# tests; `scripts/test.sh --python [pytest args]` runs only the Python client's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +36,40 @@ if [[ ! -d web/tests/node_modules/playwright-core ]]; then
   (cd web/tests && npm ci --no-audit --no-fund --silent)
 fi
 
-# Without arguments: the whole workspace, every test binary even after a failure.
-[[ $# -gt 0 ]] || set -- --workspace --no-fail-fast
+# The Python client's tests (python/tests): pytest in its venv, against the debug binary.
+python_tests() {
+  local venv="${COMMENTARY_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/commentary/test-venv}"
+  if [[ ! -x "$venv/bin/python" ]]; then
+    echo "creating the Python client's test venv in $venv..." >&2
+    python3 -m venv "$venv"
+  fi
+  if ! "$venv/bin/python" -c "import torch, torchvision, datasets, pytest, httpx_sse" 2>/dev/null; then
+    echo "installing the Python client's test dependencies (torch is large)..." >&2
+  fi
+  # The package itself is reinstalled every time (it is small); its dependencies only when
+  # missing.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check './python[test]'
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    --force-reinstall ./python
+  cargo build --quiet --bin commentary
+  local target="${CARGO_TARGET_DIR:-target}"
+  COMMENTARY_BIN="$target/debug/commentary" "$venv/bin/python" -m pytest -p no:cacheprovider \
+    -q python/tests "$@"
+}
+
+if [[ "${1:-}" == "--python" ]]; then
+  shift
+  python_tests "$@"
+  exit
+fi
+
+# Without arguments: the whole workspace, every test binary even after a failure, then the
+# Python client's tests.
+run_python=0
+if [[ $# -eq 0 ]]; then
+  set -- --workspace --no-fail-fast
+  run_python=1
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -44,4 +80,12 @@ set -e
 # One closing line over all test binaries (cargo prints one summary per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+if [[ $run_python == 1 ]]; then
+  echo "== Python client tests (python/tests)"
+  set +e
+  python_tests
+  python_status=$?
+  set -e
+  [[ $status != 0 ]] || status=$python_status
+fi
 exit "$status"

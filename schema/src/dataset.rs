@@ -17,6 +17,9 @@ pub enum DatasetFormat {
     Cifar100,
     /// `<split>/<class>/*.png|jpg`.
     ImageFolder,
+    /// NumPy arrays (`.npz`, or a folder of `.npy`): `<split>_images`, `<split>_labels`,
+    /// `classes`.
+    Npz,
 }
 
 impl std::fmt::Display for DatasetFormat {
@@ -26,6 +29,7 @@ impl std::fmt::Display for DatasetFormat {
             Self::Cifar10 => "cifar-10",
             Self::Cifar100 => "cifar-100",
             Self::ImageFolder => "image-folder",
+            Self::Npz => "npz",
         })
     }
 }

@@ -95,7 +95,7 @@ await test("example weighting: curriculum chart, histogram, extreme examples", a
   assert.ok(await page.locator("figure.extremes img").count() >= 2);
   assert.ok(await page.locator("#report-chart svg polyline.series").count() === 2, "baseline vs with");
   assert.ok((await page.locator("#cli-snippet").textContent()).includes("commentary pull --server"));
-  assert.ok((await page.locator("#python-snippet").textContent()).includes("load_file"));
+  assert.ok((await page.locator("#python-snippet").textContent()).includes("commentary.Registry("));
 });
 
 await test("label blending: a labelled C x C heatmap with values on hover", async (page) => {

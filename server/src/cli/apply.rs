@@ -5,16 +5,25 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use schema::api::Evaluation;
 use schema::arch::NetSpec;
 use schema::artifact::{REPORT_FILE, write_atomically};
 use trainer::apply::{ApplyOptions, apply};
 use trainer::data::Dataset;
 use trainer::device::ComputeDevice;
 
+use super::evaluation::EvaluationArgs;
 use super::limits::LimitArgs;
+use super::pull::PickArgs;
+use super::remote::runtime;
+use super::{progress, values};
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  commentary apply --dataset fixtures/mnist --commentary /tmp/teacher --report report.json \\
+      --student mlp:32 --steps 200
+  commentary apply --dataset fixtures/mnist --server http://127.0.0.1:8080 --report report.json
+  commentary apply --dataset /tmp/noisy --commentary /tmp/weights --report /tmp/report.json \\
+      --seeds 1,2,3 --steps 1500 --eval-every 100")]
 pub struct ApplyArgs {
     /// The dataset to train on: a folder or a .tar, .tar.gz or .zip archive.
     #[arg(long)]
@@ -22,13 +31,14 @@ pub struct ApplyArgs {
     /// The commentary artifact directory.
     #[arg(long, required_unless_present = "server", conflicts_with = "server")]
     commentary: Option<PathBuf>,
-    /// Fetch the best commentary for the dataset's digest from this registry instead.
+    /// Fetch the best commentary for the dataset's digest from this registry instead (or the
+    /// one --id names).
     #[arg(long, env = "COMMENTARY_SERVER")]
     server: Option<String>,
-    /// With --server: only commentaries of this kind.
-    #[arg(long, requires = "server")]
-    kind: Option<schema::CommentaryKind>,
-    /// With --server: a bearer token, when the registry's reads are private.
+    #[command(flatten)]
+    pick: PickArgs,
+    /// With --server: a bearer token, when the registry's reads are private. Default:
+    /// COMMENTARY_TOKEN, else the one `commentary login` stored for the server.
     #[arg(long, env = "COMMENTARY_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Where to write the report (JSON).
@@ -41,8 +51,8 @@ pub struct ApplyArgs {
     evaluation: EvaluationArgs,
     #[command(flatten)]
     limits: LimitArgs,
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
+    /// The device the students train on.
+    #[arg(long, default_value = "cpu", value_parser = values::device())]
     device: ComputeDevice,
     /// Apply even if the dataset's digest differs from the commentary's.
     #[arg(long)]
@@ -60,44 +70,6 @@ pub struct ApplyArgs {
     no_references: bool,
 }
 
-/// How the students are trained; every default is `Evaluation::default()`'s (the registry's
-/// evaluation of a run uses the same).
-#[derive(Debug, Args)]
-pub(crate) struct EvaluationArgs {
-    /// Seeds of the fresh students, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = Evaluation::default().seeds)]
-    seeds: Vec<u64>,
-    /// Student training steps.
-    #[arg(long, default_value_t = Evaluation::default().steps)]
-    steps: u32,
-    /// Evaluate on the validation examples every this many steps.
-    #[arg(long, default_value_t = Evaluation::default().eval_every)]
-    eval_every: u32,
-    #[arg(long, default_value_t = Evaluation::default().batch_size)]
-    batch_size: u32,
-    /// Adam learning rate of the students.
-    #[arg(long, default_value_t = Evaluation::default().lr)]
-    lr: f64,
-    /// Attention masks: the share of pixels the removal test blanks.
-    #[arg(long, default_value_t = Evaluation::default().mask_removed_fraction)]
-    mask_removed_fraction: f64,
-}
-
-impl EvaluationArgs {
-    /// The evaluation these flags describe (the Adam betas and eps keep their defaults).
-    pub(crate) fn evaluation(&self) -> Evaluation {
-        Evaluation {
-            seeds: self.seeds.clone(),
-            steps: self.steps,
-            eval_every: self.eval_every,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            mask_removed_fraction: self.mask_removed_fraction,
-            ..Evaluation::default()
-        }
-    }
-}
-
 pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     let dataset = Dataset::open(&args.dataset, args.limits.limits())
         .with_context(|| format!("cannot read dataset {}", args.dataset.display()))?;
@@ -106,17 +78,17 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     let commentary = match (&args.commentary, &args.server) {
         (Some(dir), _) => dir.clone(),
         (None, Some(server)) => {
-            let digest = dataset
-                .summarize()
-                .with_context(|| format!("cannot digest {}", args.dataset.display()))?
-                .digest;
+            let pick = args.pick.pick(|| {
+                Ok(dataset
+                    .summarize()
+                    .with_context(|| format!("cannot digest {}", args.dataset.display()))?
+                    .digest)
+            })?;
             pulled = tempfile::tempdir().context("cannot create a temporary folder")?;
-            let client = crate::registry::client::Client::new(server, args.token.clone())?;
-            let detail = tokio::runtime::Runtime::new()?.block_on(client.pull(
-                &digest,
-                args.kind,
-                pulled.path(),
-            ))?;
+            let client = super::remote::client(server, args.token.clone())?;
+            let bar = progress::bytes("downloading");
+            let detail = runtime()?.block_on(client.pull(&pick, pulled.path(), &bar))?;
+            bar.finish_and_clear();
             eprintln!(
                 "using commentary {} ({}) from {server}",
                 detail.info.id, detail.info.kind
@@ -135,16 +107,16 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         references: !args.no_references,
         stop: trainer::stop::Stop::never(),
     };
+    let mut students = StudentsBar::new(&options.evaluation.seeds);
     let report = apply(
         &dataset,
         Some(&args.dataset),
         &commentary,
         &options,
-        &mut |arm, seed| {
-            eprintln!("training a student ({arm}, seed {seed})");
-        },
+        &mut |arm, seed| students.start(arm, seed),
     )
     .with_context(|| format!("cannot apply {}", commentary.display()))?;
+    students.finish();
     let json = serde_json::to_vec_pretty(&report)?;
     std::fs::write(&args.report, &json)
         .with_context(|| format!("cannot write {}", args.report.display()))?;
@@ -193,11 +165,59 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Students trained, on a bar: the trainer names each student as it starts (an arm and a
+/// seed); the arms of one seed are known once the second seed starts, and the bar's length
+/// from then on.
+struct StudentsBar {
+    bar: indicatif::ProgressBar,
+    seeds: usize,
+    first_seed: Option<u64>,
+    started: u64,
+    per_seed: Option<u64>,
+}
+
+impl StudentsBar {
+    fn new(seeds: &[u64]) -> Self {
+        Self {
+            // Baseline and with the commentary at least; more arms lengthen it.
+            bar: progress::steps("students", 2 * seeds.len() as u64),
+            seeds: seeds.len(),
+            first_seed: None,
+            started: 0,
+            per_seed: None,
+        }
+    }
+
+    fn start(&mut self, arm: &str, seed: u64) {
+        let first = *self.first_seed.get_or_insert(seed);
+        if seed != first && self.per_seed.is_none() {
+            self.per_seed = Some(self.started);
+            self.bar.set_length(self.started * self.seeds as u64);
+        }
+        self.bar.set_position(self.started);
+        self.started += 1;
+        if self.per_seed.is_none() && self.started > self.bar.length().unwrap_or(0) {
+            self.bar.set_length(self.started);
+        }
+        self.bar
+            .set_message(format!("training a student ({arm}, seed {seed})"));
+        // The bar is hidden when stderr is not a terminal: logs still say what runs.
+        if self.bar.is_hidden() {
+            eprintln!("training a student ({arm}, seed {seed})");
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.set_position(self.started);
+        self.bar.finish_and_clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
 
-    use super::*;
+    use schema::api::Evaluation;
 
     /// The evaluation `commentary apply <required flags> <extra>` describes.
     fn parsed(extra: &[&str]) -> Evaluation {

@@ -33,8 +33,8 @@ pub struct MetaStepArgs {
     /// Meta-steps to time (the median is reported).
     #[arg(long, default_value_t = 3)]
     meta_steps: usize,
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
+    /// The device to time.
+    #[arg(long, default_value = "cpu", value_parser = super::values::device())]
     device: ComputeDevice,
     #[arg(long, default_value_t = 8)]
     batch_size: usize,

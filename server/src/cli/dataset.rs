@@ -31,6 +31,10 @@ pub enum DatasetCommand {
         limits: LimitArgs,
     },
     /// Upload a dataset (folder or archive) to a registry; prints its digest.
+    #[command(after_help = "Examples:
+  commentary dataset push fixtures/mnist --server http://127.0.0.1:8080
+  commentary dataset push cifar-10-binary.tar.gz --name cifar10 --server https://reg.example
+  digest=$(commentary dataset push /tmp/noisy --server http://127.0.0.1:8080)")]
     Push {
         /// A dataset folder (packed as .tar.gz) or a .tar, .tar.gz or .zip archive.
         path: PathBuf,
@@ -71,8 +75,8 @@ pub enum DatasetCommand {
         /// Share of train labels flipped, in [0, 1).
         #[arg(long, default_value_t = 0.0)]
         label_noise: f64,
-        /// How labels are flipped: symmetric (a random other class) or pair (c -> c+1).
-        #[arg(long, default_value = "symmetric")]
+        /// How labels are flipped.
+        #[arg(long, default_value = "symmetric", value_parser = super::values::noise())]
         noise: NoiseKind,
         /// Largest over smallest class count in train (n_c = n_max * r^(-c/(C-1))); 1: none.
         #[arg(long, default_value_t = 1.0)]

@@ -16,8 +16,8 @@ pub struct HypergradArgs {
     /// Where to write `hypergrad` and `val_loss` (safetensors).
     #[arg(long)]
     out: PathBuf,
-    /// cpu, wgpu or cuda (GPU backends need the matching cargo feature).
-    #[arg(long, default_value = "cpu")]
+    /// The device to solve on (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu", value_parser = super::values::device())]
     device: ComputeDevice,
     /// Use finite-difference Hessian-vector products (the fallback for models without explicit
     /// backward passes; approximate). IFT problems only.

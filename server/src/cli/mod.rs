@@ -4,17 +4,24 @@
 mod apply;
 mod artifact;
 mod bench;
+mod credentials;
 mod dataset;
+mod evaluation;
 mod hypergrad;
 mod learn;
+mod learn_config;
 mod limits;
+mod login;
+mod progress;
 mod pull;
 mod remote;
+mod run;
 mod serve;
 mod token;
+mod values;
 mod worker;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// Learn, store and reuse dataset commentaries ("Teaching with Commentaries", ICLR 2021).
 #[derive(Debug, Parser)]
@@ -44,8 +51,15 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// Download the best commentary for a dataset from a registry, verified.
+    /// Download a commentary from a registry, verified: the best for a dataset, or one by id.
     Pull(pull::PullArgs),
+    /// Queue, follow, list and cancel a registry's learning runs.
+    #[command(subcommand)]
+    Run(run::RunCommand),
+    /// Store a token for a registry (for this CLI and the Python client).
+    Login(login::LoginArgs),
+    /// Forget the token stored for a registry.
+    Logout(login::LogoutArgs),
     /// Learn runs queued on a registry (e.g. on a GPU machine).
     Worker(worker::WorkerArgs),
     /// Manage the registry's bearer tokens (works on the database directly).
@@ -53,6 +67,15 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Solve a hypergradient problem file (for checking the engine against other frameworks).
     Hypergrad(hypergrad::HypergradArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  commentary completions bash > ~/.local/share/bash-completion/completions/commentary
+  commentary completions zsh > \"${fpath[1]}/_commentary\"
+  commentary completions fish > ~/.config/fish/completions/commentary.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs a parsed command.
@@ -68,6 +91,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(command) => bench::run(command),
         Command::Learn(args) => learn::run(args),
         Command::Apply(args) => apply::run(args),
+        Command::Run(command) => run::run(command),
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "commentary",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }
 
@@ -84,4 +119,15 @@ pub fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own consistency checks (unique flags, valid defaults, groups) on every command.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

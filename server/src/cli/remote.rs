@@ -1,11 +1,12 @@
-//! Reaching a registry from the command line: `ServerArgs` (shared by `dataset push`, `pull` and
-//! `worker`) and `dataset push`.
+//! Reaching a registry from the command line: `ServerArgs` (shared by `dataset push`, `pull`,
+//! `run` and `worker`), which token a command sends, and `dataset push`.
 
 use std::path::Path;
 
 use anyhow::Context as _;
 use clap::Args;
 
+use super::{credentials, progress};
 use crate::registry::client::Client;
 
 /// How to reach a registry.
@@ -14,15 +15,26 @@ pub struct ServerArgs {
     /// The registry's URL, e.g. http://127.0.0.1:8080.
     #[arg(long, env = "COMMENTARY_SERVER")]
     pub server: String,
-    /// A bearer token (needed for writes unless the registry allows anonymous ones).
+    /// A bearer token (needed for writes unless the registry allows anonymous ones). Default:
+    /// COMMENTARY_TOKEN, else the one `commentary login` stored for this server.
     #[arg(long, env = "COMMENTARY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
 impl ServerArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
-        Client::new(&self.server, self.token.clone())
+        client(&self.server, self.token.clone())
     }
+}
+
+/// A client of `server` with the token a command sends: `--token`, else `COMMENTARY_TOKEN`
+/// (clap reads both into `token`, the flag first), else the credentials file's entry for
+/// `server`.
+pub(super) fn client(server: &str, token: Option<String>) -> anyhow::Result<Client> {
+    let token = token
+        .filter(|t| !t.is_empty())
+        .or_else(|| credentials::stored_token(server));
+    Client::new(server, token)
 }
 
 /// A runtime for one command's async calls.
@@ -38,7 +50,9 @@ pub fn push(path: &Path, name: Option<String>, server: &ServerArgs) -> anyhow::R
             .unwrap_or_else(|| "dataset".into())
     });
     let client = server.client()?;
-    let (info, created) = runtime()?.block_on(client.push_dataset(path, &name))?;
+    let bar = progress::bytes("uploading");
+    let (info, created) = runtime()?.block_on(client.push_dataset(path, &name, &bar))?;
+    bar.finish_and_clear();
     eprintln!(
         "{} {} ({} examples, {} classes)",
         if created { "stored" } else { "already stored:" },

@@ -15,6 +15,10 @@ use crate::registry::config::ServeConfig;
 
 /// Every default below is `ServeConfig::default()`'s, written there once.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  commentary serve
+  commentary serve --addr 0.0.0.0:8080 --require-token --workers 2 --device cuda
+  commentary serve --database-url postgres://commentary@db/commentary --store s3://bucket/prefix")]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, env = "COMMENTARY_ADDR", default_value_t = defaults().addr)]
@@ -27,8 +31,8 @@ pub struct ServeArgs {
     /// In-process learning workers (0: runs wait for `commentary worker`s).
     #[arg(long, env = "COMMENTARY_WORKERS", default_value_t = defaults().workers)]
     workers: usize,
-    /// Device of the in-process workers: cpu, wgpu or cuda.
-    #[arg(long, env = "COMMENTARY_DEVICE", default_value_t = defaults().device)]
+    /// Device of the in-process workers.
+    #[arg(long, env = "COMMENTARY_DEVICE", default_value_t = defaults().device, value_parser = super::values::device())]
     device: ComputeDevice,
     /// A run whose worker sends no heartbeat for this long is re-queued (e.g. 60s).
     #[arg(long, env = "COMMENTARY_LEASE_TTL", default_value_t = defaults().lease_ttl.into())]

@@ -14,7 +14,8 @@ use crate::registry::{auth, db};
 pub enum TokenCommand {
     /// Create a token and print its secret (shown once).
     Create {
-        #[arg(long)]
+        /// What the token may do: read, write (also upload and run) or admin (also delete).
+        #[arg(long, value_parser = super::values::scope())]
         scope: Scope,
         /// A name to recognise it by.
         #[arg(long, default_value = "token")]

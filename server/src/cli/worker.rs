@@ -11,11 +11,15 @@ use super::remote::{ServerArgs, runtime};
 use crate::registry::worker::{WorkerOptions, work_forever};
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  commentary worker --server http://127.0.0.1:8080 --token cmt_...
+  commentary worker --server https://registry.example --device cuda --name gpu-box
+  commentary login --server https://reg.example && commentary worker --server https://reg.example")]
 pub struct WorkerArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
+    /// The device runs are learned on (wgpu and cuda need the cargo feature of the same name).
+    #[arg(long, default_value = "cpu", value_parser = super::values::device())]
     device: ComputeDevice,
     /// A name shown on the runs this worker takes (default: host name and process id).
     #[arg(long)]

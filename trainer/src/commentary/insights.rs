@@ -10,7 +10,7 @@ use schema::arch::MaskRange;
 use schema::artifact::{Tensor as FileTensor, TensorMap, TensorValues};
 
 use super::masks::masks;
-use super::weighting::WeightSource;
+use super::weighting::{WeightSource, time_input};
 use crate::data::tensors::{PreparedData, index_tensor};
 use crate::learn::LearnError;
 use crate::learn::checkpoint::to_vec;
@@ -121,6 +121,16 @@ pub(crate) fn weighting(
     tensors.insert(
         "insight.class_mean_weights".into(),
         FileTensor::f32(vec![INSIGHT_POINTS, classes], class_means).map_err(invalid)?,
+    );
+    // The teacher's time input at each point, exactly as computed for the weights, so a port
+    // of the teacher (the Python client) can recompute them without knowing the horizon.
+    let progress: Vec<f32> = iterations
+        .iter()
+        .map(|&i| time_input(i as usize, horizon))
+        .collect();
+    tensors.insert(
+        "insight.progress".into(),
+        FileTensor::f32(vec![INSIGHT_POINTS], progress).map_err(invalid)?,
     );
     tensors.insert(
         "insight.iterations".into(),

@@ -131,6 +131,12 @@ pub struct TeacherWeighting {
     pub first_step: usize,
 }
 
+/// The teacher's time input at inner step `step` of a training of `horizon` steps: i/S,
+/// clamped to 1.
+pub fn time_input(step: usize, horizon: usize) -> f32 {
+    (step as f32 / horizon.max(1) as f32).min(1.0)
+}
+
 /// Teacher logits [n, outputs] for `examples`, example j seen at inner step `steps[j]` of a
 /// run of `horizon` steps (the time input i/S is clamped to 1).
 pub fn teacher_logits(
@@ -144,7 +150,7 @@ pub fn teacher_logits(
     let [n, _, h, w] = examples.images.dims();
     let times: Vec<f32> = steps
         .iter()
-        .map(|&step| (step as f32 / horizon.max(1) as f32).min(1.0))
+        .map(|&step| time_input(step, horizon))
         .collect();
     let time_channel =
         Tensor::<1>::from_data(TensorData::new(times, [n]), &examples.images.device())

@@ -9,6 +9,7 @@ use flate2::read::GzDecoder;
 use schema::ImageShape;
 
 use super::archive::at_end;
+use super::limits::ImageArray;
 use super::{DataError, Example, Limits};
 
 /// The images and labels files of one split.
@@ -191,53 +192,17 @@ impl IdxSplit {
                 ));
             }
         };
-        if count as usize != labels.len() {
-            return Err(DataError::invalid(
-                path,
-                format!(
-                    "holds {count} images but {} holds {} labels",
-                    self.labels.display(),
-                    labels.len()
-                ),
-            ));
+        let dims: Vec<u64> = stream.dims.iter().map(|&d| u64::from(d)).collect();
+        let record = ImageArray {
+            path,
+            dims: &dims,
+            shape,
+            count: u64::from(count),
+            labels_path: &self.labels,
+            labels: labels.len(),
         }
-        if shape.height == 0 || shape.width == 0 {
-            return Err(DataError::invalid(
-                path,
-                format!(
-                    "image size {}x{} has a zero dimension",
-                    shape.height, shape.width
-                ),
-            ));
-        }
-        let record = u64::from(shape.height)
-            .checked_mul(u64::from(shape.width))
-            .and_then(|n| n.checked_mul(u64::from(shape.channels)))
-            .ok_or_else(|| {
-                DataError::invalid(path, format!("IDX dimensions {:?} overflow", stream.dims))
-            })?;
-        if record > limits.max_image_bytes {
-            return Err(DataError::limit(
-                path,
-                format!(
-                    "one {shape} image is {record} bytes, more than the limit of {}",
-                    limits.max_image_bytes
-                ),
-            ));
-        }
-        let total = record.checked_mul(u64::from(count)).ok_or_else(|| {
-            DataError::invalid(path, format!("IDX dimensions {:?} overflow", stream.dims))
-        })?;
-        if total > limits.max_expanded_bytes {
-            return Err(DataError::limit(
-                path,
-                format!(
-                    "IDX dimensions {:?} declare {total} bytes of pixels, more than the limit \
-                     of {}",
-                    stream.dims, limits.max_expanded_bytes
-                ),
-            ));
-        }
+        .record_bytes(limits)?;
+        let total = record * u64::from(count);
         check_plain_length(&stream, path, total)?;
         let mut pixels = vec![0u8; record as usize];
         for (index, &label) in labels.iter().enumerate() {

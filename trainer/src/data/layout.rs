@@ -8,6 +8,7 @@ use schema::DatasetFormat;
 use super::cifar::{self, CifarSplit, Variant};
 use super::idx::{self, IdxSplit};
 use super::image_folder::{FolderSplit, is_image_file};
+use super::npz::{self, NpyRole, NpzSplit};
 use super::{DataError, Limits, SplitSource};
 
 /// A recognised dataset: its format, class names and splits in digest order.
@@ -24,6 +25,9 @@ const MAX_WRAPPERS: usize = 4;
 pub(crate) fn detect(root: &Path, limits: &Limits) -> Result<Layout, DataError> {
     let root = unwrap_single_folder(root)?;
     let listing = Listing::read(&root)?;
+    if listing.files.iter().any(|f| npz::is_npy(&f.name)) {
+        return detect_npz(&root, &listing, limits);
+    }
     if listing
         .files
         .iter()
@@ -44,8 +48,9 @@ pub(crate) fn detect(root: &Path, limits: &Limits) -> Result<Layout, DataError> 
     Err(DataError::invalid(
         &root,
         "no dataset found: expected IDX files (train-images-idx3-ubyte[.gz] with its labels \
-         file), CIFAR binary batches (data_batch_*.bin or train.bin/test.bin), or image \
-         folders (<split>/<class>/*.png|jpg)",
+         file), CIFAR binary batches (data_batch_*.bin or train.bin/test.bin), NumPy arrays \
+         (a .npz with <split>_images and <split>_labels), or image folders \
+         (<split>/<class>/*.png|jpg)",
     ))
 }
 
@@ -131,6 +136,26 @@ pub(crate) fn split_order(name: &str) -> (u8, &str) {
     }
 }
 
+/// Adds a split's `count` examples to the dataset's `total`, refusing past the limit.
+fn count_examples(
+    total: &mut u64,
+    count: usize,
+    path: &Path,
+    limits: &Limits,
+) -> Result<(), DataError> {
+    *total += count as u64;
+    if *total > limits.max_examples {
+        return Err(DataError::limit(
+            path,
+            format!(
+                "the dataset has more than the limit of {} examples",
+                limits.max_examples
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn sort_splits(splits: &mut [SplitSource]) {
     splits.sort_by(|a, b| split_order(a.name()).cmp(&split_order(b.name())));
 }
@@ -187,16 +212,7 @@ fn detect_idx(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout,
             ));
         }
         let labels_read = idx::read_labels(&labels, limits)?;
-        examples += labels_read.len() as u64;
-        if examples > limits.max_examples {
-            return Err(DataError::limit(
-                &labels,
-                format!(
-                    "the dataset has more than the limit of {} examples",
-                    limits.max_examples
-                ),
-            ));
-        }
+        count_examples(&mut examples, labels_read.len(), &labels, limits)?;
         max_label = max_label.max(labels_read.iter().copied().max());
         splits.push(SplitSource::Idx(IdxSplit {
             name,
@@ -211,6 +227,79 @@ fn detect_idx(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout,
     Ok(Layout {
         format: DatasetFormat::Idx,
         classes: (0..=max_label).map(|l| l.to_string()).collect(),
+        splits,
+    })
+}
+
+fn detect_npz(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout, DataError> {
+    let mut pairs: BTreeMap<&str, (Option<PathBuf>, Option<PathBuf>)> = BTreeMap::new();
+    let mut classes_file = None;
+    for file in listing.files.iter().filter(|f| npz::is_npy(&f.name)) {
+        let path = file.path.clone();
+        match npz::parse_file_name(&file.name) {
+            Some(NpyRole::Images(split)) => pairs.entry(split).or_default().0 = Some(path),
+            Some(NpyRole::Labels(split)) => pairs.entry(split).or_default().1 = Some(path),
+            Some(NpyRole::Classes) => classes_file = Some(path),
+            None => {
+                return Err(DataError::invalid(
+                    &path,
+                    "is not part of a NumPy dataset, which holds <split>_images, \
+                     <split>_labels and (optionally) classes arrays",
+                ));
+            }
+        }
+    }
+    let mut splits = Vec::new();
+    let mut max_label: Option<u32> = None;
+    let mut examples: u64 = 0;
+    for (name, pair) in pairs {
+        let (images, labels) = match pair {
+            (Some(images), Some(labels)) => (images, labels),
+            (Some(images), None) => {
+                return Err(DataError::invalid(
+                    &images,
+                    format!("has no labels array beside it (expected {name}_labels)"),
+                ));
+            }
+            (None, Some(labels)) => {
+                return Err(DataError::invalid(
+                    &labels,
+                    format!("has no images array beside it (expected {name}_images)"),
+                ));
+            }
+            (None, None) => continue,
+        };
+        let labels_read = npz::read_labels(&labels, limits)?;
+        count_examples(&mut examples, labels_read.len(), &labels, limits)?;
+        max_label = max_label.max(labels_read.iter().copied().max());
+        splits.push(SplitSource::Npz(NpzSplit {
+            name: name.to_owned(),
+            images,
+            labels,
+        }));
+    }
+    if splits.is_empty() {
+        return Err(DataError::invalid(
+            root,
+            "the NumPy arrays hold no split: expected <split>_images and <split>_labels",
+        ));
+    }
+    let classes = match classes_file {
+        Some(path) => npz::read_classes(&path)?,
+        None => match max_label {
+            Some(max) => (0..=max).map(|l| l.to_string()).collect(),
+            None => {
+                return Err(DataError::invalid(
+                    root,
+                    "the NumPy arrays hold no examples",
+                ));
+            }
+        },
+    };
+    sort_splits(&mut splits);
+    Ok(Layout {
+        format: DatasetFormat::Npz,
+        classes,
         splits,
     })
 }
@@ -315,16 +404,7 @@ fn detect_image_folder(listing: &Listing, limits: &Limits) -> Result<Layout, Dat
                  with .png, .jpg or .jpeg files",
             ));
         }
-        examples += files.len() as u64;
-        if examples > limits.max_examples {
-            return Err(DataError::limit(
-                &split.path,
-                format!(
-                    "the dataset has more than the limit of {} examples",
-                    limits.max_examples
-                ),
-            ));
-        }
+        count_examples(&mut examples, files.len(), &split.path, limits)?;
         files.sort();
         splits.push(SplitSource::Folder(FolderSplit {
             name: split.name.clone(),

@@ -45,3 +45,68 @@ impl Default for Limits {
         }
     }
 }
+
+/// An images array (IDX or NumPy) as its header declares it, checked before any pixel is read:
+/// one label per image, no zero dimension, and within the per-image and total byte caps.
+pub(crate) struct ImageArray<'a> {
+    pub path: &'a std::path::Path,
+    /// The header's dimensions, for messages.
+    pub dims: &'a [u64],
+    pub shape: schema::ImageShape,
+    pub count: u64,
+    pub labels_path: &'a std::path::Path,
+    pub labels: usize,
+}
+
+impl ImageArray<'_> {
+    /// Bytes of one image, or what is wrong with the array.
+    pub fn record_bytes(&self, limits: &Limits) -> Result<u64, super::DataError> {
+        use super::DataError;
+        let (path, shape) = (self.path, self.shape);
+        if self.count != self.labels as u64 {
+            return Err(DataError::invalid(
+                path,
+                format!(
+                    "holds {} images but {} holds {} labels",
+                    self.count,
+                    self.labels_path.display(),
+                    self.labels
+                ),
+            ));
+        }
+        if shape.height == 0 || shape.width == 0 {
+            return Err(DataError::invalid(
+                path,
+                format!(
+                    "image size {}x{} has a zero dimension",
+                    shape.height, shape.width
+                ),
+            ));
+        }
+        let overflow = || DataError::invalid(path, format!("dimensions {:?} overflow", self.dims));
+        let record = u64::from(shape.height)
+            .checked_mul(u64::from(shape.width))
+            .and_then(|n| n.checked_mul(u64::from(shape.channels)))
+            .ok_or_else(overflow)?;
+        if record > limits.max_image_bytes {
+            return Err(DataError::limit(
+                path,
+                format!(
+                    "one {shape} image is {record} bytes, more than the limit of {}",
+                    limits.max_image_bytes
+                ),
+            ));
+        }
+        let total = record.checked_mul(self.count).ok_or_else(overflow)?;
+        if total > limits.max_expanded_bytes {
+            return Err(DataError::limit(
+                path,
+                format!(
+                    "dimensions {:?} declare {total} bytes of pixels, more than the limit of {}",
+                    self.dims, limits.max_expanded_bytes
+                ),
+            ));
+        }
+        Ok(record)
+    }
+}

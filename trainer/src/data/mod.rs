@@ -1,8 +1,8 @@
 //! Datasets: opening a folder or archive, decoding its examples to u8 HWC images, and the
 //! content digest that ties commentaries to the data they were learned on.
 //!
-//! [`Dataset::open`] recognises the format (IDX, CIFAR-10/100 binary, image folders; as a
-//! folder, `.tar`, `.tar.gz` or `.zip`), [`Dataset::summarize`] streams every example once to
+//! [`Dataset::open`] recognises the format (IDX, CIFAR-10/100 binary, NumPy `.npz`, image
+//! folders; as a folder, `.tar`, `.tar.gz` or `.zip`), [`Dataset::summarize`] streams every example once to
 //! compute the digest and counts, and [`Dataset::load_split`] loads a split into memory in
 //! canonical order for training.
 
@@ -16,6 +16,7 @@ mod idx;
 mod image_folder;
 mod layout;
 mod limits;
+mod npz;
 pub mod spurious;
 pub mod tensors;
 
@@ -45,6 +46,7 @@ pub(crate) enum SplitSource {
     Idx(idx::IdxSplit),
     Cifar(cifar::CifarSplit),
     Folder(image_folder::FolderSplit),
+    Npz(npz::NpzSplit),
 }
 
 impl SplitSource {
@@ -53,6 +55,7 @@ impl SplitSource {
             Self::Idx(s) => &s.name,
             Self::Cifar(s) => &s.name,
             Self::Folder(s) => &s.name,
+            Self::Npz(s) => &s.name,
         }
     }
 
@@ -65,6 +68,7 @@ impl SplitSource {
             Self::Idx(s) => s.decode(limits, visit),
             Self::Cifar(s) => s.decode(limits, visit),
             Self::Folder(s) => s.decode(limits, visit),
+            Self::Npz(s) => s.decode(limits, visit),
         }
     }
 }

@@ -91,6 +91,25 @@ fn report_view(report: &ApplyReport) -> (Value, String) {
     (view, chart)
 }
 
+/// The registry's address as a client should use it: `--public-url` when set, else the
+/// request's host with the scheme a proxy reports (`X-Forwarded-Proto`), else http.
+fn registry_url(state: &SharedState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.config.public_url {
+        return url.as_str().trim_end_matches('/').to_string();
+    }
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|h: &header::HeaderValue| h.to_str().ok())
+    };
+    let host = header(header::HOST).unwrap_or("127.0.0.1:8080");
+    let scheme = match header(header::HeaderName::from_static("x-forwarded-proto")) {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
 pub async fn commentary(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -133,17 +152,16 @@ pub async fn commentary(
         page.insert("report", view);
         page.insert("report_svg", svg(chart));
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1:8080");
+    let base = registry_url(&state, &headers);
     let cli_snippet = format!(
-        "commentary pull --server http://{host} --dataset {d} --kind {k} --out ./commentary\ncommentary apply --server http://{host} --kind {k} --dataset PATH/TO/DATASET --report report.json",
-        d = info.dataset,
+        "commentary pull --server {base} --id {id} --out ./commentary\ncommentary apply --server {base} --kind {k} --dataset PATH/TO/DATASET --report report.json",
+        id = info.id,
         k = info.kind
     );
     let python_snippet = format!(
-        "# curl -o tensors.safetensors http://{host}/v1/commentaries/{id}/artifact\nfrom safetensors.numpy import load_file\ntensors = load_file(\"tensors.safetensors\")\nprint({{name: t.shape for name, t in tensors.items()}})"
+        "import commentary  # pip install 'commentary[torch]' (python/ in the repository)\nregistry = commentary.Registry(\"{base}\")\nc = commentary.load(registry.download(\"{id}\"))  # verified, cached\n# or the best for your data: registry.best(commentary.digest_of(your_dataset), kind=\"{k}\")",
+        id = info.id,
+        k = info.kind
     );
     let p = &manifest.provenance;
     let provenance = vec![
