@@ -202,6 +202,13 @@ impl From<sea_orm::DbErr> for ApiError {
                  is being deleted; look again and retry",
             );
         }
+        if is_disk_full(&err) {
+            tracing::error!("database: {err}");
+            return Self::new(
+                ErrorKind::InsufficientStorage,
+                "the registry's disk is full; nothing was written. Retry once space is freed",
+            );
+        }
         match err {
             sea_orm::DbErr::RecordNotFound(_) | sea_orm::DbErr::RecordNotUpdated => {
                 tracing::debug!("database: {err}");
@@ -210,6 +217,21 @@ impl From<sea_orm::DbErr> for ApiError {
             other => Self::internal(other),
         }
     }
+}
+
+/// Whether the database refused a write for want of disk space (SQLite's SQLITE_FULL, code 13;
+/// PostgreSQL's `disk_full`, 53100).
+fn is_disk_full(err: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    let (DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Conn(RuntimeErr::SqlxError(e))) = err
+    else {
+        return false;
+    };
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "13" || code == "53100")
 }
 
 impl From<anyhow::Error> for ApiError {

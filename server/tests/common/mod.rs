@@ -98,6 +98,12 @@ impl Registry {
     pub fn start(backend: &Backend, args: &[&str]) -> Self {
         let tmp = TempDir::new().expect("tmp");
         let data_dir = tmp.path().join("data");
+        Self::start_in(backend, tmp, data_dir, args)
+    }
+
+    /// Starts a registry on `data_dir` (kept, e.g. across a restart); `tmp` lives as long as
+    /// the registry.
+    pub fn start_in(backend: &Backend, tmp: TempDir, data_dir: PathBuf, args: &[&str]) -> Self {
         let mut command = commentary();
         command
             .args(["-v", "serve", "--addr", "127.0.0.1:0", "--data-dir"])

@@ -28,22 +28,25 @@ pub fn database_url(explicit: Option<&str>, data_dir: &Path) -> String {
     }
 }
 
+/// Connections in the pool (SQLite and PostgreSQL).
+const MAX_CONNECTIONS: u32 = 16;
+/// How long a request waits for a free connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Connects and brings the schema up to date.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
-    let mut options = ConnectOptions::new(url.to_string());
-    options
-        .sqlx_logging(false)
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(30))
-        // SQLite: readers do not block the writer, and writers wait instead of failing.
-        .map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(30))
-                .create_if_missing(true)
-        });
-    let db = Database::connect(options)
-        .await
-        .with_context(|| format!("cannot connect to the database at {}", redact(url)))?;
+    let db = if url.starts_with("sqlite:") {
+        sqlite_pool(url).await?
+    } else {
+        let mut options = ConnectOptions::new(url.to_string());
+        options
+            .sqlx_logging(false)
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        Database::connect(options)
+            .await
+            .with_context(|| format!("cannot connect to the database at {}", redact(url)))?
+    };
     if db.get_database_backend() == DatabaseBackend::Postgres {
         migrate_under_lock(url).await?;
     } else {
@@ -52,6 +55,38 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
             .context("cannot migrate the database schema")?;
     }
     Ok(db)
+}
+
+/// The SQLite pool: WAL (readers do not block the writer), writers wait for the lock instead of
+/// failing, and every connection returned to the pool is rolled back. SQLite may leave a
+/// transaction open after an error such as SQLITE_FULL (a full disk) and recommends an explicit
+/// ROLLBACK: without it, the pooled connection kept running later statements inside the
+/// failed transaction, answering 2xx for writes no other connection (or restart) ever saw.
+async fn sqlite_pool(url: &str) -> anyhow::Result<DatabaseConnection> {
+    use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use sea_orm::sqlx::{ConnectOptions as _, Executor as _};
+
+    let options = url
+        .parse::<SqliteConnectOptions>()
+        .with_context(|| format!("bad SQLite URL {}", redact(url)))?
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(30))
+        .create_if_missing(true)
+        .disable_statement_logging();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_release(|connection, _| {
+            Box::pin(async move {
+                // Fails ("no transaction is active") in the normal case, which is harmless.
+                let _ = connection.execute("ROLLBACK").await;
+                Ok(true)
+            })
+        })
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to the database at {}", redact(url)))?;
+    Ok(sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 
 /// The advisory lock replicas take to migrate one at a time (any fixed number will do).
