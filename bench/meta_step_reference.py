@@ -12,7 +12,6 @@ import resource
 import statistics
 import time
 
-import higher
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -43,6 +42,8 @@ class CBR(nn.Module):
 
 
 def main():
+    import higher  # only the meta-step needs it (ift_step_reference.py imports CBR from here)
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--inner-steps", type=int, default=100)
     parser.add_argument("--meta-steps", type=int, default=3)

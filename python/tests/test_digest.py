@@ -148,6 +148,25 @@ def test_torchvision_image_folder_equals_the_rust_digest(tmp_path: Path) -> None
     assert dataset.digest == rust_digest(tmp_path / "data")
 
 
+def test_image_folders_read_only_what_the_registry_reads(tmp_path: Path) -> None:
+    """torchvision also takes hidden class folders (.ipynb_checkpoints), other extensions and
+    nested folders; the registry's decoder does not, so neither does the digest."""
+    from torchvision.datasets import ImageFolder
+
+    write_image_folder(tmp_path / "data", "png")
+    expected = rust_digest(tmp_path / "data")
+    pixels = np.zeros((12, 10, 3), np.uint8)
+    (tmp_path / "data/train/.ipynb_checkpoints").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "data/train/.ipynb_checkpoints/0.png")
+    Image.fromarray(pixels).save(tmp_path / "data/train/1/extra.bmp")
+    (tmp_path / "data/train/2/nested").mkdir()
+    Image.fromarray(pixels).save(tmp_path / "data/train/2/nested/deep.png")
+    assert rust_digest(tmp_path / "data") == expected
+    data = {s: ImageFolder(str(tmp_path / "data" / s)) for s in ("train", "test")}
+    with pytest.warns(UserWarning, match="files skipped"):
+        assert commentary.digest_of(data) == expected
+
+
 def test_jpeg_folders_digest_by_their_decoder(tmp_path: Path) -> None:
     """JPEG is the documented exception: Pillow and the Rust `image` crate decode the same
     file to slightly different pixels, so the digests differ; arrays decoded once (and pushed

@@ -18,8 +18,10 @@ JPEG dataset may digest differently here and on the registry: `push` reports suc
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -118,26 +120,48 @@ def _torchvision_split(name: str, ds: Any) -> tuple[Split, list[str] | None, set
     if "CIFAR10" in kinds:
         return check_split(name, np.asarray(ds.data), np.asarray(ds.targets)), list(ds.classes), None
     if "DatasetFolder" in kinds:
-        return _folder_split(name, ds), None, set(ds.classes)
+        return _folder_split(name, ds), None, _folder_classes(ds)
     raise DatasetError(
         f"split {name!r}: torchvision's {type(ds).__name__} is not supported; give MNIST, "
         "CIFAR10, CIFAR100 or ImageFolder, or arrays {split: (images, labels)}"
     )
 
 
+def _visible(name: str) -> bool:
+    """Names the registry's folder listing reads (it skips hidden entries and `__MACOSX`)."""
+    return not name.startswith(".") and name != "__MACOSX"
+
+
+def _folder_classes(ds: Any) -> set[str]:
+    return {c for c in ds.classes if _visible(c)}
+
+
 def _folder_split(name: str, ds: Any) -> Split:
+    """An ImageFolder split as the registry reads the same folder: only `.png`, `.jpg` and
+    `.jpeg` files directly inside visible class folders (torchvision also takes other
+    extensions, nested folders and hidden ones)."""
     from PIL import Image
 
+    root = Path(ds.root)
     images = []
     labels = []
-    for path, label in sorted(ds.samples, key=lambda s: os.fsencode(s[0])):
-        if not path.lower().endswith(IMAGE_EXTENSIONS):
-            raise DatasetError(
-                f"{path}: the registry reads only .png, .jpg and .jpeg images in image folders"
-            )
+    skipped = 0
+    for path, label in ds.samples:
+        relative = Path(path).relative_to(root)
+        class_name = ds.classes[label]
+        if (len(relative.parts) != 2 or not all(map(_visible, relative.parts))
+                or not path.lower().endswith(IMAGE_EXTENSIONS)):
+            skipped += 1
+            continue
         with Image.open(path) as image:
             images.append(pil_to_array(image, path))
-        labels.append(ds.classes[label])
+        labels.append(class_name)
+    if skipped:
+        warnings.warn(
+            f"split {name!r}: {skipped} files skipped, as the registry skips them (only .png, "
+            ".jpg and .jpeg directly inside visible class folders are images)",
+            stacklevel=3,
+        )
     return Split(stack_images(images, name), np.array(labels, dtype=object))
 
 

@@ -1,6 +1,9 @@
-//! `commentary bench meta-step`: the speed benchmark of Algorithm 1 in the configuration of the
-//! paper's own code (CBR student, CBR teacher with the iteration channel, 28x28x1, batch 8, Adam
-//! inner lr 1e-4, outer loss on 512 validation examples), on random MNIST-shaped data.
+//! Speed benchmarks in the configurations of the paper's own code, on random MNIST-shaped data:
+//! - `commentary bench meta-step`: Algorithm 1 (CBR student, CBR teacher with the iteration
+//!   channel, 28x28x1, batch 8, Adam inner lr 1e-4, outer loss on 512 validation examples);
+//! - `commentary bench ift-step`: Algorithm 2 learning label blending (CBR student, 4,096
+//!   examples, batches of 128, blend logits from -1, Adam 1e-3 / 1e-2, one Neumann term, a
+//!   hyper-step after every student step). `bench/ift_step_reference.py` is the PyTorch twin.
 
 use std::time::Instant;
 
@@ -10,19 +13,45 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use schema::ImageShape;
 use schema::arch::NetSpec;
+use trainer::commentary::blending::LabelBlending;
 use trainer::commentary::weighting::{
     LabelledImages, TeacherWeighting, WeightSource, teacher_network,
 };
 use trainer::device::{ComputeDevice, burn_device};
+use trainer::hypergrad::ift::{InverseHessian, OnlineState, learn_online};
 use trainer::hypergrad::optim::{InnerOptimizer, OptState};
 use trainer::hypergrad::{bptt, scalar};
 use trainer::models::Network;
 use trainer::nn::loss;
+use trainer::stop::Stop;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Time BPTT meta-steps; ends with `seconds_per_meta_step=<median> peak_rss_mib=<n>`.
     MetaStep(MetaStepArgs),
+    /// Time online IFT steps of label blending (a student step plus a hyper-step); ends with
+    /// `seconds_per_step=<median> peak_rss_mib=<n>`.
+    IftStep(IftStepArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IftStepArgs {
+    /// Steps to time (the median of all but the first two is reported).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// The device to time.
+    #[arg(long, default_value = "cpu", value_parser = super::values::device())]
+    device: ComputeDevice,
+    /// Neumann terms of each hyper-step.
+    #[arg(long, default_value_t = 1)]
+    neumann_terms: usize,
+    #[arg(long, default_value_t = 4096)]
+    examples: usize,
+    /// Train and validation batch size.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -67,7 +96,90 @@ fn random_images(rng: &mut StdRng, n: usize, device: &Device) -> LabelledImages 
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::MetaStep(args) = command;
+    match command {
+        BenchCommand::MetaStep(args) => meta_step(args),
+        BenchCommand::IftStep(args) => ift_step(args),
+    }
+}
+
+/// The paper's Adam with learning rate `lr`.
+fn adam(lr: f64) -> InnerOptimizer {
+    InnerOptimizer::Adam {
+        lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    }
+}
+
+fn ift_step(args: IftStepArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.steps > 0 && args.batch_size > 0 && args.examples >= args.batch_size,
+        "--steps and --batch-size must be positive and --examples at least --batch-size"
+    );
+    let device = burn_device(args.device);
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let student = Network::new(&NetSpec::Cbr, "student.", SHAPE, 0, CLASSES);
+    let problem = LabelBlending {
+        student: student.clone(),
+        train: random_images(&mut rng, args.examples, &device),
+        // One validation batch: L_V and its gradient over 128 examples, as the reference.
+        validation: random_images(&mut rng, args.batch_size, &device),
+        pool: (0..args.examples as i64).collect(),
+        batch_size: args.batch_size,
+        seed: args.seed,
+    };
+    let inner_lr = 1e-3;
+    let method = InverseHessian::Neumann {
+        terms: args.neumann_terms,
+        alpha: inner_lr,
+    };
+    let phi = Tensor::<1>::full([CLASSES * CLASSES], -1.0, &device);
+    let mut state = OnlineState::new(student.init(&mut rng, &device), phi);
+    println!(
+        "ift-step benchmark: CBR student ({} params), blend matrix {CLASSES}x{CLASSES}, {} examples, batch={}, neumann_terms={}, device={}",
+        student.len(),
+        args.examples,
+        args.batch_size,
+        args.neumann_terms,
+        args.device
+    );
+    let mut seconds = Vec::with_capacity(args.steps);
+    for step in 0..args.steps {
+        let start = Instant::now();
+        let losses = learn_online(
+            &problem,
+            &mut state,
+            adam(inner_lr),
+            adam(1e-2),
+            step..step + 1,
+            1,
+            method,
+            &Stop::never(),
+        )?;
+        // Reading a value waits for the device to finish.
+        let phi_sum = scalar(&state.phi.clone().sum());
+        let elapsed = start.elapsed().as_secs_f64();
+        let val_loss = losses.last().map_or(f32::NAN, |(_, l)| *l);
+        println!("step={step} seconds={elapsed:.4} val_loss={val_loss:.4} phi_sum={phi_sum:.4}");
+        seconds.push(elapsed);
+    }
+    // The first steps warm allocators and kernels.
+    let mut steady = if seconds.len() > 4 {
+        seconds[2..].to_vec()
+    } else {
+        seconds
+    };
+    steady.sort_by(f64::total_cmp);
+    let median = steady[steady.len() / 2];
+    println!(
+        "seconds_per_step={median:.4} peak_rss_mib={}",
+        peak_rss_text()
+    );
+    Ok(())
+}
+
+fn meta_step(args: MetaStepArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.inner_steps > 0 && args.meta_steps > 0 && args.batch_size > 0,
         "--inner-steps, --meta-steps and --batch-size must be positive"
@@ -98,18 +210,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         batches,
         first_step: 0,
     };
-    let inner = InnerOptimizer::Adam {
-        lr: 1e-4,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
-    let outer = InnerOptimizer::Adam {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
+    let (inner, outer) = (adam(1e-4), adam(1e-3));
     let mut phi = teacher.init(&mut rng, &device);
     let mut outer_state = OptState::new();
     let mut seconds = Vec::with_capacity(args.meta_steps);
@@ -140,9 +241,16 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
     seconds.sort_by(f64::total_cmp);
     let median = seconds[seconds.len() / 2];
-    let rss = peak_rss_mib().map_or_else(|| "unknown".to_owned(), |m| format!("{m:.0}"));
-    println!("seconds_per_meta_step={median:.3} peak_rss_mib={rss}");
+    println!(
+        "seconds_per_meta_step={median:.3} peak_rss_mib={}",
+        peak_rss_text()
+    );
     Ok(())
+}
+
+/// [`peak_rss_mib`] as printed, or `unknown`.
+fn peak_rss_text() -> String {
+    peak_rss_mib().map_or_else(|| "unknown".to_owned(), |m| format!("{m:.0}"))
 }
 
 /// Peak resident set size of this process (Linux), in MiB.
