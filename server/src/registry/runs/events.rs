@@ -135,6 +135,12 @@ impl Tail {
             if let Some(event) = self.pending.pop_front() {
                 return Some(to_sse(&event));
             }
+            // The state is read before the events: a state change commits with its event, so
+            // a run seen ended here has its last event in the batch read next. (Read after the
+            // events, the final change could commit in between and the stream would end
+            // without its last event.)
+            let run = find(&self.state, &self.id).await.ok()?;
+            let ended = run.state.parse::<RunState>().is_ok_and(|s| s.is_terminal());
             let batch = events_after(&self.state, &self.id, self.after, 200)
                 .await
                 .ok()?;
@@ -143,9 +149,7 @@ impl Tail {
                 self.pending.extend(batch);
                 continue;
             }
-            // State changes are stored with their event, so an ended run has nothing more.
-            let run = find(&self.state, &self.id).await.ok()?;
-            if run.state.parse::<RunState>().is_ok_and(|s| s.is_terminal()) {
+            if ended {
                 return None;
             }
             let mut shutdown = self.state.shutdown.clone();
