@@ -34,7 +34,7 @@ if "$python" -c "import torch, higher" 2>/dev/null; then
   ref=$("$python" bench/meta_step_reference.py --inner-steps "$k" --meta-steps "$meta" | tee /dev/stderr | summary)
   read -r ref_s ref_rss <<< "$ref"
   awk -v r="$ref_s" -v o="$ours_s" -v rr="$ref_rss" -v orr="$ours_rss" \
-    'BEGIN { printf "ratio (PyTorch+higher time / ours, above 1 means faster): %.2f (%.3f s vs %.3f s); peak RSS %s MiB vs %s MiB\n", r / o, o, r, orr, rr }'
+    'BEGIN { printf "ratio (time ours / PyTorch+higher, below 1 means faster): %.2f (%.3f s vs %.3f s); peak RSS %s MiB vs %s MiB\n", o / r, o, r, orr, rr }'
 else
   echo "PyTorch reference skipped: pip install torch higher to compare"
 fi
