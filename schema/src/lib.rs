@@ -13,7 +13,9 @@ pub mod corruption;
 pub mod dataset;
 pub mod digest;
 pub mod evaluation;
+pub mod problem;
 pub mod report;
+pub mod wire;
 
 pub use bounds::ConfigError;
 pub use config::{Algorithm, CommentaryKind, LearnConfig, Optimizer};

@@ -10,16 +10,7 @@ use tempfile::TempDir;
 use tests::{MNIST_FIXTURE_DIGEST, mnist_fixture};
 
 /// Small, fast settings: MLP student and teacher, 10 inner steps.
-const FAST: &[&str] = &[
-    "--inner-steps",
-    "10",
-    "--student",
-    "mlp:32",
-    "--commentary-net",
-    "mlp:16",
-    "--validation-batch-size",
-    "128",
-];
+const FAST: &[&str] = tests::FAST_LEARN_FLAGS;
 
 fn learn_command(out: &Path, meta_steps: u32) -> Command {
     learn_command_holding_out(out, meta_steps, 500)

@@ -113,22 +113,15 @@ fn push_fixture(config_home: &Path, registry: &Registry) -> String {
     digest
 }
 
-/// Flags of a small, fast run (MLP student and teacher on the fixture).
+/// Flags of a small, fast run (MLP student and teacher on the fixture), after the shared
+/// learning flags.
 const FAST: &[&str] = &[
     "--kind",
     "example-weighting",
     "--algorithm",
     "bptt",
-    "--inner-steps",
-    "10",
-    "--student",
-    "mlp:32",
-    "--commentary-net",
-    "mlp:16",
     "--validation-examples",
     "500",
-    "--validation-batch-size",
-    "128",
 ];
 
 /// `commentary run create` of a fast run with `extra` flags.
@@ -144,6 +137,7 @@ fn run_create(config_home: &Path, registry: &Registry, digest: &str, extra: &[&s
             digest,
         ])
         .args(FAST)
+        .args(tests::FAST_LEARN_FLAGS)
         .args(extra);
     create
 }
@@ -499,7 +493,6 @@ async fn upload_claim(
     gain: f64,
     harmful: bool,
 ) -> String {
-    use schema::artifact::{MANIFEST_FILE, REPORT_FILE, TENSORS_FILE};
     let arm = |mean: f64| {
         serde_json::json!({
             "runs": [],
@@ -523,26 +516,9 @@ async fn upload_claim(
         "forced": false,
         "wall_s": 1.0,
     });
-    let mut form = reqwest::multipart::Form::new();
-    for (field, file) in [("manifest", MANIFEST_FILE), ("tensors", TENSORS_FILE)] {
-        let bytes = std::fs::read(dir.join(file)).expect("artifact file");
-        form = form.part(
-            field,
-            reqwest::multipart::Part::bytes(bytes).file_name(file),
-        );
-    }
-    form = form.part(
-        "report",
-        reqwest::multipart::Part::bytes(serde_json::to_vec(&report).expect("JSON"))
-            .file_name(REPORT_FILE),
-    );
     let response = client
-        .http
-        .post(client.url("/v1/commentaries"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("POST /v1/commentaries");
+        .upload_commentary(dir, serde_json::to_vec(&report).expect("JSON"))
+        .await;
     let status = response.status();
     let body: serde_json::Value = response.json().await.expect("JSON");
     assert_eq!(status, 201, "{body:#}");

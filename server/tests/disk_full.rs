@@ -62,7 +62,6 @@ fn fill(path: &Path) {
 fn start(data_dir: &Path) -> Registry {
     Registry::start_in(
         &Backend::sqlite_local(),
-        tempfile::TempDir::new().expect("tmp"),
         data_dir.to_path_buf(),
         &[
             "--workers",

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::{Backend, Registry, commentary, fast_run};
 use schema::api::CommentaryDetail;
-use schema::artifact::{MANIFEST_FILE, REPORT_FILE, TENSORS_FILE};
 use tests::{MNIST_FIXTURE_DIGEST, mnist_fixture};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -51,14 +50,8 @@ async fn an_uploaded_claim_never_outranks_a_measured_commentary() {
         .arg(mnist_fixture())
         .arg("--out")
         .arg(&artifact)
-        .args(["--meta-steps", "1", "--inner-steps", "10"])
-        .args(["--student", "mlp:32", "--commentary-net", "mlp:16"])
-        .args([
-            "--validation-examples",
-            "500",
-            "--validation-batch-size",
-            "128",
-        ])
+        .args(["--meta-steps", "1", "--validation-examples", "500"])
+        .args(tests::FAST_LEARN_FLAGS)
         .output()
         .expect("learn");
     assert!(
@@ -69,26 +62,9 @@ async fn an_uploaded_claim_never_outranks_a_measured_commentary() {
     let mut report = serde_json::to_value(measured.report.expect("a report")).expect("JSON");
     report["test_accuracy_gain"] = serde_json::json!(0.95);
     report["gain_z"] = serde_json::json!(40.0);
-    let mut form = reqwest::multipart::Form::new();
-    for (field, file) in [("manifest", MANIFEST_FILE), ("tensors", TENSORS_FILE)] {
-        let bytes = std::fs::read(artifact.join(file)).expect("artifact file");
-        form = form.part(
-            field,
-            reqwest::multipart::Part::bytes(bytes).file_name(file),
-        );
-    }
-    let report = serde_json::to_vec(&report).expect("report");
-    form = form.part(
-        "report",
-        reqwest::multipart::Part::bytes(report).file_name(REPORT_FILE),
-    );
     let response = client
-        .http
-        .post(client.url("/v1/commentaries"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("POST /v1/commentaries");
+        .upload_commentary(&artifact, serde_json::to_vec(&report).expect("report"))
+        .await;
     assert_eq!(response.status(), 201);
     let claimed: serde_json::Value = response.json().await.expect("CommentaryInfo");
     assert_eq!(

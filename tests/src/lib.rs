@@ -44,6 +44,19 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Learning flags of a small, fast run on the fixture: MLP student and teacher, 10 inner steps,
+/// validation batches of 128 (`commentary learn` and `commentary run create` take them alike).
+pub const FAST_LEARN_FLAGS: &[&str] = &[
+    "--inner-steps",
+    "10",
+    "--student",
+    "mlp:32",
+    "--commentary-net",
+    "mlp:16",
+    "--validation-batch-size",
+    "128",
+];
+
 /// `fixtures/mnist`: 8,004 train and 1,996 test digits as gzipped IDX.
 pub fn mnist_fixture() -> PathBuf {
     workspace_root().join("fixtures").join("mnist")

@@ -1,5 +1,6 @@
-//! The trainer: decodes datasets and computes their content digest (`data`), and learns and
-//! applies commentaries with burn (later modules: `nn`, `models`, `hypergrad`, `commentary`).
+//! The trainer: learns and applies commentaries with burn (`nn`, `models`, `hypergrad`,
+//! `commentary`, `learn`, `apply`). Dataset decoding and the digest live in the burn-free
+//! `dataset` crate, re-exported as `data` with the tensor conversion beside it.
 
 pub mod apply;
 pub mod commentary;

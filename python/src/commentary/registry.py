@@ -22,7 +22,7 @@ from httpx_sse import connect_sse
 from tqdm.auto import tqdm
 
 from .artifact import MANIFEST_FILE, REPORT_FILE, TENSORS_FILE, open_artifact, sha256_file
-from .cache import cache_root, commentary_dir, write_atomically
+from .cache import ID_PATTERN, cache_root, commentary_dir, write_atomically
 from .credentials import resolve_token
 from .errors import ArtifactError, CommentaryError, NotFound, RunFailed, ServerError, Unauthorized
 from .sources import as_dataset, write_npz
@@ -428,8 +428,6 @@ def _digest(value: str) -> str:
 
 
 def _id(value: str) -> str:
-    from .cache import ID_PATTERN
-
     if not ID_PATTERN.match(value):
         raise CommentaryError(f"{value!r} is not an id")
     return value

@@ -14,7 +14,7 @@ pub use manifest::{
 pub use tensors::{
     Tensor, TensorError, TensorMap, TensorValues, decode_metadata, decode_tensors, encode_tensors,
 };
-pub use verify::{VerifiedArtifact, verify_artifact};
+pub use verify::{VerifiedArtifact, verify_artifact, verify_artifact_bytes};
 
 use crate::Sha256;
 

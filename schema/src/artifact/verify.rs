@@ -24,11 +24,29 @@ pub struct VerifiedArtifact {
 /// sha256, the tensor names, dtypes and shapes the kind requires, finite parameter values,
 /// validation indices in range, and `report.json` (when present) being JSON.
 pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
+    let manifest_bytes = read_file(&dir.join(MANIFEST_FILE))?;
+    let tensor_bytes = read_file(&dir.join(TENSORS_FILE))?;
+    let report_path = dir.join(REPORT_FILE);
+    let report_bytes = if report_path.exists() {
+        Some(read_file(&report_path)?)
+    } else {
+        None
+    };
+    verify_artifact_bytes(dir, &manifest_bytes, &tensor_bytes, report_bytes.as_deref())
+}
+
+/// [`verify_artifact`] on the files' bytes (`report` when the artifact has one); `dir` only
+/// names the artifact in errors. The fuzz target `artifact` calls this.
+pub fn verify_artifact_bytes(
+    dir: &Path,
+    manifest_bytes: &[u8],
+    tensor_bytes: &[u8],
+    report: Option<&[u8]>,
+) -> Result<VerifiedArtifact, ArtifactError> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let manifest_bytes = read_file(&manifest_path)?;
-    let manifest: ArtifactManifest = serde_json::from_slice(&manifest_bytes).map_err(|source| {
+    let manifest: ArtifactManifest = serde_json::from_slice(manifest_bytes).map_err(|source| {
         // An unknown format version explains a schema mismatch better than the field error.
-        match serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
+        match serde_json::from_slice::<serde_json::Value>(manifest_bytes)
             .ok()
             .and_then(|v| v.get("format_version").and_then(|v| v.as_u64()))
         {
@@ -48,8 +66,6 @@ pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
         }
     })?;
 
-    let tensors_path = dir.join(TENSORS_FILE);
-    let tensor_bytes = read_file(&tensors_path)?;
     let mut problems = Vec::new();
     if !READABLE_VERSIONS.contains(&manifest.format_version) {
         problems.push(format!(
@@ -58,7 +74,7 @@ pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
             manifest.format_version
         ));
     }
-    let actual_sha = Sha256::of(&tensor_bytes);
+    let actual_sha = Sha256::of(tensor_bytes);
     if actual_sha != manifest.tensors_sha256 {
         problems.push(format!(
             "{TENSORS_FILE}: sha256 is {actual_sha} but the manifest says {}; the file was \
@@ -66,7 +82,7 @@ pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
             manifest.tensors_sha256
         ));
     }
-    let tensors = match decode_tensors(&tensor_bytes) {
+    let tensors = match decode_tensors(tensor_bytes) {
         Ok(tensors) => {
             check_tensors(&manifest, &tensors, &mut problems);
             tensors
@@ -78,18 +94,13 @@ pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
     };
     check_manifest(&manifest, &mut problems);
 
-    let report_path = dir.join(REPORT_FILE);
-    let report = if report_path.exists() {
-        let bytes = read_file(&report_path)?;
-        match serde_json::from_slice(&bytes) {
-            Ok(value) => Some(value),
-            Err(err) => {
-                problems.push(format!("{REPORT_FILE}: not valid JSON: {err}"));
-                None
-            }
+    let report = match report.map(serde_json::from_slice) {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(err)) => {
+            problems.push(format!("{REPORT_FILE}: not valid JSON: {err}"));
+            None
         }
-    } else {
-        None
     };
 
     if problems.is_empty() {

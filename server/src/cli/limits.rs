@@ -1,6 +1,6 @@
 //! `LimitArgs`: the decoding caps as flags, shared by every command that opens a dataset
 //! (`dataset`, `learn`, `apply`, `serve` for uploads and its workers, `worker`). Their defaults
-//! are `trainer::data::Limits::default()`, written nowhere else.
+//! are `dataset::Limits::default()`, written nowhere else.
 
 use bytesize::ByteSize;
 use clap::Args;
@@ -21,6 +21,9 @@ pub struct LimitArgs {
     /// Largest decoded image (height x width x channels bytes).
     #[arg(long, env = "COMMENTARY_MAX_IMAGE_BYTES", default_value_t = ByteSize::b(Limits::default().max_image_bytes))]
     max_image_bytes: ByteSize,
+    /// Most classes a dataset may name (label ids must run below it).
+    #[arg(long, env = "COMMENTARY_MAX_CLASSES", default_value_t = Limits::default().max_classes)]
+    max_classes: u64,
     /// An archive may expand to at most this many times its size (any archive to 64 MiB).
     #[arg(long, env = "COMMENTARY_MAX_EXPANSION_RATIO", default_value_t = Limits::default().max_expansion_ratio)]
     max_expansion_ratio: u64,
@@ -37,6 +40,7 @@ impl LimitArgs {
             max_entries: self.max_entries,
             max_examples: self.max_examples,
             max_image_bytes: self.max_image_bytes.as_u64(),
+            max_classes: self.max_classes,
             max_expansion_ratio: self.max_expansion_ratio,
             min_free_bytes: self.min_free_space.as_u64(),
         }
@@ -71,6 +75,7 @@ mod tests {
             max_entries: 7,
             max_examples: 8,
             max_image_bytes: 9_999,
+            max_classes: 11,
             max_expansion_ratio: 3,
             min_free_bytes: 42,
         };

@@ -56,6 +56,7 @@ impl ChildWorker {
             ("--max-entries", l.max_entries),
             ("--max-examples", l.max_examples),
             ("--max-image-bytes", l.max_image_bytes),
+            ("--max-classes", l.max_classes),
             ("--max-expansion-ratio", l.max_expansion_ratio),
             ("--min-free-space", l.min_free_bytes),
         ] {

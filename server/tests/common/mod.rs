@@ -90,20 +90,21 @@ pub struct Registry {
     pub url: String,
     pub data_dir: PathBuf,
     pub backend: Backend,
-    _tmp: TempDir,
+    /// The temporary folder holding `data_dir`, when the registry made it.
+    owned_dir: Option<TempDir>,
 }
 
 impl Registry {
     /// Starts a registry with `args` after `serve --addr 127.0.0.1:0 --data-dir <tmp>`.
     pub fn start(backend: &Backend, args: &[&str]) -> Self {
         let tmp = TempDir::new().expect("tmp");
-        let data_dir = tmp.path().join("data");
-        Self::start_in(backend, tmp, data_dir, args)
+        let mut registry = Self::start_in(backend, tmp.path().join("data"), args);
+        registry.owned_dir = Some(tmp);
+        registry
     }
 
-    /// Starts a registry on `data_dir` (kept, e.g. across a restart); `tmp` lives as long as
-    /// the registry.
-    pub fn start_in(backend: &Backend, tmp: TempDir, data_dir: PathBuf, args: &[&str]) -> Self {
+    /// Starts a registry on `data_dir`, which the caller owns (it outlives a restart, say).
+    pub fn start_in(backend: &Backend, data_dir: PathBuf, args: &[&str]) -> Self {
         let mut command = commentary();
         command
             .args(["-v", "serve", "--addr", "127.0.0.1:0", "--data-dir"])
@@ -135,7 +136,7 @@ impl Registry {
             url,
             data_dir,
             backend: backend.clone(),
-            _tmp: tmp,
+            owned_dir: None,
         }
     }
 
@@ -217,6 +218,30 @@ impl Client {
             .await
             .expect("upload");
         assert_eq!(response.status(), 201);
+    }
+
+    /// `POST /v1/commentaries` (multipart) of the artifact in `dir` with `report` as its
+    /// report.json.
+    pub async fn upload_commentary(&self, dir: &Path, report: Vec<u8>) -> reqwest::Response {
+        use schema::artifact::{MANIFEST_FILE, REPORT_FILE, TENSORS_FILE};
+        let mut form = reqwest::multipart::Form::new();
+        for (field, file) in [("manifest", MANIFEST_FILE), ("tensors", TENSORS_FILE)] {
+            let bytes = std::fs::read(dir.join(file)).expect("artifact file");
+            form = form.part(
+                field,
+                reqwest::multipart::Part::bytes(bytes).file_name(file),
+            );
+        }
+        form = form.part(
+            "report",
+            reqwest::multipart::Part::bytes(report).file_name(REPORT_FILE),
+        );
+        self.http
+            .post(self.url("/v1/commentaries"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("POST /v1/commentaries")
     }
 
     /// `GET /v1/runs/{id}`.

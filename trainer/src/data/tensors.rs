@@ -242,8 +242,8 @@ pub fn holdout_indices(n: usize, count: usize, seed: u64) -> Vec<u64> {
 mod tests {
     use super::*;
     use crate::data::Limits;
-    use crate::data::corrupt::tests::write_splits;
     use crate::nn::testing::device;
+    use dataset::testing::write_splits;
 
     const SHAPE: ImageShape = ImageShape {
         height: 4,

@@ -23,7 +23,7 @@ pub trait LossProblem {
 /// The default relative step: differences move theta by `step` x max(||theta||, 1) along the
 /// direction; 1e-3 is small enough to rarely cross a ReLU kink (1e-2 did, measurably), large
 /// enough for f32. Problem files may set their own (`finite_difference_step`).
-pub const DEFAULT_STEP: f32 = 1e-3;
+pub const DEFAULT_STEP: f32 = schema::problem::DEFAULT_FINITE_DIFFERENCE_STEP;
 
 fn gradient(loss: impl Fn(&Tensor<1>) -> Tensor<1>, at: &Tensor<1>) -> Tensor<1> {
     let at_leaf = leaf(at);

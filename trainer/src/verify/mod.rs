@@ -1,28 +1,7 @@
-//! `commentary hypergrad` problem files: hypergradient problems any framework can check us on.
+//! `commentary hypergrad`: solving hypergradient problem files with the engine. The file
+//! format and its parser live in `schema::problem` (burn-free, fuzzed).
 //!
-//! A problem file is a small, self-contained hypergradient problem in safetensors:
-//!
-//! - student MLP: `student.layers.{i}.weight` [out, in], `student.layers.{i}.bias` [out] (f32),
-//!   ReLU between layers, none after the last;
-//! - data: `train.x` [N, d] f32, `train.y` [N] i64, `val.x` [M, d] f32, `val.y` [M] i64;
-//!   phi = `commentary.logits`; L_V = mean CE over the whole validation set at the final theta;
-//! - metadata `problem`:
-//!   - `weight-bptt`: phi [N], w_i = sigmoid(phi_i); `batches` [K, b] i64; inner loss = batch
-//!     mean of w_i CE_i; metadata `optimizer` `sgd` (`inner_lr`, `momentum`) or `adam`
-//!     (`inner_lr`, `adam_beta1`, `adam_beta2`, `adam_eps`); output d L_V / d phi. With Adam,
-//!     optional `state.first` and `state.second` [|theta|] and metadata `state_step` start the
-//!     unroll from a student part-way through training (truncated BPTT's window);
-//!   - `blend-ift`: phi [C, C]; `pairs` [N] i64; lambda_i = 1 - 0.5 sigmoid(phi[y_i, y_pairs_i]);
-//!     inner loss = mean_i of lambda_i CE(f(x~_i), y_i) + (1 - lambda_i) CE(f(x~_i), y_pairs_i)
-//!     on x~_i = lambda_i x_i + (1 - lambda_i) x_pairs_i; metadata `neumann_terms` J,
-//!     `neumann_lr` alpha, or `inverse` = `cg` with `cg_damping` (and optional
-//!     `cg_iterations`); output -(d/d phi)[grad_theta L_T . p]. With `--approximate`,
-//!     optional metadata `finite_difference_step` sets the differences' relative step
-//!     (default 1e-3).
-//! - output file: `hypergrad` (phi's shape, f32) and `val_loss` [1] f32; metadata
-//!   `hypergradient` = `exact` or `finite-difference` (approximate, with `--approximate`).
-//!
-//! `file` reads and checks problem files and writes answers; `problems` states the two
+//! `file` writes answers; `problems` states the two
 //! problems as [`InnerProblem`](crate::hypergrad::InnerProblem)s for the engine; `nn_mlp` is
 //! the same student as a plain burn-nn module, for the finite-difference fallback.
 
@@ -36,6 +15,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use schema::ImageShape;
 use schema::arch::NetSpec;
 use schema::artifact::HypergradientMethod;
+use schema::problem::{ProblemFile, ProblemInverse, ProblemOptimizer, ProblemTask};
 
 use crate::hypergrad::bptt;
 use crate::hypergrad::ift::{self, InverseHessian};
@@ -64,36 +44,8 @@ fn invalid(message: impl Into<String>) -> ProblemError {
     ProblemError::Invalid(message.into())
 }
 
-/// What the problem asks for.
-#[derive(Debug, Clone)]
-enum Task {
-    WeightBptt {
-        batches: Vec<Vec<i64>>,
-        optimizer: InnerOptimizer,
-        /// Adam's state at the start of the unroll: steps taken, first and second moments.
-        state: Option<(usize, Vec<f32>, Vec<f32>)>,
-    },
-    BlendIft {
-        pairs: Vec<i64>,
-        inverse: InverseHessian,
-        /// With `--approximate`: the finite differences' relative step.
-        finite_difference_step: f32,
-    },
-}
-
-/// A parsed and validated problem.
-pub struct Problem {
-    task: Task,
-    /// Layer widths, input first.
-    widths: Vec<usize>,
-    theta: Vec<f32>,
-    train_x: Vec<f32>,
-    train_y: Vec<i64>,
-    val_x: Vec<f32>,
-    val_y: Vec<i64>,
-    phi: Vec<f32>,
-    phi_shape: Vec<usize>,
-}
+/// A parsed and validated problem, ready to solve.
+pub struct Problem(ProblemFile);
 
 /// The answer: d L_V / d phi (or the IFT hypergradient) and L_V.
 #[derive(Debug, Clone)]
@@ -120,6 +72,13 @@ impl Problem {
         })
     }
 
+    /// Validates a problem held in memory.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProblemError> {
+        ProblemFile::parse(bytes)
+            .map(Self)
+            .map_err(|e| ProblemError::Invalid(e.0))
+    }
+
     /// Solves the problem on `device` (an autodiff device) with exact hypergradients.
     pub fn solve(&self, device: &Device) -> Result<Solution, ProblemError> {
         self.solve_with(device, false)
@@ -128,9 +87,9 @@ impl Problem {
     /// Solves the problem; with `approximate`, IFT problems use finite-difference
     /// Hessian-vector products (the fallback for models without explicit backward passes).
     pub fn solve_with(&self, device: &Device, approximate: bool) -> Result<Solution, ProblemError> {
-        let d = self.widths[0];
-        let classes = *self.widths.last().unwrap_or(&1);
-        let hidden = self.widths[1..self.widths.len() - 1]
+        let d = self.0.widths[0];
+        let classes = *self.0.widths.last().unwrap_or(&1);
+        let hidden = self.0.widths[1..self.0.widths.len() - 1]
             .iter()
             .map(|&w| w as u32)
             .collect();
@@ -147,26 +106,28 @@ impl Problem {
         );
         let data = MlpData::new(
             device,
-            &self.train_x,
-            &self.train_y,
-            &self.val_x,
-            &self.val_y,
+            &self.0.train_x,
+            &self.0.train_y,
+            &self.0.val_x,
+            &self.0.val_y,
             d,
             classes,
         );
         let theta = Tensor::<1>::from_data(
-            TensorData::new(self.theta.clone(), [self.theta.len()]),
+            TensorData::new(self.0.theta.clone(), [self.0.theta.len()]),
             device,
         );
-        let phi =
-            Tensor::<1>::from_data(TensorData::new(self.phi.clone(), [self.phi.len()]), device);
-        let (hypergrad, val_loss) = match &self.task {
-            Task::WeightBptt { .. } if approximate => {
+        let phi = Tensor::<1>::from_data(
+            TensorData::new(self.0.phi.clone(), [self.0.phi.len()]),
+            device,
+        );
+        let (hypergrad, val_loss) = match &self.0.task {
+            ProblemTask::WeightBptt { .. } if approximate => {
                 return Err(invalid(
                     "finite-difference hypergradients apply to IFT problems (blend-ift) only",
                 ));
             }
-            Task::WeightBptt {
+            ProblemTask::WeightBptt {
                 batches,
                 optimizer,
                 state,
@@ -194,12 +155,12 @@ impl Problem {
                     &theta,
                     &state0,
                     &phi,
-                    *optimizer,
+                    InnerOptimizer::from(*optimizer),
                     problem.batches.len(),
                 );
                 (out.hypergrad, out.val_loss)
             }
-            Task::BlendIft {
+            ProblemTask::BlendIft {
                 pairs,
                 inverse,
                 finite_difference_step,
@@ -208,7 +169,7 @@ impl Problem {
                 if approximate {
                     // The fallback for arbitrary burn modules, here a burn-nn MLP with the
                     // problem's weights: only its first-order autodiff is used.
-                    let student = NnMlp::new(&self.widths, &self.theta, device);
+                    let student = NnMlp::new(&self.0.widths, &self.0.theta, device);
                     ModuleProblem::new(
                         student,
                         |mlp: &NnMlp, phi: &Tensor<1>, _step| {
@@ -221,11 +182,23 @@ impl Problem {
                         },
                     )
                     .and_then(|(fallback, theta)| {
-                        fallback.hypergradient(&theta, &phi, 0, *inverse, *finite_difference_step)
+                        fallback.hypergradient(
+                            &theta,
+                            &phi,
+                            0,
+                            InverseHessian::from(*inverse),
+                            *finite_difference_step,
+                        )
                     })
                     .map_err(|e| invalid(e.to_string()))?
                 } else {
-                    let out = ift::hypergradient(&problem, &theta, &phi, 0, *inverse)?;
+                    let out = ift::hypergradient(
+                        &problem,
+                        &theta,
+                        &phi,
+                        0,
+                        InverseHessian::from(*inverse),
+                    )?;
                     (out.hypergrad, out.val_loss)
                 }
             }
@@ -233,20 +206,56 @@ impl Problem {
         let hypergrad = hypergrad.to_data().iter::<f32>().collect();
         Ok(Solution {
             hypergrad,
-            shape: self.phi_shape.clone(),
+            shape: self.0.phi_shape.clone(),
             val_loss,
             method: if approximate {
                 HypergradientMethod::FiniteDifference
             } else {
                 HypergradientMethod::Exact
             },
-            finite_difference_step: match &self.task {
-                Task::BlendIft {
+            finite_difference_step: match &self.0.task {
+                ProblemTask::BlendIft {
                     finite_difference_step,
                     ..
                 } if approximate => Some(*finite_difference_step),
                 _ => None,
             },
         })
+    }
+}
+
+impl From<ProblemOptimizer> for InnerOptimizer {
+    fn from(optimizer: ProblemOptimizer) -> Self {
+        match optimizer {
+            ProblemOptimizer::Sgd { lr, momentum } => Self::Sgd { lr, momentum },
+            ProblemOptimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => Self::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            },
+        }
+    }
+}
+
+impl From<ProblemInverse> for InverseHessian {
+    fn from(inverse: ProblemInverse) -> Self {
+        match inverse {
+            ProblemInverse::Neumann { terms, alpha } => Self::Neumann { terms, alpha },
+            ProblemInverse::ConjugateGradient {
+                iterations,
+                damping,
+                tolerance,
+            } => Self::ConjugateGradient {
+                iterations,
+                damping,
+                tolerance,
+            },
+        }
     }
 }

@@ -1,8 +1,6 @@
 //! Serving stored bytes over HTTP: a strong ETag, `If-None-Match` -> 304, a single
 //! `Range: bytes=...` -> 206 (honouring `If-Range`), 416 for unsatisfiable ranges.
 
-use std::ops::Range;
-
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
@@ -42,9 +40,9 @@ pub async fn serve(
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v == served.etag);
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(spec) if range_applies => match parse_range(spec, served.size) {
-            Ok(range) => Some(range),
-            Err(()) => {
+        Some(spec) if range_applies => match schema::wire::parse_byte_range(spec, served.size) {
+            Some(range) => Some(range),
+            None => {
                 let mut response = ApiError::new(
                     ErrorKind::RangeNotSatisfiable,
                     format!("cannot serve {spec:?} of {} bytes", served.size),
@@ -105,50 +103,4 @@ pub async fn serve(
         }
     }
     Ok(response)
-}
-
-/// Parses one `bytes=` range against `size`: `a-b`, `a-`, or `-n` (the last n bytes).
-fn parse_range(spec: &str, size: u64) -> Result<Range<u64>, ()> {
-    let spec = spec.trim().strip_prefix("bytes=").ok_or(())?;
-    if spec.contains(',') {
-        return Err(());
-    }
-    let (start, end) = spec.split_once('-').ok_or(())?;
-    let (start, end) = (start.trim(), end.trim());
-    let range = if start.is_empty() {
-        let n: u64 = end.parse().map_err(|_| ())?;
-        size.saturating_sub(n)..size
-    } else {
-        let start: u64 = start.parse().map_err(|_| ())?;
-        let end = if end.is_empty() {
-            size
-        } else {
-            end.parse::<u64>()
-                .map_err(|_| ())?
-                .saturating_add(1)
-                .min(size)
-        };
-        start..end
-    };
-    if range.start >= range.end || range.start >= size {
-        return Err(());
-    }
-    Ok(range)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_range;
-
-    #[test]
-    fn ranges_parse_like_rfc_9110() {
-        assert_eq!(parse_range("bytes=0-9", 100), Ok(0..10));
-        assert_eq!(parse_range("bytes=90-", 100), Ok(90..100));
-        assert_eq!(parse_range("bytes=-5", 100), Ok(95..100));
-        assert_eq!(parse_range("bytes=50-1000", 100), Ok(50..100));
-        assert_eq!(parse_range("bytes=100-", 100), Err(()));
-        assert_eq!(parse_range("bytes=5-2", 100), Err(()));
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), Err(()));
-        assert_eq!(parse_range("items=0-1", 100), Err(()));
-    }
 }

@@ -119,31 +119,18 @@ impl PageParams {
         let limit = self.limit.unwrap_or(50).clamp(1, 500);
         let offset = match &self.cursor {
             None => 0,
-            Some(c) => parse_cursor(c)?,
+            Some(c) => schema::wire::parse_cursor(c).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "bad cursor {c:?}: give the next_cursor of the previous page"
+                ))
+            })?,
         };
         Ok((offset, limit))
     }
 
     fn next(offset: u64, limit: u64, more: bool) -> Option<String> {
-        more.then(|| (offset + limit).to_string())
+        more.then(|| schema::wire::next_cursor(offset, limit))
     }
-}
-
-/// A cursor is the decimal offset `next_cursor` gave: digits only, and within the databases'
-/// signed 64-bit range (a larger one once panicked in the SQL binder).
-fn parse_cursor(text: &str) -> Result<u64, ApiError> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "bad cursor {text:?}: give the next_cursor of the previous page"
-        ))
-    };
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    text.parse::<i64>()
-        .ok()
-        .and_then(|offset| u64::try_from(offset).ok())
-        .ok_or_else(bad)
 }
 
 /// Routes answered quickly (a request timeout applies) and streaming ones (uploads, downloads,

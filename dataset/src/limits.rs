@@ -12,6 +12,9 @@ pub struct Limits {
     pub max_examples: u64,
     /// Pixels (H x W x C) of one image.
     pub max_image_bytes: u64,
+    /// Classes a dataset may name (label ids run below this). Learned blend matrices are
+    /// classes x classes, so a stray label of 4e9 must be refused, not expanded.
+    pub max_classes: u64,
     /// An archive may expand to at most this many times its own size (small archives always
     /// to [`EXPANSION_FLOOR`]): a gzip bomb is refused after a few hundred megabytes, not 16 GB.
     pub max_expansion_ratio: u64,
@@ -40,9 +43,31 @@ impl Default for Limits {
             max_entries: 2_000_000,
             max_examples: 10_000_000,
             max_image_bytes: 64 << 20,
+            max_classes: 100_000,
             max_expansion_ratio: 100,
             min_free_bytes: 1 << 30,
         }
+    }
+}
+
+impl Limits {
+    /// Refuses a dataset of `classes` classes beyond [`Limits::max_classes`]; call it before
+    /// anything is allocated per class.
+    pub fn check_classes(
+        &self,
+        classes: u64,
+        path: &std::path::Path,
+    ) -> Result<(), super::DataError> {
+        if classes > self.max_classes {
+            return Err(super::DataError::limit(
+                path,
+                format!(
+                    "names {classes} classes, more than the limit of {} (--max-classes)",
+                    self.max_classes
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

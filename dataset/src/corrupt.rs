@@ -212,8 +212,9 @@ pub fn read_corruption(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::testing::write_splits;
     use schema::ImageShape;
 
     const SHAPE: ImageShape = ImageShape {
@@ -221,23 +222,6 @@ pub(crate) mod tests {
         width: 4,
         channels: 1,
     };
-
-    /// Writes IDX splits (prefix, labels) with distinct images (example i's first pixels
-    /// spell i) into `dir`.
-    pub(crate) fn write_splits(dir: &Path, splits: &[(&str, ImageShape, Vec<u32>)]) {
-        let mut next = 0u32;
-        for (prefix, shape, labels) in splits {
-            let size = (shape.height * shape.width * shape.channels) as usize;
-            let mut pixels = Vec::with_capacity(labels.len() * size);
-            for _ in labels {
-                let mut image = vec![0u8; size];
-                image[..4].copy_from_slice(&next.to_le_bytes());
-                next += 1;
-                pixels.extend_from_slice(&image);
-            }
-            crate::data::idx::write_gz(dir, prefix, *shape, labels, &pixels).expect("write");
-        }
-    }
 
     fn source(dir: &Path, per_class: u32) -> Dataset {
         let train: Vec<u32> = (0..3 * per_class).map(|i| i % 3).collect();

@@ -21,8 +21,14 @@ pub(crate) struct Layout {
 /// How many single wrapping folders are looked through (`cifar-10-batches-bin/`, say).
 const MAX_WRAPPERS: usize = 4;
 
-/// Recognises the dataset in `root`.
+/// Recognises the dataset in `root`, within the class limit.
 pub(crate) fn detect(root: &Path, limits: &Limits) -> Result<Layout, DataError> {
+    let layout = detect_format(root, limits)?;
+    limits.check_classes(layout.classes.len() as u64, root)?;
+    Ok(layout)
+}
+
+fn detect_format(root: &Path, limits: &Limits) -> Result<Layout, DataError> {
     let root = unwrap_single_folder(root)?;
     let listing = Listing::read(&root)?;
     if listing.files.iter().any(|f| npz::is_npy(&f.name)) {
@@ -287,7 +293,10 @@ fn detect_npz(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout,
     let classes = match classes_file {
         Some(path) => npz::read_classes(&path)?,
         None => match max_label {
-            Some(max) => (0..=max).map(|l| l.to_string()).collect(),
+            Some(max) => {
+                limits.check_classes(u64::from(max) + 1, root)?;
+                (0..=max).map(|l| l.to_string()).collect()
+            }
             None => {
                 return Err(DataError::invalid(
                     root,
@@ -465,6 +474,62 @@ mod tests {
         );
         let clash: BTreeSet<String> = ["1", "01"].map(String::from).into();
         assert!(order_class_names(clash, Path::new(".")).is_err());
+    }
+
+    /// A NumPy `.npy` file: version 1.0 header, C order.
+    fn write_npy(path: &Path, descr: &str, shape: &[u64], data: &[u8]) {
+        let dims: String = shape.iter().map(|d| format!("{d},")).collect();
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
+        while (header.len() + 11) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        std::fs::write(path, bytes).expect("write npy");
+    }
+
+    /// Found by the `dataset_files` fuzz target: a label near 2^32 without `classes.npy` made
+    /// the decoder build billions of decimal class names (an abort on allocation failure).
+    #[test]
+    fn a_huge_npz_label_is_refused_before_naming_its_classes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        write_npy(
+            &dir.path().join("train_images.npy"),
+            "|u1",
+            &[1, 2, 2],
+            &[0; 4],
+        );
+        let label = 3_000_000_000u32.to_le_bytes();
+        write_npy(&dir.path().join("train_labels.npy"), "<u4", &[1], &label);
+        let err = detect(dir.path(), &Limits::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("3000000001 classes"), "{err}");
+        assert!(err.contains("--max-classes"), "{err}");
+    }
+
+    #[test]
+    fn too_many_class_folders_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for class in ["a", "b", "c"] {
+            let folder = dir.path().join("train").join(class);
+            std::fs::create_dir_all(&folder).expect("mkdir");
+            std::fs::write(folder.join("x.png"), b"").expect("write");
+        }
+        let limits = Limits {
+            max_classes: 2,
+            ..Limits::default()
+        };
+        let err = detect(dir.path(), &limits)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("3 classes"), "{err}");
     }
 
     #[test]
