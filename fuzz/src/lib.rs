@@ -1,5 +1,6 @@
 //! What the fuzz targets share: the small limits they decode under, the checks every dataset
-//! decode must pass, and the framing that packs several files into one fuzz input.
+//! decode must pass, and the framing that packs several files into one fuzz input (`fuzz/seeds.py`
+//! writes seeds in it).
 
 use std::path::Path;
 
@@ -73,17 +74,6 @@ pub fn parts(mut data: &[u8]) -> Vec<&[u8]> {
         let len = len.min(rest.len());
         out.push(&rest[..len]);
         data = &rest[len..];
-    }
-    out
-}
-
-/// The inverse of [`parts`], for writing seed inputs.
-pub fn join(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for part in parts {
-        let len = u16::try_from(part.len()).expect("a seed part over 64 KiB");
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(part);
     }
     out
 }

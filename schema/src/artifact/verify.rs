@@ -24,7 +24,9 @@ pub struct VerifiedArtifact {
 /// sha256, the tensor names, dtypes and shapes the kind requires, finite parameter values,
 /// validation indices in range, and `report.json` (when present) being JSON.
 pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
-    let manifest_bytes = read_file(&dir.join(MANIFEST_FILE))?;
+    // The manifest is parsed before the other files are read, so a broken manifest is
+    // reported first.
+    let manifest = parse_manifest(dir, &read_file(&dir.join(MANIFEST_FILE))?)?;
     let tensor_bytes = read_file(&dir.join(TENSORS_FILE))?;
     let report_path = dir.join(REPORT_FILE);
     let report_bytes = if report_path.exists() {
@@ -32,7 +34,7 @@ pub fn verify_artifact(dir: &Path) -> Result<VerifiedArtifact, ArtifactError> {
     } else {
         None
     };
-    verify_artifact_bytes(dir, &manifest_bytes, &tensor_bytes, report_bytes.as_deref())
+    check_artifact(dir, manifest, &tensor_bytes, report_bytes.as_deref())
 }
 
 /// [`verify_artifact`] on the files' bytes (`report` when the artifact has one); `dir` only
@@ -43,8 +45,16 @@ pub fn verify_artifact_bytes(
     tensor_bytes: &[u8],
     report: Option<&[u8]>,
 ) -> Result<VerifiedArtifact, ArtifactError> {
-    let manifest_path = dir.join(MANIFEST_FILE);
-    let manifest: ArtifactManifest = serde_json::from_slice(manifest_bytes).map_err(|source| {
+    check_artifact(
+        dir,
+        parse_manifest(dir, manifest_bytes)?,
+        tensor_bytes,
+        report,
+    )
+}
+
+fn parse_manifest(dir: &Path, manifest_bytes: &[u8]) -> Result<ArtifactManifest, ArtifactError> {
+    serde_json::from_slice(manifest_bytes).map_err(|source| {
         // An unknown format version explains a schema mismatch better than the field error.
         match serde_json::from_slice::<serde_json::Value>(manifest_bytes)
             .ok()
@@ -60,12 +70,20 @@ pub fn verify_artifact_bytes(
                 }
             }
             _ => ArtifactError::Manifest {
-                path: manifest_path.clone(),
+                path: dir.join(MANIFEST_FILE),
                 source,
             },
         }
-    })?;
+    })
+}
 
+/// Everything after the manifest parsed: version, sha256, tensors, report.
+fn check_artifact(
+    dir: &Path,
+    manifest: ArtifactManifest,
+    tensor_bytes: &[u8],
+    report: Option<&[u8]>,
+) -> Result<VerifiedArtifact, ArtifactError> {
     let mut problems = Vec::new();
     if !READABLE_VERSIONS.contains(&manifest.format_version) {
         problems.push(format!(
