@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use flate2::read::GzDecoder;
 use tempfile::TempDir;
 
-use super::{DataError, Limits, disk};
+use super::{Cancel, DataError, Limits, disk};
 
 /// What kind of archive a file is, judged by its bytes, not its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,7 @@ pub fn extract(
     kind: ArchiveKind,
     limits: &Limits,
     temp_root: Option<&Path>,
+    cancel: &Cancel,
 ) -> Result<TempDir, DataError> {
     let mut builder = tempfile::Builder::new();
     builder.prefix("commentary-extract-");
@@ -96,7 +97,7 @@ pub fn extract(
     }
     .map_err(|e| DataError::io(temp_root.unwrap_or(&std::env::temp_dir()), e))?;
     let file = File::open(archive).map_err(|e| DataError::io(archive, e))?;
-    let mut budget = Budget::new(archive, limits);
+    let mut budget = Budget::new(archive, limits, cancel);
     let extracted = match kind {
         ArchiveKind::Tar => extract_tar(archive, BufReader::new(file), dir.path(), &mut budget),
         ArchiveKind::TarGz => extract_tar(
@@ -116,6 +117,8 @@ pub fn extract(
 struct Budget<'a> {
     archive: &'a Path,
     limits: &'a Limits,
+    /// Checked before every entry and every buffer copied.
+    cancel: &'a Cancel,
     /// The most the archive may expand to (bytes cap and ratio).
     cap: u64,
     entries: u64,
@@ -130,11 +133,12 @@ struct Budget<'a> {
 const FREE_SPACE_EVERY: u64 = 64 << 20;
 
 impl<'a> Budget<'a> {
-    fn new(archive: &'a Path, limits: &'a Limits) -> Self {
+    fn new(archive: &'a Path, limits: &'a Limits, cancel: &'a Cancel) -> Self {
         let size = std::fs::metadata(archive).map_or(0, |m| m.len());
         Self {
             archive,
             limits,
+            cancel,
             cap: limits.expansion_cap(size),
             entries: 0,
             bytes: 0,
@@ -144,6 +148,7 @@ impl<'a> Budget<'a> {
     }
 
     fn add_entry(&mut self) -> Result<(), DataError> {
+        self.cancel.check(self.archive)?;
         self.entries += 1;
         if self.entries > self.limits.max_entries {
             return Err(DataError::limit(
@@ -162,6 +167,7 @@ impl<'a> Budget<'a> {
     fn copy(&mut self, reader: &mut dyn Read, dest: &Path, entry: &str) -> Result<(), DataError> {
         let mut out = File::create(dest).map_err(|e| self.write_error(dest, e))?;
         loop {
+            self.cancel.check(self.archive)?;
             if self.bytes >= self.next_space_check {
                 disk::ensure_free(dest, self.limits.min_free_bytes)?;
                 self.next_space_check = self.bytes + FREE_SPACE_EVERY;

@@ -22,6 +22,9 @@ pub enum DataError {
     /// The disk it is written to is (nearly) full: not the input's fault.
     #[error("{location}: {problem}")]
     NoSpace { location: String, problem: String },
+    /// Decoding was stopped by a [`crate::Cancel`] (nobody waits for the result any more).
+    #[error("{location}: decoding was cancelled")]
+    Cancelled { location: String },
 }
 
 impl DataError {
@@ -79,6 +82,9 @@ impl DataError {
             Self::NoSpace { location, problem } => Self::NoSpace {
                 location: rewrite(location),
                 problem: rewrite(problem),
+            },
+            Self::Cancelled { location } => Self::Cancelled {
+                location: rewrite(location),
             },
         }
     }

@@ -11,6 +11,7 @@
 //! tensors (`trainer::data::tensors`).
 
 mod archive;
+mod cancel;
 mod cifar;
 pub mod corrupt;
 pub mod digest;
@@ -31,6 +32,7 @@ use schema::{DatasetFormat, DatasetSummary, ImageShape, SplitSummary};
 use tempfile::TempDir;
 
 pub use archive::ArchiveKind;
+pub use cancel::Cancel;
 pub use digest::{SplitHashes, dataset_digest, record_hash};
 pub use error::DataError;
 pub use limits::Limits;
@@ -89,6 +91,8 @@ pub struct Dataset {
     limits: Limits,
     /// The extraction folder of an archive, deleted on drop.
     extracted: Option<TempDir>,
+    /// Stops decoding early when set (checked between examples).
+    cancel: Cancel,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -140,12 +144,23 @@ impl Dataset {
         limits: Limits,
         temp_root: Option<&Path>,
     ) -> Result<Self, DataError> {
+        Self::open_cancellable(path, limits, temp_root, Cancel::default())
+    }
+
+    /// [`Dataset::open_in`] that stops with [`DataError::Cancelled`] once `cancel` is set:
+    /// while extracting, and later while decoding examples.
+    pub fn open_cancellable(
+        path: &Path,
+        limits: Limits,
+        temp_root: Option<&Path>,
+        cancel: Cancel,
+    ) -> Result<Self, DataError> {
         let metadata = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
         let (root, extracted) = if metadata.is_dir() {
             (path.to_path_buf(), None)
         } else {
             let kind = archive::detect(path)?;
-            let dir = archive::extract(path, kind, &limits, temp_root)?;
+            let dir = archive::extract(path, kind, &limits, temp_root, &cancel)?;
             (dir.path().to_path_buf(), Some(dir))
         };
         let relocate = |err: DataError| match &extracted {
@@ -160,6 +175,7 @@ impl Dataset {
             splits: found.splits,
             limits,
             extracted,
+            cancel,
         })
     }
 
@@ -201,6 +217,7 @@ impl Dataset {
         let source = self.split(split)?;
         let classes = self.classes.len() as u32;
         let mut checked = |example: Example<'_>| {
+            self.cancel.check(Path::new(source.name()))?;
             if example.label >= classes {
                 return Err(DataError::invalid(
                     Path::new(source.name()),

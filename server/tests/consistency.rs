@@ -1,6 +1,7 @@
 //! Findings 3 and 6 of the hardening review (issue 15): state changes that were two statements
 //! outside a transaction, a reaper that did not re-check expiry, rows that could point at a
-//! deleted dataset, and one digest that could map to two stored archives.
+//! deleted dataset, and one digest that could map to two stored archives; and the fault test
+//! of a blob store that fails writes.
 //!
 //! The registry runs in-process on SQLite; a trigger makes the database refuse a statement,
 //! which is how a crash or an outage between two statements shows.
@@ -288,4 +289,40 @@ async fn racing_uploads_of_one_content_keep_one_archive_whole() {
         let blobs = common::files_under(&app.state.config.data_dir.join("blobs/datasets"));
         assert_eq!(blobs.len(), 1, "{blobs:?}");
     }
+}
+
+/// A blob store that fails writes (here a file sits where the store's `datasets` folder goes,
+/// which even root cannot write under) answers 503 `not_ready`, not 500, and stores no row;
+/// once the store takes writes again, the same upload is stored without a restart.
+#[tokio::test]
+async fn a_store_that_fails_writes_answers_503_and_stores_nothing() {
+    let app = TestApp::new().await;
+    let blobs = app.state.config.data_dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("blobs");
+    let datasets = blobs.join("datasets");
+    let _ = std::fs::remove_dir_all(&datasets);
+    std::fs::write(&datasets, b"not a folder").expect("sabotage the store");
+
+    let refused = app.post_mnist().await;
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert_eq!(refused.error_code(), "not_ready");
+    assert!(
+        refused.text.contains("nothing was stored"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(
+        app.get("/v1/datasets").await.body["items"],
+        serde_json::json!([])
+    );
+    assert_eq!(app.get("/healthz").await.status, 200);
+
+    std::fs::remove_file(&datasets).expect("mend the store");
+    app.upload_mnist().await;
+    assert_eq!(
+        app.get("/v1/datasets").await.body["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 }

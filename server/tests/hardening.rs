@@ -569,3 +569,84 @@ async fn example_images_of_a_split_larger_than_the_cache_are_refused() {
     let answers = futures::future::join_all(paths.iter().map(|p| app.get(p))).await;
     assert!(answers.iter().all(|a| a.status == StatusCode::OK));
 }
+
+/// A zip that expands to `entries` x 64 MiB of zeros, each entry compressed once and copied
+/// raw (so the test builds it in a moment).
+fn zip_of_zeros(entries: usize) -> Vec<u8> {
+    use std::io::Write as _;
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(false);
+    let mut one = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    one.start_file("zeros/0.bin", options).expect("entry");
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        one.write_all(&block).expect("write");
+    }
+    let one = one.finish().expect("zip").into_inner();
+    let mut source = zip::ZipArchive::new(std::io::Cursor::new(one)).expect("read back");
+    let mut many = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for i in 0..entries {
+        let entry = source.by_index_raw(0).expect("entry");
+        many.raw_copy_file_rename(entry, format!("zeros/{i}.bin"))
+            .expect("copy");
+    }
+    many.finish().expect("zip").into_inner()
+}
+
+/// Finding 17: decoding went on after the client disconnected (an abandoned upload kept
+/// extracting into staging for nobody). Here the upload's client goes away while the archive
+/// is being extracted: extraction stops and staging is emptied within seconds, long before
+/// the 8 GiB it would have written.
+#[tokio::test(flavor = "multi_thread")]
+async fn decoding_stops_when_the_client_goes_away() {
+    let registry = common::Registry::start(
+        &common::Backend::sqlite_local(),
+        &[
+            "--workers",
+            "0",
+            "--max-expanded-bytes",
+            "64GiB",
+            "--max-expansion-ratio",
+            "1000000",
+        ],
+    );
+    let client = registry.client();
+    let zip = zip_of_zeros(128);
+    let pending = tokio::spawn(
+        client
+            .http
+            .post(client.url("/v1/datasets?name=abandoned"))
+            .body(zip)
+            .send(),
+    );
+    let staging = registry.data_dir.join("staging");
+    let staged = || -> u64 {
+        common::files_under(&staging)
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    let started = std::time::Instant::now();
+    // The body is in and extraction has begun (more than the 8 MB upload is staged).
+    while staged() < 256 << 20 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "extraction did not start: {} bytes staged",
+            staged()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    pending.abort(); // the client goes away
+    let gone = std::time::Instant::now();
+    while staged() > 0 {
+        assert!(
+            gone.elapsed() < std::time::Duration::from_secs(3),
+            "still extracting {} bytes after the client left",
+            staged()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.get_json("/healthz").await["status"], "ok");
+}

@@ -6,10 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Backend, Client, Registry, commentary, fast_run, fixture_archive};
-use futures::StreamExt as _;
+use common::{Backend, Registry, Sse, commentary, fast_run, fixture_archive, read_sse};
 use sha2::{Digest as _, Sha256};
 use tests::{MNIST_FIXTURE_DIGEST, mnist_fixture};
 
@@ -24,57 +21,6 @@ async fn postgres_and_s3() {
     if let Some(backend) = Backend::postgres_s3().await {
         scenario(&backend).await;
     }
-}
-
-/// One SSE event as sent.
-#[derive(Debug)]
-struct Sse {
-    id: i64,
-    event: String,
-    data: serde_json::Value,
-}
-
-/// Reads an SSE stream to its end.
-async fn read_sse(client: &Client, path: &str, last_event_id: Option<i64>) -> Vec<Sse> {
-    let mut request = client.http.get(client.url(path));
-    if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id.to_string());
-    }
-    let response = request.send().await.expect("GET events");
-    assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap_or_default()
-            .starts_with("text/event-stream")
-    );
-    let mut stream = response.bytes_stream();
-    let mut text = String::new();
-    let read = async {
-        while let Some(chunk) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.expect("SSE chunk")));
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(600), read)
-        .await
-        .expect("the SSE stream ends when the run ends");
-    let mut events = Vec::new();
-    for block in text.split("\n\n") {
-        let (mut id, mut event, mut data) = (None, None, None);
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("id:") {
-                id = v.trim().parse().ok();
-            } else if let Some(v) = line.strip_prefix("event:") {
-                event = Some(v.trim().to_string());
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data = serde_json::from_str(v.trim()).ok();
-            }
-        }
-        if let (Some(id), Some(event), Some(data)) = (id, event, data) {
-            events.push(Sse { id, event, data });
-        }
-    }
-    events
 }
 
 async fn scenario(backend: &Backend) {

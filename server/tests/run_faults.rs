@@ -186,24 +186,12 @@ async fn a_worker_that_dies_mid_run_leaves_the_registry_up() {
 /// Kills (SIGKILL) the `commentary worker` processes serving `url`; returns how many.
 fn kill_worker_processes(url: &str) -> usize {
     let mut killed = 0;
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().any(|a| a == "worker") && args.iter().any(|a| a == url) {
-            let status = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status()
-                .expect("kill");
-            killed += usize::from(status.success());
-        }
+    for pid in common::worker_processes(url) {
+        let status = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill");
+        killed += usize::from(status.success());
     }
     killed
 }

@@ -24,48 +24,65 @@ use super::db::entities::{commentary, dataset};
 use super::error::{ApiError, ApiResult, ErrorKind};
 use super::store::{ArtifactFile, StorageKey};
 
-/// An artifact received over HTTP, not yet trusted.
+/// An artifact received over HTTP, not yet trusted: its form fields streamed into a staging
+/// folder of their own (`manifest.json`, `tensors.safetensors`, maybe `report.json`), so a
+/// large or slow upload is never held in memory while it arrives.
 pub struct Upload {
-    pub manifest: Bytes,
-    pub tensors: Bytes,
-    pub report: Option<Bytes>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Upload {
+    /// A new, empty staging folder under the registry's staging directory.
+    pub fn staged(state: &SharedState) -> ApiResult<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir_in(&state.staging_dir).map_err(ApiError::internal)?,
+        })
+    }
+
+    pub fn path(&self, file: &str) -> std::path::PathBuf {
+        self.dir.path().join(file)
+    }
 }
 
 /// A verified artifact, ready to commit.
 pub struct Checked {
     pub upload: Upload,
     pub manifest: ArtifactManifest,
+    /// `manifest.json` as uploaded (small; kept in the row).
+    pub manifest_bytes: Bytes,
     pub report: Option<ApplyReport>,
+    /// `report.json` as uploaded.
+    pub report_bytes: Option<Bytes>,
+    pub tensors_bytes: u64,
 }
 
-/// Verifies an uploaded artifact exactly as `commentary artifact verify` does (it is written to a
-/// scratch folder and read back), and checks its dataset is stored here.
+/// Verifies an uploaded artifact exactly as `commentary artifact verify` does (in its staging
+/// folder), and checks its dataset is stored here.
 pub async fn check(state: &SharedState, upload: Upload) -> ApiResult<Checked> {
-    let scratch = tempfile::tempdir_in(&state.staging_dir).map_err(ApiError::internal)?;
-    let dir = scratch.path().to_path_buf();
-    let files = [
-        (MANIFEST_FILE, Some(upload.manifest.clone())),
-        (TENSORS_FILE, Some(upload.tensors.clone())),
-        (REPORT_FILE, upload.report.clone()),
-    ];
-    let verified = tokio::task::spawn_blocking(move || {
-        for (name, bytes) in files {
-            if let Some(bytes) = bytes {
-                std::fs::write(dir.join(name), &bytes).map_err(ApiError::internal)?;
-            }
-        }
-        verify_artifact(&dir).map_err(|e| {
-            ApiError::new(
-                ErrorKind::InvalidArtifact,
-                e.to_string()
-                    .replace(&dir.display().to_string(), "artifact"),
-            )
+    let dir = upload.dir.path().to_path_buf();
+    let (verified, manifest_bytes, report_bytes, tensors_bytes) =
+        tokio::task::spawn_blocking(move || {
+            let verified = verify_artifact(&dir).map_err(|e| {
+                ApiError::new(
+                    ErrorKind::InvalidArtifact,
+                    e.to_string()
+                        .replace(&dir.display().to_string(), "artifact"),
+                )
+            })?;
+            let read = |file: &str| std::fs::read(dir.join(file)).map_err(ApiError::internal);
+            let manifest = Bytes::from(read(MANIFEST_FILE)?);
+            let report = match dir.join(REPORT_FILE).exists() {
+                true => Some(Bytes::from(read(REPORT_FILE)?)),
+                false => None,
+            };
+            let tensors = std::fs::metadata(dir.join(TENSORS_FILE))
+                .map_err(ApiError::internal)?
+                .len();
+            Ok::<_, ApiError>((verified, manifest, report, tensors))
         })
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    drop(scratch);
-    let report = match &upload.report {
+        .await
+        .map_err(ApiError::internal)??;
+    let report = match &report_bytes {
         Some(bytes) => Some(serde_json::from_slice::<ApplyReport>(bytes).map_err(|e| {
             ApiError::new(ErrorKind::InvalidArtifact, format!("{REPORT_FILE}: {e}"))
         })?),
@@ -87,36 +104,40 @@ pub async fn check(state: &SharedState, upload: Upload) -> ApiResult<Checked> {
     Ok(Checked {
         upload,
         manifest: verified.manifest,
+        manifest_bytes,
         report,
+        report_bytes,
+        tensors_bytes,
     })
 }
 
-/// Stores the blobs of a checked artifact (before the row that makes it visible).
+/// Stores the blobs of a checked artifact (before the row that makes it visible; a failure
+/// leaves blobs no row references, which the orphan sweep removes).
 pub async fn store_blobs(state: &SharedState, id: &str, checked: &Checked) -> ApiResult<()> {
-    let upload = &checked.upload;
-    state
-        .store
-        .put(
+    let store = &state.store;
+    store
+        .put_file(
             &StorageKey::commentary(id, ArtifactFile::Tensors),
-            upload.tensors.clone(),
+            &checked.upload.path(TENSORS_FILE),
         )
-        .await?;
-    if let Some(report) = &upload.report {
-        state
-            .store
+        .await
+        .map_err(ApiError::store_write)?;
+    if let Some(report) = &checked.report_bytes {
+        store
             .put(
                 &StorageKey::commentary(id, ArtifactFile::Report),
                 report.clone(),
             )
-            .await?;
+            .await
+            .map_err(ApiError::store_write)?;
     }
-    state
-        .store
+    store
         .put(
             &StorageKey::commentary(id, ArtifactFile::Manifest),
-            upload.manifest.clone(),
+            checked.manifest_bytes.clone(),
         )
-        .await?;
+        .await
+        .map_err(ApiError::store_write)?;
     Ok(())
 }
 
@@ -133,14 +154,14 @@ pub async fn insert_row(
         dataset_digest: Set(manifest.dataset.digest.to_string()),
         kind: Set(manifest.kind.as_str().to_string()),
         algorithm: Set(manifest.algorithm.to_string()),
-        manifest: Set(String::from_utf8_lossy(&checked.upload.manifest).into_owned()),
+        manifest: Set(String::from_utf8_lossy(&checked.manifest_bytes).into_owned()),
         report: Set(checked
-            .upload
-            .report
+            .report_bytes
             .as_ref()
             .map(|r| String::from_utf8_lossy(r).into_owned())),
-        tensors_sha256: Set(Sha256::of(&checked.upload.tensors).hex()),
-        tensors_bytes: Set(checked.upload.tensors.len() as i64),
+        // verify_artifact checked the file against this.
+        tensors_sha256: Set(manifest.tensors_sha256.hex()),
+        tensors_bytes: Set(checked.tensors_bytes as i64),
         improvement: Set(checked
             .report
             .as_ref()

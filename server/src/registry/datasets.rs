@@ -16,7 +16,7 @@ use sea_orm::{
     QueryFilter as _, QueryOrder as _, Set, TransactionTrait as _,
 };
 use tokio::io::AsyncWriteExt as _;
-use trainer::data::{DataError, Dataset, SplitData, disk};
+use trainer::data::{Cancel, DataError, Dataset, SplitData, disk};
 
 use super::app::SharedState;
 use super::db::entities::{commentary, dataset, run, run_event};
@@ -75,25 +75,31 @@ pub async fn ingest(
     }
 
     // Decode and digest off the async threads; the archive is extracted under staging too.
+    // When the client goes away, this future is dropped and the guard stops the decoding.
     let limits = state.config.limits;
     let staging = state.staging_dir.clone();
     let path = staged.path().to_path_buf();
+    let guard = CancelOnDrop::new(name);
+    let cancel = guard.cancel.clone();
     let summary = tokio::task::spawn_blocking(move || -> Result<DatasetSummary, ApiError> {
         let refused = |e: DataError| {
             let message = e.to_string().replace(&path.display().to_string(), "upload");
             match e {
                 DataError::NoSpace { .. } => ApiError::new(ErrorKind::InsufficientStorage, message),
+                DataError::Cancelled { .. } => ApiError::bad_request(message),
                 _ => ApiError::new(
                     ErrorKind::InvalidDataset,
                     format!("not a usable dataset: {message}"),
                 ),
             }
         };
-        let opened = Dataset::open_in(&path, limits, Some(&staging)).map_err(refused)?;
+        let opened =
+            Dataset::open_cancellable(&path, limits, Some(&staging), cancel).map_err(refused)?;
         opened.summarize().map_err(refused)
     })
     .await
     .map_err(ApiError::internal)??;
+    guard.defuse();
 
     let digest = summary.digest.to_string();
     if let Some(existing) = dataset::Entity::find_by_id(&digest).one(&state.db).await? {
@@ -102,7 +108,11 @@ pub async fn ingest(
     // Stored under a key of its own: a racing upload of the same content (maybe in another
     // container) writes elsewhere, and the row that commits names the archive that counts.
     let key = StorageKey::new_archive(summary.digest);
-    state.store.put_file(&key, staged.path()).await?;
+    state
+        .store
+        .put_file(&key, staged.path())
+        .await
+        .map_err(ApiError::store_write)?;
     let model = dataset::ActiveModel {
         digest: Set(digest.clone()),
         name: Set(name.to_string()),
@@ -127,6 +137,42 @@ pub async fn ingest(
             || ApiError::internal(anyhow::anyhow!("the dataset row was not stored")),
             ApiError::from,
         )),
+    }
+}
+
+/// Cancels an upload's decoding when dropped before [`CancelOnDrop::defuse`]: axum drops a
+/// handler's future when its client disconnects, and without this the blocking decode would
+/// go on extracting and digesting for nobody.
+struct CancelOnDrop {
+    cancel: Cancel,
+    name: String,
+    armed: bool,
+}
+
+impl CancelOnDrop {
+    fn new(name: &str) -> Self {
+        Self {
+            cancel: Cancel::new(),
+            name: name.to_string(),
+            armed: true,
+        }
+    }
+
+    /// The decoding finished: nothing to stop.
+    fn defuse(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cancel.cancel();
+            tracing::info!(
+                name = self.name,
+                "upload abandoned by its client: decoding stopped"
+            );
+        }
     }
 }
 
@@ -183,7 +229,7 @@ async fn stage(state: &SharedState, body: Body, to: &Path) -> ApiResult<u64> {
 }
 
 /// 507 when less than `margin` is free where uploads are staged.
-fn ensure_free(path: &Path, margin: u64) -> ApiResult<()> {
+pub(crate) fn ensure_free(path: &Path, margin: u64) -> ApiResult<()> {
     disk::ensure_free(path, margin).map_err(|e| {
         ApiError::new(
             ErrorKind::InsufficientStorage,

@@ -160,6 +160,28 @@ impl ApiError {
         Self::new(ErrorKind::Internal, ErrorKind::Internal.description())
     }
 
+    /// A write the blob store did not take: 507 when the disk under it is full, otherwise 503
+    /// `not_ready` (the store is down or refuses). The caller makes nothing visible, so the
+    /// request can simply be retried.
+    pub fn store_write(err: anyhow::Error) -> Self {
+        tracing::error!("blob store: {err:#}");
+        let full = err.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)
+        });
+        if full {
+            return Self::new(
+                ErrorKind::InsufficientStorage,
+                "the registry's disk is full; nothing was stored. Retry once space is freed",
+            );
+        }
+        Self::new(
+            ErrorKind::NotReady,
+            "the blob store did not take the write; nothing was stored. Retry later",
+        )
+    }
+
     /// One of axum's rejections, with axum's text (which names the problem) as the message.
     pub fn rejection(rejection: impl IntoResponse + std::fmt::Display) -> Self {
         let text = rejection.to_string();

@@ -120,22 +120,26 @@ impl BlobStore {
             .with_context(|| format!("cannot open {}", file.display()))?;
         let mut writer = BufWriter::new(self.inner.clone(), self.key(key));
         let mut buffer = vec![0u8; 1 << 20];
-        let result: anyhow::Result<()> = async {
+        let copied: anyhow::Result<()> = async {
             loop {
                 let n = source.read(&mut buffer).await?;
                 if n == 0 {
-                    break;
+                    return Ok(());
                 }
                 writer.write_all(&buffer[..n]).await?;
             }
-            writer.shutdown().await?;
-            Ok(())
         }
         .await;
-        if let Err(err) = result {
+        if let Err(err) = copied {
             let _ = writer.abort().await;
             return Err(err.context(format!("cannot store {key}")));
         }
+        // A failed shutdown has already ended the upload (object_store's `abort` would
+        // panic after it): nothing to abort, and no object was made.
+        writer
+            .shutdown()
+            .await
+            .with_context(|| format!("cannot store {key}"))?;
         Ok(())
     }
 

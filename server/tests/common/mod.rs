@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use schema::api::{Evaluation, RunCreated, RunInfo, RunRequest, RunState};
 use schema::arch::NetSpec;
 use schema::{Algorithm, CommentaryKind, LearnConfig};
@@ -378,4 +379,73 @@ impl Drop for RemoteWorker {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Pids of the `commentary worker` processes serving `url`.
+pub fn worker_processes(url: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.contains(&b"worker".as_slice()) && args.contains(&url.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// One SSE event as sent.
+#[derive(Debug)]
+pub struct Sse {
+    pub id: i64,
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+/// Reads an SSE stream to its end.
+pub async fn read_sse(client: &Client, path: &str, last_event_id: Option<i64>) -> Vec<Sse> {
+    let mut request = client.http.get(client.url(path));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let response = request.send().await.expect("GET events");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.expect("SSE chunk")));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(600), read)
+        .await
+        .expect("the SSE stream ends when the run ends");
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let (mut id, mut event, mut data) = (None, None, None);
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data = serde_json::from_str(v.trim()).ok();
+            }
+        }
+        if let (Some(id), Some(event), Some(data)) = (id, event, data) {
+            events.push(Sse { id, event, data });
+        }
+    }
+    events
 }

@@ -5,12 +5,13 @@ use axum::Json;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use bytes::Bytes;
 use schema::CommentaryKind;
 use schema::api::{
     CommentaryDetail, CommentaryInfo, ErrorBody, ExampleWeights, Insights, Page, Scope,
 };
+use schema::artifact::{MANIFEST_FILE, REPORT_FILE, TENSORS_FILE};
 use serde::Deserialize;
+use tokio::io::AsyncWriteExt as _;
 use utoipa::IntoParams;
 
 use super::PageParams;
@@ -18,8 +19,8 @@ use super::blobs::{Served, serve};
 use crate::registry::app::SharedState;
 use crate::registry::auth::Auth;
 use crate::registry::commentaries::{self, Sort, Upload};
-use crate::registry::datasets::parse_digest;
-use crate::registry::error::{ApiError, ApiResult};
+use crate::registry::datasets::{ensure_free, parse_digest};
+use crate::registry::error::{ApiError, ApiResult, ErrorKind};
 use crate::registry::extract::{ApiMultipart, ApiQuery, CommentaryId};
 use crate::registry::store::{ArtifactFile, StorageKey};
 
@@ -191,7 +192,7 @@ pub async fn upload(
     ApiMultipart(form): ApiMultipart,
 ) -> ApiResult<(StatusCode, Json<CommentaryInfo>)> {
     auth.require(Scope::Write)?;
-    let (upload, lease) = read_artifact_form(form).await?;
+    let (upload, lease) = read_artifact_form(&state, form).await?;
     if lease.is_some() {
         return Err(ApiError::bad_request(
             "a lease belongs to POST /v1/runs/{id}/complete, not here",
@@ -218,41 +219,93 @@ pub struct ArtifactForm {
     report: Option<Vec<u8>>,
 }
 
-/// Reads the artifact fields of a multipart form.
-pub async fn read_artifact_form(mut form: Multipart) -> ApiResult<(Upload, Option<String>)> {
-    let mut manifest: Option<Bytes> = None;
-    let mut tensors: Option<Bytes> = None;
-    let mut report: Option<Bytes> = None;
+/// Streams the artifact fields of a multipart form into a staging folder (the route's body
+/// limit bounds the whole form; a field that stops arriving for `--request-timeout` ends it).
+pub async fn read_artifact_form(
+    state: &SharedState,
+    mut form: Multipart,
+) -> ApiResult<(Upload, Option<String>)> {
+    ensure_free(&state.staging_dir, state.config.limits.min_free_bytes)?;
+    let upload = Upload::staged(state)?;
+    let mut seen = Vec::new();
     let mut lease: Option<String> = None;
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_request(format!("bad multipart body: {e}")))?
-    {
+    let stall = state.config.request_timeout;
+    let bad_body = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!("the artifact form is too large: {e}"))
+        } else {
+            ApiError::bad_request(format!("bad multipart body: {e}"))
+        }
+    };
+    while let Some(mut field) = within(stall, form.next_field()).await?.map_err(bad_body)? {
         let name = field.name().unwrap_or_default().to_string();
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("bad multipart field {name:?}: {e}")))?;
-        match name.as_str() {
-            "manifest" => manifest = Some(bytes),
-            "tensors" => tensors = Some(bytes),
-            "report" => report = Some(bytes),
-            "lease" => lease = Some(String::from_utf8_lossy(&bytes).into_owned()),
+        let file = match name.as_str() {
+            "manifest" => MANIFEST_FILE,
+            "tensors" => TENSORS_FILE,
+            "report" => REPORT_FILE,
+            "lease" => {
+                let bytes = within(stall, field.bytes()).await?.map_err(bad_body)?;
+                if bytes.len() > MAX_LEASE_BYTES {
+                    return Err(ApiError::bad_request("the \"lease\" field is too long"));
+                }
+                lease = Some(String::from_utf8_lossy(&bytes).into_owned());
+                continue;
+            }
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unexpected form field {other:?}; expected manifest, tensors, report"
                 )));
             }
+        };
+        if seen.contains(&file) {
+            return Err(ApiError::bad_request(format!(
+                "the form has the {name:?} field twice"
+            )));
+        }
+        seen.push(file);
+        let path = upload.path(file);
+        let mut out = tokio::fs::File::create(&path)
+            .await
+            .map_err(ApiError::internal)?;
+        while let Some(chunk) = within(stall, field.chunk()).await?.map_err(bad_body)? {
+            out.write_all(&chunk).await.map_err(|e| write_error(&e))?;
+        }
+        out.flush().await.map_err(|e| write_error(&e))?;
+    }
+    for (field, file) in [("manifest", MANIFEST_FILE), ("tensors", TENSORS_FILE)] {
+        if !seen.contains(&file) {
+            return Err(ApiError::bad_request(format!(
+                "the form has no {field:?} field"
+            )));
         }
     }
-    let missing = |f: &str| ApiError::bad_request(format!("the form has no {f:?} field"));
-    Ok((
-        Upload {
-            manifest: manifest.ok_or_else(|| missing("manifest"))?,
-            tensors: tensors.ok_or_else(|| missing("tensors"))?,
-            report,
-        },
-        lease,
-    ))
+    Ok((upload, lease))
+}
+
+/// The longest lease token a form may carry (they are UUIDs).
+const MAX_LEASE_BYTES: usize = 256;
+
+/// `future`, or 503 `timeout` when it takes longer than `stall` (a body that stopped coming).
+async fn within<T>(stall: std::time::Duration, future: impl Future<Output = T>) -> ApiResult<T> {
+    tokio::time::timeout(stall, future).await.map_err(|_| {
+        ApiError::new(
+            ErrorKind::Timeout,
+            format!(
+                "the upload stalled: no data for {}s (--request-timeout)",
+                stall.as_secs()
+            ),
+        )
+    })
+}
+
+/// A staging write that failed: 507 when the disk is full.
+fn write_error(err: &std::io::Error) -> ApiError {
+    if err.kind() == std::io::ErrorKind::StorageFull {
+        ApiError::new(
+            ErrorKind::InsufficientStorage,
+            "the registry's disk is full; nothing was stored. Retry once space is freed",
+        )
+    } else {
+        ApiError::internal(anyhow::anyhow!("cannot stage an artifact upload: {err}"))
+    }
 }

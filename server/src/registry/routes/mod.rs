@@ -238,8 +238,8 @@ struct Timeout(Duration);
 pub struct BodyLimits {
     /// JSON bodies (every route but uploads).
     pub json: u64,
-    /// Buffered uploads (the multipart artifact form; dataset archives stream under
-    /// `max_upload_bytes` on their own).
+    /// The multipart artifact form (streamed into staging, at most this in all; dataset
+    /// archives stream under `max_upload_bytes` on their own).
     pub upload: u64,
 }
 

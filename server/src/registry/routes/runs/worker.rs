@@ -96,7 +96,7 @@ pub async fn complete(
     ApiMultipart(form): ApiMultipart,
 ) -> ApiResult<Json<CommentaryInfo>> {
     auth.require(Scope::Write)?;
-    let (upload, lease) = read_artifact_form(form).await?;
+    let (upload, lease) = read_artifact_form(&state, form).await?;
     let lease = lease.ok_or_else(|| ApiError::bad_request("the form has no \"lease\" field"))?;
     let commentary_id = runs::complete(&state, &id, &lease, upload).await?;
     let model = commentaries::find(&state, &commentary_id).await?;
