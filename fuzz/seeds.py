@@ -81,7 +81,10 @@ def zip_bytes(files: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> byte
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression) as z:
         for name, data in files.items():
-            z.writestr(name, data)
+            # A fixed date, so the seeds come out byte for byte the same on every run.
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = compression
+            z.writestr(info, data)
     return buf.getvalue()
 
 

@@ -4,8 +4,11 @@
 //! transaction open on the pooled connection). Now every write either commits or answers 507,
 //! and once space is freed the same server takes writes again, durably.
 //!
-//! The test mounts its own tmpfs, so it needs root (CI runs as root); it fails, never skips,
-//! when it cannot.
+//! The same on PostgreSQL: its database lives in a tablespace on the test's tmpfs, so relation
+//! files cannot grow (`disk_full`, SQLSTATE 53100) while its WAL still can.
+//!
+//! The tests mount their own tmpfs, so they need root (CI runs as root); they fail, never skip,
+//! when they cannot.
 
 mod common;
 
@@ -60,8 +63,12 @@ fn fill(path: &Path) {
 }
 
 fn start(data_dir: &Path) -> Registry {
+    start_on(&Backend::sqlite_local(), data_dir)
+}
+
+fn start_on(backend: &Backend, data_dir: &Path) -> Registry {
     Registry::start_in(
-        &Backend::sqlite_local(),
+        backend,
         data_dir.to_path_buf(),
         &[
             "--workers",
@@ -141,10 +148,100 @@ async fn assert_durable(http: &reqwest::Client, registry: &Registry, ids: &[Stri
 async fn a_full_disk_never_acknowledges_a_lost_write_and_the_pool_recovers() {
     let tmpfs = Tmpfs::mount(48);
     let data_dir: PathBuf = tmpfs.path().join("data");
-    let http = reqwest::Client::new();
-    let mut registry = start(&data_dir);
+    let registry = start(&data_dir);
     registry.client().upload_fixture().await;
+    fill_then_free(&tmpfs, registry, start, &data_dir).await;
+}
 
+/// A PostgreSQL database whose files live in a tablespace on `tmpfs`; dropped (with the
+/// tablespace) when done.
+struct TablespaceDatabase {
+    admin: sea_orm::DatabaseConnection,
+    name: String,
+    url: String,
+}
+
+impl TablespaceDatabase {
+    async fn create(admin_url: &str, tmpfs: &Path) -> Self {
+        use sea_orm::ConnectionTrait as _;
+        let admin = sea_orm::Database::connect(admin_url)
+            .await
+            .expect("connect to COMMENTARY_TEST_DATABASE_URL");
+        // The tablespace folder belongs to the user PostgreSQL runs as (the owner of its data
+        // directory; the server is on this machine, 127.0.0.1).
+        let row = admin
+            .query_one(sea_orm::Statement::from_string(
+                admin.get_database_backend(),
+                "SELECT current_setting('data_directory') AS dir",
+            ))
+            .await
+            .expect("data_directory")
+            .expect("a row");
+        let data_directory: String = row.try_get("", "dir").expect("dir");
+        let owner = std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(&data_directory).expect("PostgreSQL's data directory"),
+        );
+        let folder = tmpfs.join("pg");
+        std::fs::create_dir(&folder).expect("mkdir");
+        std::os::unix::fs::chown(&folder, Some(owner), Some(owner)).expect("chown");
+        let name = format!("commentary_full_{}", uuid::Uuid::new_v4().simple());
+        for statement in [
+            format!("CREATE TABLESPACE {name} LOCATION '{}'", folder.display()),
+            format!("CREATE DATABASE {name} TABLESPACE {name}"),
+        ] {
+            admin
+                .execute_unprepared(&statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Self { admin, name, url }
+    }
+
+    async fn drop_all(self) {
+        use sea_orm::ConnectionTrait as _;
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            format!("DROP TABLESPACE IF EXISTS {}", self.name),
+        ] {
+            if let Err(e) = self.admin.execute_unprepared(&statement).await {
+                eprintln!("{statement}: {e}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_under_postgres_answers_507_and_recovers() {
+    let Some(admin_url) = tests::service_env("COMMENTARY_TEST_DATABASE_URL") else {
+        return;
+    };
+    let tmpfs = Tmpfs::mount(48);
+    let database = TablespaceDatabase::create(&admin_url, tmpfs.path()).await;
+    let backend = Backend {
+        label: "postgres on a full tablespace",
+        env: vec![("COMMENTARY_DATABASE_URL".into(), database.url.clone())],
+    };
+    // The blobs and staging on an ordinary disk: only the database's files are short of room.
+    let elsewhere = tempfile::TempDir::new().expect("tmp");
+    let data_dir = elsewhere.path().join("data");
+    let registry = start_on(&backend, &data_dir);
+    registry.client().upload_fixture().await;
+    fill_then_free(&tmpfs, registry, |dir| start_on(&backend, dir), &data_dir).await;
+    database.drop_all().await;
+}
+
+/// Fills `tmpfs`, posts runs (each acknowledged or refused with 507, and every acknowledged one
+/// readable), frees the space and posts more on the same server, then restarts it and reads
+/// every acknowledged run again.
+async fn fill_then_free(
+    tmpfs: &Tmpfs,
+    mut registry: Registry,
+    restart: impl Fn(&Path) -> Registry,
+    data_dir: &Path,
+) {
+    let http = reqwest::Client::new();
     let filler = tmpfs.path().join("filler");
     fill(&filler);
     let mut acknowledged = Vec::new();
@@ -177,7 +274,7 @@ async fn a_full_disk_never_acknowledges_a_lost_write_and_the_pool_recovers() {
 
     // And what was acknowledged survives a restart.
     drop(registry);
-    registry = start(&data_dir);
+    registry = restart(data_dir);
     assert_durable(&http, &registry, &acknowledged).await;
     drop(registry);
 }
