@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Backend, Client, Registry, RemoteWorker, fast_run, files_under, worker_processes};
+use common::{
+    Backend, Client, Registry, RemoteWorker, bytes_under, fast_run, files_under, worker_processes,
+};
 use futures::SinkExt as _;
 use futures::channel::mpsc;
 use schema::api::{Lease, RunState};
@@ -35,18 +37,6 @@ async fn wait_until(what: &str, limit: Duration, ready: impl Fn() -> bool) {
         assert!(started.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The bytes staged under `dir` so far (uploads in progress).
-fn staged_bytes(dir: &Path) -> u64 {
-    if !dir.exists() {
-        return 0;
-    }
-    files_under(dir)
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 /// The blob files under the registry's local store, relative to it, sorted.
@@ -90,11 +80,13 @@ async fn lease(client: &Client, worker: &str) -> Lease {
 }
 
 /// Starts `POST /v1/runs/{id}/complete` under `lease` whose tensors field never finishes: the
-/// manifest and the first part of the tensors are sent, then nothing. Returns the sender
-/// (drop it to end the body) and the request in flight.
+/// manifest and the first part of the tensors are sent, then nothing. Returns once that part
+/// is in `staging` (the form streams there as it arrives; it is not buffered in memory), with
+/// the sender (drop it to end the body) and the request in flight.
 async fn stalled_publish(
     client: &Client,
     lease: &Lease,
+    staging: &Path,
 ) -> (
     Chunks,
     tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
@@ -115,25 +107,36 @@ async fn stalled_publish(
         .post(client.url(&format!("/v1/runs/{}/complete", lease.run.id)))
         .multipart(form);
     let pending = tokio::spawn(request.send());
+    let part = 256 << 10;
     tensors
-        .send(Ok(Bytes::from(vec![7u8; 256 << 10])))
+        .send(Ok(Bytes::from(vec![7u8; part])))
         .await
         .expect("send the first part");
+    wait_until("the form to be staged", Duration::from_secs(20), || {
+        bytes_under(staging) >= part as u64
+    })
+    .await;
     (tensors, pending)
 }
 
-/// The run `id` once it has ended, within `limit`.
-async fn ended(client: &Client, id: &str, limit: Duration) -> serde_json::Value {
-    client
+/// Waits (within `limit`) for run `id`, whose first attempt died, to end, and asserts it was
+/// learned again and published once: it succeeded on its second attempt with no error left,
+/// exactly one commentary is visible, the run's, and the store holds the dataset's archive
+/// and that commentary's files only.
+async fn learned_again_and_published_once(
+    client: &Client,
+    data_dir: &Path,
+    id: &str,
+    limit: Duration,
+) {
+    let done = client
         .wait_for(&format!("/v1/runs/{id}"), limit, |r| {
             ["succeeded", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or(""))
         })
-        .await
-}
-
-/// After a run `id` succeeded: exactly one commentary is visible, the run's, and the store
-/// holds the dataset's archive and that commentary's files only.
-async fn published_once(client: &Client, data_dir: &Path, id: &str) {
+        .await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done["attempts"], 2, "{done:#}");
+    assert!(done["error"].is_null(), "{done:#}");
     let run = client.run(id).await;
     assert_eq!(run.state, RunState::Succeeded, "{run:?}");
     let listed = client.get_json("/v1/commentaries").await;
@@ -166,15 +169,7 @@ async fn a_server_killed_mid_upload_keeps_what_it_acknowledged_and_nothing_else(
     client.upload_fixture().await;
     let acknowledged = client.get_json("/v1/datasets").await;
     let archive_path = format!("/v1/datasets/{MNIST_FIXTURE_DIGEST}/archive");
-    let archive = client
-        .http
-        .get(client.url(&archive_path))
-        .send()
-        .await
-        .expect("GET archive")
-        .bytes()
-        .await
-        .expect("archive bytes");
+    let archive = client.get_bytes(&archive_path).await;
 
     let tar = fixture_tar(tmp.path());
     let (mut chunks, body) = streamed_body();
@@ -193,7 +188,7 @@ async fn a_server_killed_mid_upload_keeps_what_it_acknowledged_and_nothing_else(
         .expect("send half");
     let staging = data_dir.join("staging");
     wait_until("the upload to be staged", Duration::from_secs(20), || {
-        staged_bytes(&staging) >= half as u64
+        bytes_under(&staging) >= half as u64
     })
     .await;
     drop(registry); // SIGKILL
@@ -209,17 +204,9 @@ async fn a_server_killed_mid_upload_keeps_what_it_acknowledged_and_nothing_else(
         client.get_json("/v1/datasets").await["items"],
         acknowledged["items"]
     );
-    let again = client
-        .http
-        .get(client.url(&archive_path))
-        .send()
-        .await
-        .expect("GET archive")
-        .bytes()
-        .await
-        .expect("archive bytes");
+    let again = client.get_bytes(&archive_path).await;
     assert_eq!(again, archive, "the acknowledged archive, byte for byte");
-    assert_eq!(staged_bytes(&staging), 0, "{:?}", files_under(&staging));
+    assert_eq!(bytes_under(&staging), 0, "{:?}", files_under(&staging));
     assert_eq!(blobs(&data_dir).len(), 1, "{:?}", blobs(&data_dir));
 
     // Sent again whole, the interrupted upload is stored content: 200, still one archive.
@@ -251,29 +238,22 @@ async fn a_worker_killed_mid_upload_publishes_nothing_and_the_run_is_learned_aga
     let lease = lease(&client, "doomed-worker").await;
     assert_eq!(lease.run.id, id);
 
-    let (tensors, pending) = stalled_publish(&client, &lease).await;
     let staging = registry.data_dir.join("staging");
-    // The form streams into staging as it arrives (it is not buffered in memory).
-    wait_until("the form to be staged", Duration::from_secs(20), || {
-        staged_bytes(&staging) >= 256 << 10
-    })
-    .await;
+    let (tensors, pending) = stalled_publish(&client, &lease, &staging).await;
     pending.abort(); // the worker's connection closes mid-body
     drop(tensors);
     wait_until(
         "the half-sent form to leave staging",
         Duration::from_secs(10),
-        || staged_bytes(&staging) == 0,
+        || bytes_under(&staging) == 0,
     )
     .await;
     let listed = client.get_json("/v1/commentaries").await;
     assert_eq!(listed["items"], serde_json::json!([]));
 
     let _worker = RemoteWorker::start(&registry);
-    let done = ended(&client, &id, Duration::from_secs(120)).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
-    assert_eq!(done["attempts"], 2, "{done:#}");
-    published_once(&client, &registry.data_dir, &id).await;
+    learned_again_and_published_once(&client, &registry.data_dir, &id, Duration::from_secs(120))
+        .await;
 }
 
 /// The server is killed while a worker's artifact is arriving. After the restart the run
@@ -292,12 +272,8 @@ async fn a_server_killed_mid_publish_publishes_nothing_and_the_run_finishes() {
         .create_run(fast_run(MNIST_FIXTURE_DIGEST, 1, &[]))
         .await;
     let lease = lease(&client, "worker-of-a-dead-server").await;
-    let (_tensors, pending) = stalled_publish(&client, &lease).await;
     let staging = data_dir.join("staging");
-    wait_until("the form to be staged", Duration::from_secs(20), || {
-        staged_bytes(&staging) >= 256 << 10
-    })
-    .await;
+    let (_tensors, pending) = stalled_publish(&client, &lease, &staging).await;
     drop(registry); // SIGKILL
     assert!(pending.await.expect("join").is_err());
 
@@ -306,12 +282,9 @@ async fn a_server_killed_mid_publish_publishes_nothing_and_the_run_finishes() {
     let run = client.run(&id).await;
     assert_eq!(run.attempts, 1, "{run:?}");
     assert!(run.commentary_id.is_none(), "{run:?}");
-    assert_eq!(staged_bytes(&staging), 0, "{:?}", files_under(&staging));
+    assert_eq!(bytes_under(&staging), 0, "{:?}", files_under(&staging));
     let _worker = RemoteWorker::start(&registry);
-    let done = ended(&client, &id, Duration::from_secs(120)).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
-    assert_eq!(done["attempts"], 2, "{done:#}");
-    published_once(&client, &data_dir, &id).await;
+    learned_again_and_published_once(&client, &data_dir, &id, Duration::from_secs(120)).await;
 }
 
 /// The server is killed while its in-process worker is learning a run. Its worker process
@@ -350,11 +323,7 @@ async fn a_server_killed_mid_run_finishes_the_run_after_restart() {
 
     let registry = Registry::start_in(&backend, data_dir.clone(), &args);
     let client = registry.client();
-    let done = ended(&client, &id, Duration::from_secs(180)).await;
-    assert_eq!(done["state"], "succeeded", "{done:#}");
-    assert_eq!(done["attempts"], 2, "{done:#}");
-    assert!(done["error"].is_null(), "{done:#}");
-    published_once(&client, &data_dir, &id).await;
+    learned_again_and_published_once(&client, &data_dir, &id, Duration::from_secs(180)).await;
     wait_until("the scratch folders to go", Duration::from_secs(10), || {
         run_folders(&scratch).is_empty()
     })

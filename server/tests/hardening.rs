@@ -621,13 +621,7 @@ async fn decoding_stops_when_the_client_goes_away() {
             .send(),
     );
     let staging = registry.data_dir.join("staging");
-    let staged = || -> u64 {
-        common::files_under(&staging)
-            .iter()
-            .filter_map(|f| std::fs::metadata(f).ok())
-            .map(|m| m.len())
-            .sum()
-    };
+    let staged = || common::bytes_under(&staging);
     let started = std::time::Instant::now();
     // The body is in and extraction has begun (more than the 8 MB upload is staged).
     while staged() < 256 << 20 {

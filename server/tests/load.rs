@@ -163,36 +163,39 @@ async fn downloads_lists_and_sse_keep_answering_while_uploads_and_runs_proceed()
     let uploads: Shared = Shared::default();
     let creates: Shared = Shared::default();
     let mut loops = Vec::new();
-    for _ in 0..8 {
-        loops.push(tokio::spawn(get_loop(
-            client.clone(),
+    let readers = [
+        (
+            8,
             vec![format!("/v1/commentaries/{commentary}/artifact")],
-            stop.clone(),
-            downloads.clone(),
-        )));
-    }
-    for _ in 0..4 {
-        loops.push(tokio::spawn(get_loop(
-            client.clone(),
+            &downloads,
+        ),
+        (
+            4,
             vec![
                 "/v1/datasets".into(),
                 format!("/v1/commentaries?dataset={MNIST_FIXTURE_DIGEST}&sort=improvement"),
                 "/v1/runs".into(),
             ],
-            stop.clone(),
-            lists.clone(),
-        )));
-    }
-    for _ in 0..4 {
-        loops.push(tokio::spawn(get_loop(
-            client.clone(),
+            &lists,
+        ),
+        (
+            4,
             vec![
                 format!("/v1/commentaries/{commentary}"),
                 format!("/v1/runs/{first}"),
             ],
-            stop.clone(),
-            details.clone(),
-        )));
+            &details,
+        ),
+    ];
+    for (clients, paths, tally) in readers {
+        for _ in 0..clients {
+            loops.push(tokio::spawn(get_loop(
+                client.clone(),
+                paths.clone(),
+                stop.clone(),
+                tally.clone(),
+            )));
+        }
     }
     loops.push(tokio::spawn(upload_loop(
         client.clone(),

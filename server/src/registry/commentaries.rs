@@ -10,7 +10,7 @@ use schema::api::{
 };
 use schema::artifact::{
     ArtifactManifest, INSIGHT_PREFIX, MANIFEST_FILE, REPORT_FILE, TENSORS_FILE, TensorMap,
-    TensorValues, decode_tensors, verify_artifact,
+    TensorValues, decode_tensors, verify_artifact_bytes,
 };
 use schema::report::ApplyReport;
 use schema::{CommentaryKind, Sha256};
@@ -56,29 +56,36 @@ pub struct Checked {
     pub tensors_bytes: u64,
 }
 
-/// Verifies an uploaded artifact exactly as `commentary artifact verify` does (in its staging
-/// folder), and checks its dataset is stored here.
+/// Verifies an uploaded artifact with the checks `commentary artifact verify` makes (on its
+/// staged files, each read once), and checks its dataset is stored here.
 pub async fn check(state: &SharedState, upload: Upload) -> ApiResult<Checked> {
     let dir = upload.dir.path().to_path_buf();
+    // Each file is read once: the manifest and report are kept for the row, the tensors only
+    // verified (the store streams them from the staged file).
     let (verified, manifest_bytes, report_bytes, tensors_bytes) =
         tokio::task::spawn_blocking(move || {
-            let verified = verify_artifact(&dir).map_err(|e| {
-                ApiError::new(
-                    ErrorKind::InvalidArtifact,
-                    e.to_string()
-                        .replace(&dir.display().to_string(), "artifact"),
-                )
-            })?;
+            // The form reader refused forms without a manifest or tensors, so both are here.
             let read = |file: &str| std::fs::read(dir.join(file)).map_err(ApiError::internal);
-            let manifest = Bytes::from(read(MANIFEST_FILE)?);
+            let manifest = read(MANIFEST_FILE)?;
+            let tensors = read(TENSORS_FILE)?;
             let report = match dir.join(REPORT_FILE).exists() {
-                true => Some(Bytes::from(read(REPORT_FILE)?)),
+                true => Some(read(REPORT_FILE)?),
                 false => None,
             };
-            let tensors = std::fs::metadata(dir.join(TENSORS_FILE))
-                .map_err(ApiError::internal)?
-                .len();
-            Ok::<_, ApiError>((verified, manifest, report, tensors))
+            let verified = verify_artifact_bytes(&dir, &manifest, &tensors, report.as_deref())
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorKind::InvalidArtifact,
+                        e.to_string()
+                            .replace(&dir.display().to_string(), "artifact"),
+                    )
+                })?;
+            Ok::<_, ApiError>((
+                verified,
+                Bytes::from(manifest),
+                report.map(Bytes::from),
+                tensors.len() as u64,
+            ))
         })
         .await
         .map_err(ApiError::internal)??;
@@ -159,7 +166,7 @@ pub async fn insert_row(
             .report_bytes
             .as_ref()
             .map(|r| String::from_utf8_lossy(r).into_owned())),
-        // verify_artifact checked the file against this.
+        // Verification checked the tensors against this.
         tensors_sha256: Set(manifest.tensors_sha256.hex()),
         tensors_bytes: Set(checked.tensors_bytes as i64),
         improvement: Set(checked

@@ -171,15 +171,29 @@ impl ApiError {
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)
         });
         if full {
-            return Self::new(
-                ErrorKind::InsufficientStorage,
-                "the registry's disk is full; nothing was stored. Retry once space is freed",
-            );
+            return Self::disk_full();
         }
         Self::new(
             ErrorKind::NotReady,
             "the blob store did not take the write; nothing was stored. Retry later",
         )
+    }
+
+    /// 507: a write found the disk full (nothing of the request is kept).
+    pub fn disk_full() -> Self {
+        Self::new(
+            ErrorKind::InsufficientStorage,
+            "the registry's disk is full; nothing was written. Retry once space is freed",
+        )
+    }
+
+    /// A write to a local staging file that failed: 507 when the disk is full, else internal.
+    pub fn staging_write(err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::StorageFull {
+            Self::disk_full()
+        } else {
+            Self::internal(anyhow::Error::from(err).context("cannot write to staging"))
+        }
     }
 
     /// One of axum's rejections, with axum's text (which names the problem) as the message.
@@ -226,10 +240,7 @@ impl From<sea_orm::DbErr> for ApiError {
         }
         if is_disk_full(&err) {
             tracing::error!("database: {err}");
-            return Self::new(
-                ErrorKind::InsufficientStorage,
-                "the registry's disk is full; nothing was written. Retry once space is freed",
-            );
+            return Self::disk_full();
         }
         match err {
             sea_orm::DbErr::RecordNotFound(_) | sea_orm::DbErr::RecordNotUpdated => {

@@ -207,6 +207,17 @@ impl Client {
         response.json().await.expect("a body of the API type")
     }
 
+    /// `GET path`, asserting success: the body's bytes.
+    pub async fn get_bytes(&self, path: &str) -> bytes::Bytes {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.bytes().await.expect("the body")
+    }
+
     /// `POST /v1/datasets?name=mnist` with the MNIST fixture; asserts 201.
     pub async fn upload_fixture(&self) {
         let tmp = TempDir::new().expect("tmp");
@@ -343,6 +354,19 @@ pub fn fast_run(dataset: &str, meta_steps: u32, evaluation_seeds: &[u64]) -> Run
             ..Evaluation::default()
         },
     }
+}
+
+/// The bytes of the files under `dir` (0 when it does not exist): what uploads in progress
+/// have staged.
+pub fn bytes_under(dir: &Path) -> u64 {
+    if !dir.exists() {
+        return 0;
+    }
+    files_under(dir)
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Every file under `dir`, recursively.

@@ -268,9 +268,11 @@ pub async fn read_artifact_form(
             .await
             .map_err(ApiError::internal)?;
         while let Some(chunk) = within(stall, field.chunk()).await?.map_err(bad_body)? {
-            out.write_all(&chunk).await.map_err(|e| write_error(&e))?;
+            out.write_all(&chunk)
+                .await
+                .map_err(ApiError::staging_write)?;
         }
-        out.flush().await.map_err(|e| write_error(&e))?;
+        out.flush().await.map_err(ApiError::staging_write)?;
     }
     for (field, file) in [("manifest", MANIFEST_FILE), ("tensors", TENSORS_FILE)] {
         if !seen.contains(&file) {
@@ -296,16 +298,4 @@ async fn within<T>(stall: std::time::Duration, future: impl Future<Output = T>) 
             ),
         )
     })
-}
-
-/// A staging write that failed: 507 when the disk is full.
-fn write_error(err: &std::io::Error) -> ApiError {
-    if err.kind() == std::io::ErrorKind::StorageFull {
-        ApiError::new(
-            ErrorKind::InsufficientStorage,
-            "the registry's disk is full; nothing was stored. Retry once space is freed",
-        )
-    } else {
-        ApiError::internal(anyhow::anyhow!("cannot stage an artifact upload: {err}"))
-    }
 }
