@@ -196,25 +196,26 @@ impl Client {
         self.get(path).await
     }
 
-    /// `GET path`, asserting success, as the API type `T`.
-    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+    /// `GET path`, asserting success.
+    async fn get_ok(&self, path: &str) -> reqwest::Response {
         let response = self.http.get(self.url(path)).send().await.expect("GET");
         assert!(
             response.status().is_success(),
             "GET {path}: {}",
             response.status()
         );
+        response
+    }
+
+    /// `GET path`, asserting success, as the API type `T`.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let response = self.get_ok(path).await;
         response.json().await.expect("a body of the API type")
     }
 
     /// `GET path`, asserting success: the body's bytes.
     pub async fn get_bytes(&self, path: &str) -> bytes::Bytes {
-        let response = self.http.get(self.url(path)).send().await.expect("GET");
-        assert!(
-            response.status().is_success(),
-            "GET {path}: {}",
-            response.status()
-        );
+        let response = self.get_ok(path).await;
         response.bytes().await.expect("the body")
     }
 
