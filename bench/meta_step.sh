@@ -1,40 +1,60 @@
 #!/usr/bin/env bash
 # Speed and memory of one Algorithm-1 meta-step (see `commentary bench meta-step --help`):
-# the Rust engine at K and K/2 inner steps (memory growth per step), and, when torch and higher
-# are installed (`pip install torch higher`), the PyTorch reference beside it with the ratio.
+# PAIRS runs of the Rust engine at K inner steps alternating with the PyTorch + higher
+# reference (machines vary 10-20% run to run), their medians and the ratio time ours / time
+# PyTorch (below 1: we are faster), and the engine's memory growth per inner step (K against
+# K/2). Without torch and higher (`pip install torch higher`) only the engine runs.
 #
-# Usage: bench/meta_step.sh [K] [META_STEPS] [DEVICE]    (defaults: 100 3 cpu)
+# Usage: bench/meta_step.sh [K] [META_STEPS] [DEVICE] [PAIRS]   (defaults: 100 3 cpu 3)
 #        PYTHON=/path/to/venv/bin/python bench/meta_step.sh   (the Python with torch and higher)
+#        COMMENTARY_BIN=path/to/commentary bench/meta_step.sh (skip the release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 k=${1:-100}
 meta=${2:-3}
-python=${PYTHON:-python3}
 device=${3:-cpu}
-features=()
-[[ $device == cpu ]] || features=(--features "server/$device")
+pairs=${4:-3}
+python=${PYTHON:-python3}
 
-cargo build --quiet --release --bin commentary "${features[@]}"
-bin=${CARGO_TARGET_DIR:-target}/release/commentary
+bin=${COMMENTARY_BIN:-}
+if [[ -z $bin ]]; then
+  features=()
+  [[ $device == cpu ]] || features=(--features "server/$device")
+  cargo build --quiet --release --bin commentary "${features[@]}"
+  bin=${CARGO_TARGET_DIR:-target}/release/commentary
+fi
 
 summary() { tail -n 1 | sed -E 's/.*seconds_per_meta_step=([0-9.]+) peak_rss_mib=([0-9.]+).*/\1 \2/'; }
+ours_run() { "$bin" bench meta-step --inner-steps "$1" --meta-steps "$meta" --device "$device" | summary; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-echo "== commentary, K=$k"
-ours=$("$bin" bench meta-step --inner-steps "$k" --meta-steps "$meta" --device "$device" | tee /dev/stderr | summary)
-half=$(( k / 2 ))
-echo "== commentary, K=$half"
-ours_half=$("$bin" bench meta-step --inner-steps "$half" --meta-steps "$meta" --device "$device" | tee /dev/stderr | summary)
-read -r ours_s ours_rss <<< "$ours"
-read -r _ half_rss <<< "$ours_half"
-growth=$(awk -v a="$ours_rss" -v b="$half_rss" -v k="$k" -v h="$half" 'BEGIN { printf "%.3f", (a - b) / (k - h) }')
-echo "commentary: seconds_per_meta_step=$ours_s peak_rss_mib=$ours_rss growth_mib_per_inner_step=$growth"
-
+reference=false
 if "$python" -c "import torch, higher" 2>/dev/null; then
-  echo "== PyTorch + higher reference, K=$k"
-  ref=$("$python" bench/meta_step_reference.py --inner-steps "$k" --meta-steps "$meta" | tee /dev/stderr | summary)
-  read -r ref_s ref_rss <<< "$ref"
-  awk -v r="$ref_s" -v o="$ours_s" -v rr="$ref_rss" -v orr="$ours_rss" \
-    'BEGIN { printf "ratio (time ours / PyTorch+higher, below 1 means faster): %.2f (%.3f s vs %.3f s); peak RSS %s MiB vs %s MiB\n", o / r, o, r, orr, rr }'
+  reference=true
 else
   echo "PyTorch reference skipped: pip install torch higher to compare"
+fi
+
+ours=() ours_rss=() theirs=() theirs_rss=()
+for pair in $(seq "$pairs"); do
+  read -r s m <<< "$(ours_run "$k")"
+  ours+=("$s"); ours_rss+=("$m")
+  line="pair $pair: commentary $s s (${m} MiB)"
+  if $reference; then
+    read -r s m <<< "$("$python" bench/meta_step_reference.py --inner-steps "$k" --meta-steps "$meta" | summary)"
+    theirs+=("$s"); theirs_rss+=("$m")
+    line+=", PyTorch + higher $s s (${m} MiB)"
+  fi
+  echo "$line"
+done
+
+half=$(( k / 2 ))
+read -r _ half_rss <<< "$(ours_run "$half")"
+o=$(median "${ours[@]}"); orss=$(median "${ours_rss[@]}")
+growth=$(awk -v a="$orss" -v b="$half_rss" -v k="$k" -v h="$half" 'BEGIN { printf "%.3f", (a - b) / (k - h) }')
+echo "commentary: seconds_per_meta_step=$o peak_rss_mib=$orss growth_mib_per_inner_step=$growth (K=$k against K=$half)"
+if $reference; then
+  t=$(median "${theirs[@]}"); trss=$(median "${theirs_rss[@]}")
+  awk -v o="$o" -v t="$t" -v orss="$orss" -v trss="$trss" 'BEGIN {
+    printf "meta-step medians: commentary %.3f s, PyTorch + higher %.3f s; ratio (ours / PyTorch, below 1 is faster) %.2f; peak RSS %s MiB vs %s MiB\n", o, t, o / t, orss, trss }'
 fi
