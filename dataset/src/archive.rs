@@ -6,7 +6,7 @@
 //! the folder is deleted when the returned [`TempDir`] drops.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write as _};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write as _};
 use std::path::{Component, Path, PathBuf};
 
 use flate2::read::GzDecoder;
@@ -293,16 +293,18 @@ fn extract_zip(
     let corrupt = |e: zip::result::ZipError| {
         DataError::invalid(archive, format!("zip data is truncated or corrupt: {e}"))
     };
+    let mut file = file;
+    // The zip crate holds ~200 bytes per entry while it parses the central directory: refuse
+    // an archive whose end record declares too many before any of that memory is taken.
+    if let Some(declared) =
+        declared_zip_entries(&mut file).map_err(|e| DataError::io(archive, e))?
+        && declared > budget.limits.max_entries
+    {
+        return Err(too_many_entries(archive, declared, budget.limits));
+    }
     let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(corrupt)?;
     if zip.len() as u64 > budget.limits.max_entries {
-        return Err(DataError::limit(
-            archive,
-            format!(
-                "archive has {} entries, more than the limit of {}; refusing to extract it",
-                zip.len(),
-                budget.limits.max_entries
-            ),
-        ));
+        return Err(too_many_entries(archive, zip.len() as u64, budget.limits));
     }
     for index in 0..zip.len() {
         let mut entry = zip.by_index(index).map_err(corrupt)?;
@@ -334,6 +336,78 @@ fn extract_zip(
     Ok(())
 }
 
+fn too_many_entries(archive: &Path, entries: u64, limits: &Limits) -> DataError {
+    DataError::limit(
+        archive,
+        format!(
+            "archive has {entries} entries, more than the limit of {} (--max-entries); refusing \
+             to extract it",
+            limits.max_entries
+        ),
+    )
+}
+
+const END_OF_CENTRAL_DIRECTORY: [u8; 4] = *b"PK\x05\x06";
+const ZIP64_END_LOCATOR: [u8; 4] = *b"PK\x06\x07";
+const ZIP64_END_OF_CENTRAL_DIRECTORY: [u8; 4] = *b"PK\x06\x06";
+/// The end record's fixed part; a comment of up to 64 KiB may follow it.
+const END_RECORD_BYTES: u64 = 22;
+
+/// The entry count a zip's end-of-central-directory record (or its zip64 twin) declares, read
+/// from the archive's tail without parsing the directory; None when no consistent record is
+/// found (the zip crate then reports the archive as corrupt).
+fn declared_zip_entries(file: &mut (impl Read + Seek)) -> io::Result<Option<u64>> {
+    let size = file.seek(SeekFrom::End(0))?;
+    let tail_len = size.min(END_RECORD_BYTES + u64::from(u16::MAX));
+    let tail_start = size - tail_len;
+    let mut tail = vec![0u8; tail_len as usize];
+    file.seek(SeekFrom::Start(tail_start))?;
+    file.read_exact(&mut tail)?;
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let u64_at = |b: &[u8], at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    // The last signature whose comment length reaches exactly to the end of the file.
+    let Some(end) = (0..tail.len().saturating_sub(END_RECORD_BYTES as usize - 1))
+        .rev()
+        .find(|&at| {
+            tail[at..at + 4] == END_OF_CENTRAL_DIRECTORY
+                && at + END_RECORD_BYTES as usize + usize::from(u16_at(&tail, at + 20))
+                    == tail.len()
+        })
+    else {
+        return Ok(None);
+    };
+    let entries = u16_at(&tail, end + 10);
+    if entries != u16::MAX {
+        return Ok(Some(u64::from(entries)));
+    }
+    // Zip64: a 20-byte locator just before the end record points at the zip64 end record.
+    let locator_at = (tail_start + end as u64).checked_sub(20);
+    let Some(locator_at) = locator_at else {
+        return Ok(Some(u64::from(entries)));
+    };
+    let mut locator = [0u8; 20];
+    file.seek(SeekFrom::Start(locator_at))?;
+    file.read_exact(&mut locator)?;
+    if locator[..4] != ZIP64_END_LOCATOR {
+        return Ok(Some(u64::from(entries)));
+    }
+    let record_at = u64_at(&locator, 8);
+    if record_at.checked_add(56).is_none_or(|end| end > size) {
+        return Ok(None);
+    }
+    let mut record = [0u8; 56];
+    file.seek(SeekFrom::Start(record_at))?;
+    file.read_exact(&mut record)?;
+    if record[..4] != ZIP64_END_OF_CENTRAL_DIRECTORY {
+        return Ok(None);
+    }
+    Ok(Some(u64_at(&record, 32)))
+}
+
 /// Whether `reader` has no bytes left (decoders use it to refuse trailing data).
 pub(crate) fn at_end(reader: &mut impl Read) -> io::Result<bool> {
     let mut byte = [0u8; 1];
@@ -343,5 +417,101 @@ pub(crate) fn at_end(reader: &mut impl Read) -> io::Result<bool> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Write as _};
+
+    use super::*;
+
+    fn zip_of(entries: usize, comment: &str) -> Vec<u8> {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for i in 0..entries {
+            zip.start_file(format!("train/c/{i}.bin"), options)
+                .expect("entry");
+            zip.write_all(&[i as u8]).expect("write");
+        }
+        zip.set_comment(comment).expect("comment");
+        zip.finish().expect("zip").into_inner()
+    }
+
+    #[test]
+    fn the_end_record_declares_the_entry_count() {
+        for (entries, comment) in [(0, ""), (3, ""), (5, "a comment PK\x05\x06 that looks odd")] {
+            let bytes = zip_of(entries, comment);
+            let declared = declared_zip_entries(&mut Cursor::new(bytes)).expect("read");
+            assert_eq!(
+                declared,
+                Some(entries as u64),
+                "{entries} entries, {comment:?}"
+            );
+        }
+        // Over 65,535 entries the count lives in the zip64 end record.
+        let bytes = zip_of(70_000, "");
+        let declared = declared_zip_entries(&mut Cursor::new(bytes)).expect("read");
+        assert_eq!(declared, Some(70_000));
+        // Not a zip, or too short to hold an end record: no count (the zip crate reports it).
+        for bytes in [
+            b"not a zip at all, just some bytes".to_vec(),
+            b"PK".to_vec(),
+        ] {
+            assert_eq!(
+                declared_zip_entries(&mut Cursor::new(bytes)).expect("read"),
+                None
+            );
+        }
+    }
+
+    /// The count is checked from the end record, before the central directory is parsed into
+    /// memory: an archive declaring too many entries is refused as over the limit even where
+    /// its directory would not parse.
+    #[test]
+    fn too_many_declared_entries_are_refused_before_the_directory_is_parsed() {
+        let mut bytes = zip_of(3, "");
+        let end = bytes.len() - END_RECORD_BYTES as usize;
+        assert_eq!(bytes[end..end + 4], END_OF_CENTRAL_DIRECTORY);
+        // Both counts of the end record claim 60,000 entries; the directory holds 3.
+        for at in [end + 8, end + 10] {
+            bytes[at..at + 2].copy_from_slice(&60_000u16.to_le_bytes());
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let archive = dir.path().join("claims.zip");
+        std::fs::write(&archive, &bytes).expect("write");
+        let limits = Limits {
+            max_entries: 10,
+            ..Limits::default()
+        };
+        let err = extract(
+            &archive,
+            ArchiveKind::Zip,
+            &limits,
+            Some(dir.path()),
+            &Cancel::new(),
+        )
+        .err()
+        .expect("refused");
+        let message = err.to_string();
+        assert!(
+            message.contains("60000 entries, more than the limit of 10"),
+            "{message}"
+        );
+        // Under the limit the same archive is reported as corrupt by the zip crate.
+        let err = extract(
+            &archive,
+            ArchiveKind::Zip,
+            &Limits::default(),
+            Some(dir.path()),
+            &Cancel::new(),
+        )
+        .err()
+        .expect("corrupt");
+        assert!(
+            err.to_string().contains("zip data is truncated or corrupt"),
+            "{err}"
+        );
     }
 }

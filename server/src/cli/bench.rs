@@ -3,7 +3,10 @@
 //!   channel, 28x28x1, batch 8, Adam inner lr 1e-4, outer loss on 512 validation examples);
 //! - `commentary bench ift-step`: Algorithm 2 learning label blending (CBR student, 4,096
 //!   examples, batches of 128, blend logits from -1, Adam 1e-3 / 1e-2, one Neumann term, a
-//!   hyper-step after every student step). `bench/ift_step_reference.py` is the PyTorch twin.
+//!   hyper-step after every student step). `bench/ift_step_reference.py` is the PyTorch twin;
+//! - `commentary bench truncated-step`: truncated BPTT with a hyper-step after every student
+//!   step (a one-step look-ahead) in Algorithm 1's configuration, the student carrying on from
+//!   each look-ahead step. `bench/truncated_step_reference.py` is the PyTorch + higher twin.
 
 use std::time::Instant;
 
@@ -32,6 +35,30 @@ pub enum BenchCommand {
     /// Time online IFT steps of label blending (a student step plus a hyper-step); ends with
     /// `seconds_per_step=<median> peak_rss_mib=<n>`.
     IftStep(IftStepArgs),
+    /// Time truncated-BPTT student steps with a hyper-step after every one; ends with
+    /// `seconds_per_step=<median> steps_per_second=<n> peak_rss_mib=<n>`.
+    TruncatedStep(TruncatedStepArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TruncatedStepArgs {
+    /// Student steps to time (the median of all but the first two is reported); also the
+    /// horizon of the teacher's time input.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// The device to time.
+    #[arg(long, default_value = "cpu", value_parser = super::values::device())]
+    device: ComputeDevice,
+    /// Image size HxWxC of the random data (32x32x3 for a CIFAR-sized run).
+    #[arg(long, default_value = "28x28x1", value_parser = parse_shape)]
+    image: ImageShape,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Validation examples of each hyper-step's L_V.
+    #[arg(long, default_value_t = 128)]
+    validation_examples: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +69,9 @@ pub struct IftStepArgs {
     /// The device to time.
     #[arg(long, default_value = "cpu", value_parser = super::values::device())]
     device: ComputeDevice,
+    /// Image size HxWxC of the random data (32x32x3 for a CIFAR-sized run).
+    #[arg(long, default_value = "28x28x1", value_parser = parse_shape)]
+    image: ImageShape,
     /// Neumann terms of each hyper-step.
     #[arg(long, default_value_t = 1)]
     neumann_terms: usize,
@@ -65,6 +95,9 @@ pub struct MetaStepArgs {
     /// The device to time.
     #[arg(long, default_value = "cpu", value_parser = super::values::device())]
     device: ComputeDevice,
+    /// Image size HxWxC of the random data (32x32x3 for a CIFAR-sized run).
+    #[arg(long, default_value = "28x28x1", value_parser = parse_shape)]
+    image: ImageShape,
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
     #[arg(long, default_value_t = 512)]
@@ -73,21 +106,43 @@ pub struct MetaStepArgs {
     seed: u64,
 }
 
-const SHAPE: ImageShape = ImageShape {
-    height: 28,
-    width: 28,
-    channels: 1,
-};
+/// The largest side and channel count `--image` takes (the benchmarks' data is held in memory).
+const MAX_SIDE: u32 = 256;
+const MAX_CHANNELS: u32 = 4;
+
+/// Parses `--image` (`HxWxC`, within [`MAX_SIDE`] and [`MAX_CHANNELS`]).
+fn parse_shape(text: &str) -> Result<ImageShape, String> {
+    let parts: Vec<&str> = text.split('x').collect();
+    let dims: Option<Vec<u32>> = parts.iter().map(|p| p.parse().ok()).collect();
+    let expected = || format!("expected HxWxC such as 28x28x1 or 32x32x3, got {text:?}");
+    let [height, width, channels] = dims.as_deref().ok_or_else(expected)? else {
+        return Err(expected());
+    };
+    if !(1..=MAX_SIDE).contains(height)
+        || !(1..=MAX_SIDE).contains(width)
+        || !(1..=MAX_CHANNELS).contains(channels)
+    {
+        return Err(format!(
+            "sides must be 1 to {MAX_SIDE} and channels 1 to {MAX_CHANNELS}, got {text}"
+        ));
+    }
+    Ok(ImageShape {
+        height: *height,
+        width: *width,
+        channels: *channels,
+    })
+}
 const CLASSES: usize = 10;
 
-fn random_images(rng: &mut StdRng, n: usize, device: &Device) -> LabelledImages {
-    let pixels = (SHAPE.height * SHAPE.width) as usize;
+fn random_images(rng: &mut StdRng, shape: ImageShape, n: usize, device: &Device) -> LabelledImages {
+    let [h, w, c] = [shape.height, shape.width, shape.channels].map(|d| d as usize);
+    let pixels = h * w * c;
     let values: Vec<f32> = (0..n * pixels).map(|_| rng.random::<f32>()).collect();
     let labels: Vec<i64> = (0..n)
         .map(|_| rng.random_range(0..CLASSES as i64))
         .collect();
     LabelledImages {
-        images: Tensor::from_data(TensorData::new(values, [n, 1, 28, 28]), device),
+        images: Tensor::from_data(TensorData::new(values, [n, c, h, w]), device),
         onehot: loss::one_hot(
             &Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device),
             CLASSES,
@@ -99,6 +154,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::MetaStep(args) => meta_step(args),
         BenchCommand::IftStep(args) => ift_step(args),
+        BenchCommand::TruncatedStep(args) => truncated_step(args),
     }
 }
 
@@ -119,12 +175,12 @@ fn ift_step(args: IftStepArgs) -> anyhow::Result<()> {
     );
     let device = burn_device(args.device);
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let student = Network::new(&NetSpec::Cbr, "student.", SHAPE, 0, CLASSES);
+    let student = Network::new(&NetSpec::Cbr, "student.", args.image, 0, CLASSES);
     let problem = LabelBlending {
         student: student.clone(),
-        train: random_images(&mut rng, args.examples, &device),
+        train: random_images(&mut rng, args.image, args.examples, &device),
         // One validation batch: L_V and its gradient over 128 examples, as the reference.
-        validation: random_images(&mut rng, args.batch_size, &device),
+        validation: random_images(&mut rng, args.image, args.batch_size, &device),
         pool: (0..args.examples as i64).collect(),
         batch_size: args.batch_size,
         seed: args.seed,
@@ -137,9 +193,10 @@ fn ift_step(args: IftStepArgs) -> anyhow::Result<()> {
     let phi = Tensor::<1>::full([CLASSES * CLASSES], -1.0, &device);
     let mut state = OnlineState::new(student.init(&mut rng, &device), phi);
     println!(
-        "ift-step benchmark: CBR student ({} params), blend matrix {CLASSES}x{CLASSES}, {} examples, batch={}, neumann_terms={}, device={}",
+        "ift-step benchmark: CBR student ({} params), blend matrix {CLASSES}x{CLASSES}, {} examples of {}, batch={}, neumann_terms={}, device={}",
         student.len(),
         args.examples,
+        args.image,
         args.batch_size,
         args.neumann_terms,
         args.device
@@ -164,16 +221,91 @@ fn ift_step(args: IftStepArgs) -> anyhow::Result<()> {
         println!("step={step} seconds={elapsed:.4} val_loss={val_loss:.4} phi_sum={phi_sum:.4}");
         seconds.push(elapsed);
     }
-    // The first steps warm allocators and kernels.
+    println!(
+        "seconds_per_step={:.4} peak_rss_mib={}",
+        steady_median(seconds),
+        peak_rss_text()
+    );
+    Ok(())
+}
+
+/// The median of `seconds` without the first two (they warm allocators and kernels).
+fn steady_median(seconds: Vec<f64>) -> f64 {
     let mut steady = if seconds.len() > 4 {
         seconds[2..].to_vec()
     } else {
         seconds
     };
     steady.sort_by(f64::total_cmp);
-    let median = steady[steady.len() / 2];
+    steady[steady.len() / 2]
+}
+
+fn truncated_step(args: TruncatedStepArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.steps > 0 && args.batch_size > 0 && args.validation_examples > 0,
+        "--steps, --batch-size and --validation-examples must be positive"
+    );
+    let device = burn_device(args.device);
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let student = Network::new(&NetSpec::Cbr, "student.", args.image, 0, CLASSES);
+    let teacher = teacher_network(&NetSpec::Cbr, args.image, CLASSES, false, false);
+    let train = random_images(&mut rng, args.image, args.steps * args.batch_size, &device);
+    let validation = random_images(&mut rng, args.image, args.validation_examples, &device);
+    let (inner, outer) = (adam(1e-4), adam(1e-3));
+    let mut phi = teacher.init(&mut rng, &device);
+    let mut theta = student.init(&mut rng, &device);
+    let (mut inner_state, mut outer_state) = (OptState::new(), OptState::new());
     println!(
-        "seconds_per_step={median:.4} peak_rss_mib={}",
+        "truncated-step benchmark: CBR student ({} params), CBR teacher ({} params), a hyper-step after every student step, image={}, batch={}, validation={}, device={}",
+        student.len(),
+        teacher.len(),
+        args.image,
+        args.batch_size,
+        args.validation_examples,
+        args.device
+    );
+    let mut seconds = Vec::with_capacity(args.steps);
+    for step in 0..args.steps {
+        let start = Instant::now();
+        // One window of one step: the batch of this step, the teacher's time input step / S.
+        let indices: Vec<i64> = (0..args.batch_size)
+            .map(|i| (step * args.batch_size + i) as i64)
+            .collect();
+        let problem = TeacherWeighting {
+            student: student.clone(),
+            source: WeightSource::Teacher {
+                net: teacher.clone(),
+                label_input: false,
+                label_head: false,
+                horizon: args.steps,
+            },
+            train: train.clone(),
+            validation: validation.clone(),
+            batches: vec![Tensor::from_data(
+                TensorData::new(indices, [args.batch_size]),
+                &device,
+            )],
+            first_step: step,
+        };
+        let out = bptt::hypergradient_from(&problem, &theta, &inner_state, &phi, inner, 1);
+        let (next, state) = outer.step(&phi, &outer_state, out.hypergrad);
+        phi = next.detach();
+        outer_state = state.detached();
+        theta = out.final_theta.detach();
+        inner_state = out.final_state.detached();
+        // Reading a value waits for the device to finish.
+        let phi_sum = scalar(&phi.clone().sum());
+        let elapsed = start.elapsed().as_secs_f64();
+        println!(
+            "step={step} seconds={elapsed:.4} val_loss={:.4} phi_sum={phi_sum:.4}",
+            out.val_loss
+        );
+        seconds.push(elapsed);
+    }
+    let median = steady_median(seconds);
+    println!(
+        "seconds_per_step={median:.4} steps_per_second={:.2} peak_rss_mib={}",
+        1.0 / median,
         peak_rss_text()
     );
     Ok(())
@@ -186,8 +318,13 @@ fn meta_step(args: MetaStepArgs) -> anyhow::Result<()> {
     );
     let device = burn_device(args.device);
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let train = random_images(&mut rng, args.inner_steps * args.batch_size, &device);
-    let validation = random_images(&mut rng, args.validation_examples, &device);
+    let train = random_images(
+        &mut rng,
+        args.image,
+        args.inner_steps * args.batch_size,
+        &device,
+    );
+    let validation = random_images(&mut rng, args.image, args.validation_examples, &device);
     let batches = (0..args.inner_steps)
         .map(|k| {
             let indices: Vec<i64> = (0..args.batch_size)
@@ -196,9 +333,9 @@ fn meta_step(args: MetaStepArgs) -> anyhow::Result<()> {
             Tensor::<1, Int>::from_data(TensorData::new(indices, [args.batch_size]), &device)
         })
         .collect();
-    let teacher = teacher_network(&NetSpec::Cbr, SHAPE, CLASSES, false, false);
+    let teacher = teacher_network(&NetSpec::Cbr, args.image, CLASSES, false, false);
     let problem = TeacherWeighting {
-        student: Network::new(&NetSpec::Cbr, "student.", SHAPE, 0, CLASSES),
+        student: Network::new(&NetSpec::Cbr, "student.", args.image, 0, CLASSES),
         source: WeightSource::Teacher {
             net: teacher.clone(),
             label_input: false,
@@ -215,10 +352,11 @@ fn meta_step(args: MetaStepArgs) -> anyhow::Result<()> {
     let mut outer_state = OptState::new();
     let mut seconds = Vec::with_capacity(args.meta_steps);
     println!(
-        "meta-step benchmark: CBR student ({} params), CBR teacher ({} params), K={}, batch={}, validation={}, device={}",
+        "meta-step benchmark: CBR student ({} params), CBR teacher ({} params), K={}, image={}, batch={}, validation={}, device={}",
         problem.student.len(),
         teacher.len(),
         args.inner_steps,
+        args.image,
         args.batch_size,
         args.validation_examples,
         args.device
