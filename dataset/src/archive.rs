@@ -492,8 +492,7 @@ mod tests {
             Some(dir.path()),
             &Cancel::new(),
         )
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         let message = err.to_string();
         assert!(
             message.contains("60000 entries, more than the limit of 10"),
@@ -507,8 +506,7 @@ mod tests {
             Some(dir.path()),
             &Cancel::new(),
         )
-        .err()
-        .expect("corrupt");
+        .expect_err("corrupt");
         assert!(
             err.to_string().contains("zip data is truncated or corrupt"),
             "{err}"

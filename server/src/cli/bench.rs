@@ -28,7 +28,9 @@ use trainer::models::Network;
 use trainer::nn::loss;
 use trainer::stop::Stop;
 
+/// The variants are the subcommands' names (`meta-step`, `ift-step`, `truncated-step`).
 #[derive(Debug, Subcommand)]
+#[allow(clippy::enum_variant_names)]
 pub enum BenchCommand {
     /// Time BPTT meta-steps; ends with `seconds_per_meta_step=<median> peak_rss_mib=<n>`.
     MetaStep(MetaStepArgs),

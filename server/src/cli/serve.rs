@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// Read requests per second per token or address (0: no limit).
     #[arg(long, env = "COMMENTARY_READ_RATE_LIMIT", default_value_t = defaults().read_rate_limit)]
     read_rate_limit: u32,
+    /// How long a published commentary's row is served from memory (the longest another
+    /// replica's delete can go unseen here); 0 disables.
+    #[arg(long, env = "COMMENTARY_ROW_CACHE_TTL", default_value_t = defaults().row_cache_ttl.into())]
+    row_cache_ttl: humantime::Duration,
     /// Memory for serving small blobs (commentary tensors) from RAM; 0 disables.
     #[arg(long, env = "COMMENTARY_BLOB_CACHE_BYTES", default_value_t = ByteSize::b(defaults().blob_cache_bytes))]
     blob_cache_bytes: ByteSize,
@@ -136,6 +140,7 @@ impl ServeArgs {
             header_timeout: self.header_timeout.into(),
             write_rate_limit: self.write_rate_limit,
             read_rate_limit: self.read_rate_limit,
+            row_cache_ttl: self.row_cache_ttl.into(),
             blob_cache_bytes: self.blob_cache_bytes.as_u64(),
             example_cache_bytes: self.example_cache_bytes.as_u64(),
         }

@@ -9,6 +9,7 @@ use sea_orm::DatabaseConnection;
 use super::auth::RateLimits;
 use super::config::ServeConfig;
 use super::datasets::ExampleCache;
+use super::row_cache::RowCache;
 use super::store::{BlobCache, BlobStore};
 
 /// What every handler shares.
@@ -29,6 +30,8 @@ pub struct AppState {
     pub limiter: RateLimits,
     /// Request counters for `/metrics`.
     pub metrics: Metrics,
+    /// Published commentary rows and their detail JSON, for a short while.
+    pub commentary_rows: RowCache,
     /// Small blobs in memory (commentary tensors).
     pub blob_cache: BlobCache,
     /// Decoded datasets for example images (a small cache).

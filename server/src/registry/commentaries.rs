@@ -2,6 +2,7 @@
 //! newest or improvement, details, insights, deletion.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -22,6 +23,7 @@ use sea_orm::{
 use super::app::SharedState;
 use super::db::entities::{commentary, dataset};
 use super::error::{ApiError, ApiResult, ErrorKind};
+use super::row_cache::CachedCommentary;
 use super::store::{ArtifactFile, StorageKey};
 
 /// An artifact received over HTTP, not yet trusted: its form fields streamed into a staging
@@ -264,11 +266,20 @@ pub async fn list(
 }
 
 /// The stored commentary `id`, or 404.
-pub async fn find(state: &SharedState, id: &str) -> ApiResult<commentary::Model> {
-    commentary::Entity::find_by_id(id)
+/// A published commentary's row (from memory when it was read moments ago; see `row_cache`).
+pub async fn find(state: &SharedState, id: &str) -> ApiResult<Arc<CachedCommentary>> {
+    if let Some(row) = state.commentary_rows.get(id) {
+        return Ok(row);
+    }
+    let ticket = state.commentary_rows.ticket();
+    let model = commentary::Entity::find_by_id(id)
         .one(&state.db)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no commentary {id:?} is stored here")))
+        .ok_or_else(|| ApiError::not_found(format!("no commentary {id:?} is stored here")))?;
+    let detail_json = serde_json::to_vec(&detail(&model)?).map_err(anyhow::Error::from)?;
+    Ok(state
+        .commentary_rows
+        .insert(ticket, model, Bytes::from(detail_json)))
 }
 
 /// Manifest and report with the list entry.
@@ -393,6 +404,7 @@ pub async fn delete(state: &SharedState, id: &str) -> ApiResult<()> {
     commentary::Entity::delete_by_id(&model.id)
         .exec(&state.db)
         .await?;
+    state.commentary_rows.forget([model.id.as_str()]);
     for file in ArtifactFile::ALL {
         state
             .store

@@ -51,6 +51,9 @@ pub struct ServeConfig {
     pub write_rate_limit: u32,
     /// Read requests per second per caller; 0 = no limit.
     pub read_rate_limit: u32,
+    /// How long a published commentary's row is served from memory: the longest another
+    /// replica's delete of it can go unseen here; zero disables the cache.
+    pub row_cache_ttl: Duration,
     /// Memory for caching small blobs (commentary tensors); 0 disables.
     pub blob_cache_bytes: u64,
     /// Memory for decoded splits drawn as example images; a larger split is not drawn.
@@ -98,6 +101,7 @@ impl Default for ServeConfig {
             header_timeout: Duration::from_secs(30),
             write_rate_limit: 20,
             read_rate_limit: 0,
+            row_cache_ttl: Duration::from_secs(2),
             blob_cache_bytes: 256 << 20,
             example_cache_bytes: 512 << 20,
             public_url: None,

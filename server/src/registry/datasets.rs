@@ -361,6 +361,9 @@ pub async fn delete(state: &SharedState, digest: &Sha256, cascade: bool) -> ApiR
         .exec(&txn)
         .await?;
     txn.commit().await?;
+    state
+        .commentary_rows
+        .forget(commentaries.iter().map(|c| c.id.as_str()));
     // Blobs go after the rows: a crash in between leaves invisible blobs, never dangling rows.
     for c in &commentaries {
         for file in ArtifactFile::ALL {

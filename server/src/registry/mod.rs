@@ -9,6 +9,7 @@
 //! - `error`: the API error (`ErrorKind` fixes status and code); `extract`: extractors that
 //!   validate ids, digests, JSON, queries and forms and answer with that error;
 //! - `datasets`, `runs`, `commentaries`: what the routes do, independent of HTTP;
+//!   `row_cache`: published commentary rows kept briefly in memory;
 //! - `routes`: the axum handlers and the OpenAPI document; `pages`: the web pages;
 //! - `worker` / `client`: the learning worker and the HTTP client it (and the CLI) uses;
 //!   `supervisor`: `serve --workers N` runs them as child processes and restarts them.
@@ -25,6 +26,7 @@ pub mod extract;
 pub mod listener;
 pub mod pages;
 pub mod routes;
+pub mod row_cache;
 pub mod runs;
 pub mod server;
 pub mod store;

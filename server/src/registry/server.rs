@@ -8,6 +8,7 @@ use anyhow::Context as _;
 
 use super::app::{AppState, Metrics};
 use super::config::ServeConfig;
+use super::row_cache::RowCache;
 use super::store::{BlobCache, BlobStore};
 use super::{auth, datasets, db, listener, routes, runs, supervisor, sweep};
 
@@ -74,6 +75,7 @@ pub async fn open_state(
         shutdown,
         limiter: auth::RateLimits::new(config.write_rate_limit, config.read_rate_limit),
         blob_cache: BlobCache::new(config.blob_cache_bytes),
+        commentary_rows: RowCache::new(config.row_cache_ttl),
         examples: datasets::ExampleCache::new(config.example_cache_bytes),
         config,
         db,

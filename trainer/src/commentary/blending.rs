@@ -101,6 +101,10 @@ impl InnerProblem for LabelBlending {
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
         self.validation.mean_loss(&self.student, theta)
     }
+
+    fn validation_loss_gradient(&self, theta: &Tensor<1>) -> (Tensor<1>, f32) {
+        self.validation.mean_loss_gradient(&self.student, theta)
+    }
 }
 
 /// Label blending by online IFT, starting from M = 0 (lambda = 0.75 for every pair).

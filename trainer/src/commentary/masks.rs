@@ -118,6 +118,10 @@ impl InnerProblem for AttentionMasking {
         self.validation.mean_loss(&self.student, theta)
     }
 
+    fn validation_loss_gradient(&self, theta: &Tensor<1>) -> (Tensor<1>, f32) {
+        self.validation.mean_loss_gradient(&self.student, theta)
+    }
+
     /// The masks of each step's batch, flattened: [steps, batch x h x w].
     fn step_commentary(&self, phi: &Tensor<1>, steps: Range<usize>) -> Tensor<2> {
         let count = steps.len();

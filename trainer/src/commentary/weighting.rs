@@ -184,6 +184,10 @@ impl InnerProblem for TeacherWeighting {
         self.validation.mean_loss(&self.student, theta)
     }
 
+    fn validation_loss_gradient(&self, theta: &Tensor<1>) -> (Tensor<1>, f32) {
+        self.validation.mean_loss_gradient(&self.student, theta)
+    }
+
     /// The weights of each step's batch ([steps, batch]; all batches have one size).
     fn step_commentary(&self, phi: &Tensor<1>, steps: Range<usize>) -> Tensor<2> {
         let count = steps.len();

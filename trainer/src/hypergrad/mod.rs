@@ -30,6 +30,14 @@ pub trait InnerProblem {
     /// The validation loss L_V(theta), differentiable in theta.
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1>;
 
+    /// d L_V / d theta at `theta` (a constant) and L_V. The default differentiates
+    /// [`Self::validation_loss`] by autodiff; a student's mean cross-entropy overrides it with
+    /// the explicit backward ([`crate::data::tensors::LabelledImages::mean_loss_gradient`]),
+    /// which builds no autodiff graph.
+    fn validation_loss_gradient(&self, theta: &Tensor<1>) -> (Tensor<1>, f32) {
+        autodiff_validation_gradient(self, theta)
+    }
+
     /// What inner steps `steps` read of phi, one row per step ([steps.len(), m], differentiable
     /// in phi): per-example weights, masks. BPTT evaluates these for many steps in one batch
     /// and differentiates them once per batch at the end, so a commentary network (a teacher)
@@ -78,6 +86,14 @@ pub fn step_row(problem: &dyn InnerProblem, phi: &Tensor<1>, step: usize) -> Ten
 
 /// d L_V / d theta at `theta`, and L_V.
 pub fn validation_gradient(problem: &dyn InnerProblem, theta: &Tensor<1>) -> (Tensor<1>, f32) {
+    problem.validation_loss_gradient(&plain(theta))
+}
+
+/// [`InnerProblem::validation_loss_gradient`] by autodiff of the validation loss.
+pub fn autodiff_validation_gradient<P: InnerProblem + ?Sized>(
+    problem: &P,
+    theta: &Tensor<1>,
+) -> (Tensor<1>, f32) {
     let leaf = leaf(theta);
     let loss = problem.validation_loss(&leaf);
     let value = scalar(&loss);

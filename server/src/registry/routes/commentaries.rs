@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::extract::{Multipart, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
 use schema::CommentaryKind;
 use schema::api::{
     CommentaryDetail, CommentaryInfo, ErrorBody, ExampleWeights, Insights, Page, Scope,
@@ -61,9 +61,14 @@ pub async fn get(
     State(state): State<SharedState>,
     id: CommentaryId,
     _auth: Auth,
-) -> ApiResult<Json<CommentaryDetail>> {
-    let model = commentaries::find(&state, &id).await?;
-    Ok(Json(commentaries::detail(&model)?))
+) -> ApiResult<Response> {
+    // Serialised once per cached row, not per request.
+    let row = commentaries::find(&state, &id).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        row.detail_json.clone(),
+    )
+        .into_response())
 }
 
 /// Delete a commentary.
