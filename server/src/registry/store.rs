@@ -381,8 +381,9 @@ impl std::fmt::Display for StorageKey {
 
 /// Small immutable blobs (commentary tensors, small archives) kept in memory, so downloads of a
 /// popular commentary are served without touching the store. Keys include the content hash, so
-/// an entry can never be served for other content; the caller checks the database first, so a
-/// deleted object is never served.
+/// an entry can never be served for other content; the caller looks the row up first (from the
+/// database, or the row cache within its time-to-live), so a deleted object is not served once
+/// the delete is seen.
 pub struct BlobCache {
     cache: quick_cache::sync::Cache<String, Bytes, BlobWeight>,
     /// Blobs larger than this are streamed, never cached.
