@@ -265,8 +265,8 @@ pub async fn list(
     Ok((items, more))
 }
 
-/// The stored commentary `id`, or 404.
-/// A published commentary's row (from memory when it was read moments ago; see `row_cache`).
+/// The stored commentary `id`, or 404 (from memory when it was read moments ago; see
+/// `row_cache`).
 pub async fn find(state: &SharedState, id: &str) -> ApiResult<Arc<CachedCommentary>> {
     if let Some(row) = state.commentary_rows.get(id) {
         return Ok(row);
@@ -276,10 +276,13 @@ pub async fn find(state: &SharedState, id: &str) -> ApiResult<Arc<CachedCommenta
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no commentary {id:?} is stored here")))?;
-    let detail_json = serde_json::to_vec(&detail(&model)?).map_err(anyhow::Error::from)?;
-    Ok(state
-        .commentary_rows
-        .insert(ticket, model, Bytes::from(detail_json)))
+    Ok(state.commentary_rows.insert(ticket, model))
+}
+
+/// [`detail`] as JSON, the body of `GET /v1/commentaries/{id}`.
+pub fn detail_json(model: &commentary::Model) -> ApiResult<Bytes> {
+    let json = serde_json::to_vec(&detail(model)?).map_err(anyhow::Error::from)?;
+    Ok(Bytes::from(json))
 }
 
 /// Manifest and report with the list entry.

@@ -1,5 +1,5 @@
-//! Published commentary rows, with their detail JSON serialised once, kept in memory for a
-//! short while: a popular commentary's detail and artifact are then served without a database
+//! Published commentary rows, with their detail JSON serialised once (on the first detail
+//! request), kept in memory for a short while: a popular commentary's detail and artifact are then served without a database
 //! round trip or a JSON re-encoding per request (the cost that kept metadata GETs at a third
 //! of the router's speed).
 //!
@@ -8,7 +8,7 @@
 //! put its stale row back). Another replica's delete is seen here within the time-to-live at
 //! the latest (`--row-cache-ttl`, 0 turns the cache off).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,9 +18,23 @@ use super::db::entities::commentary;
 /// A cached row and its `GET /v1/commentaries/{id}` body.
 pub struct CachedCommentary {
     pub model: commentary::Model,
-    /// `CommentaryDetail` as JSON.
-    pub detail_json: Bytes,
+    /// `CommentaryDetail` as JSON, once a detail request has asked for it.
+    detail_json: OnceLock<Bytes>,
     fetched: Instant,
+}
+
+impl CachedCommentary {
+    /// The detail JSON, made by `encode` on the first call (downloads and pages never need it).
+    pub fn detail_json<E>(
+        &self,
+        encode: impl FnOnce(&commentary::Model) -> Result<Bytes, E>,
+    ) -> Result<Bytes, E> {
+        if let Some(json) = self.detail_json.get() {
+            return Ok(json.clone());
+        }
+        let json = encode(&self.model)?;
+        Ok(self.detail_json.get_or_init(|| json).clone())
+    }
 }
 
 impl std::ops::Deref for CachedCommentary {
@@ -34,14 +48,17 @@ impl std::ops::Deref for CachedCommentary {
 #[derive(Clone)]
 struct RowWeight;
 
+/// What a detail JSON holds beside the manifest and report it re-encodes (the list entry).
+const DETAIL_EXTRA_BYTES: usize = 1024;
+
 impl quick_cache::Weighter<String, Arc<CachedCommentary>> for RowWeight {
+    /// The row, and the detail JSON it may come to hold: the manifest and report once more,
+    /// plus the list entry.
     fn weight(&self, key: &String, row: &Arc<CachedCommentary>) -> u64 {
         let m = &row.model;
-        (key.len()
-            + m.manifest.len()
-            + m.report.as_ref().map_or(0, String::len)
-            + row.detail_json.len()
-            + std::mem::size_of::<CachedCommentary>()) as u64
+        let texts = m.manifest.len() + m.report.as_ref().map_or(0, String::len);
+        (key.len() + 2 * texts + DETAIL_EXTRA_BYTES + std::mem::size_of::<CachedCommentary>())
+            as u64
     }
 }
 
@@ -87,15 +104,10 @@ impl RowCache {
     }
 
     /// Wraps a row read under `ticket`, and keeps it unless a delete happened since.
-    pub fn insert(
-        &self,
-        ticket: ReadTicket,
-        model: commentary::Model,
-        detail_json: Bytes,
-    ) -> Arc<CachedCommentary> {
+    pub fn insert(&self, ticket: ReadTicket, model: commentary::Model) -> Arc<CachedCommentary> {
         let row = Arc::new(CachedCommentary {
             model,
-            detail_json,
+            detail_json: OnceLock::new(),
             fetched: Instant::now(),
         });
         if self.ttl.is_zero() {
@@ -141,7 +153,7 @@ mod tests {
     #[test]
     fn rows_are_served_until_their_time_to_live_ends() {
         let cache = RowCache::new(Duration::from_millis(200));
-        cache.insert(cache.ticket(), row("a"), Bytes::from_static(b"{}"));
+        cache.insert(cache.ticket(), row("a"));
         assert!(cache.get("a").is_some());
         assert!(cache.get("b").is_none());
         std::thread::sleep(Duration::from_millis(250));
@@ -151,23 +163,50 @@ mod tests {
     #[test]
     fn a_read_that_raced_a_delete_is_not_cached() {
         let cache = RowCache::new(Duration::from_secs(60));
-        cache.insert(cache.ticket(), row("a"), Bytes::new());
+        cache.insert(cache.ticket(), row("a"));
         // A reader starts, the row is deleted and forgotten, then the reader finishes.
         let ticket = cache.ticket();
         cache.forget(["a"]);
         assert!(cache.get("a").is_none());
-        let served = cache.insert(ticket, row("a"), Bytes::new());
+        let served = cache.insert(ticket, row("a"));
         assert_eq!(served.id, "a", "the reader still answers with what it read");
         assert!(cache.get("a").is_none(), "but its stale row is not kept");
         // A read begun after the delete is kept.
-        cache.insert(cache.ticket(), row("a"), Bytes::new());
+        cache.insert(cache.ticket(), row("a"));
         assert!(cache.get("a").is_some());
+    }
+
+    #[test]
+    fn the_detail_json_is_encoded_once() {
+        let cache = RowCache::new(Duration::from_secs(60));
+        let cached = cache.insert(cache.ticket(), row("a"));
+        let mut encoded = 0;
+        for _ in 0..3 {
+            let json = cached
+                .detail_json(|m| {
+                    encoded += 1;
+                    Ok::<_, ()>(Bytes::from(m.id.clone()))
+                })
+                .expect("encoded");
+            assert_eq!(json, "a");
+        }
+        assert_eq!(encoded, 1);
+        // A failed encoding is reported and not kept.
+        let other = cache.insert(cache.ticket(), row("b"));
+        assert_eq!(
+            other.detail_json(|_| Err("bad manifest")),
+            Err("bad manifest")
+        );
+        assert_eq!(
+            other.detail_json(|m| Ok::<_, &str>(Bytes::from(m.id.clone()))),
+            Ok(Bytes::from("b"))
+        );
     }
 
     #[test]
     fn a_zero_time_to_live_caches_nothing() {
         let cache = RowCache::new(Duration::ZERO);
-        cache.insert(cache.ticket(), row("a"), Bytes::new());
+        cache.insert(cache.ticket(), row("a"));
         assert!(cache.get("a").is_none());
     }
 }

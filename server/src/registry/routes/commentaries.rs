@@ -64,11 +64,8 @@ pub async fn get(
 ) -> ApiResult<Response> {
     // Serialised once per cached row, not per request.
     let row = commentaries::find(&state, &id).await?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        row.detail_json.clone(),
-    )
-        .into_response())
+    let json = row.detail_json(commentaries::detail_json)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 /// Delete a commentary.
