@@ -152,6 +152,14 @@ fn random_images(rng: &mut StdRng, shape: ImageShape, n: usize, device: &Device)
     }
 }
 
+/// The canonical indices of inner step `step`'s batch: examples step x b to (step + 1) x b.
+fn consecutive_batch(step: usize, batch_size: usize, device: &Device) -> Tensor<1, Int> {
+    let indices: Vec<i64> = (0..batch_size)
+        .map(|i| (step * batch_size + i) as i64)
+        .collect();
+    Tensor::from_data(TensorData::new(indices, [batch_size]), device)
+}
+
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::MetaStep(args) => meta_step(args),
@@ -251,8 +259,19 @@ fn truncated_step(args: TruncatedStepArgs) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let student = Network::new(&NetSpec::Cbr, "student.", args.image, 0, CLASSES);
     let teacher = teacher_network(&NetSpec::Cbr, args.image, CLASSES, false, false);
-    let train = random_images(&mut rng, args.image, args.steps * args.batch_size, &device);
-    let validation = random_images(&mut rng, args.image, args.validation_examples, &device);
+    let mut problem = TeacherWeighting {
+        student: student.clone(),
+        source: WeightSource::Teacher {
+            net: teacher.clone(),
+            label_input: false,
+            label_head: false,
+            horizon: args.steps,
+        },
+        train: random_images(&mut rng, args.image, args.steps * args.batch_size, &device),
+        validation: random_images(&mut rng, args.image, args.validation_examples, &device),
+        batches: Vec::new(),
+        first_step: 0,
+    };
     let (inner, outer) = (adam(1e-4), adam(1e-3));
     let mut phi = teacher.init(&mut rng, &device);
     let mut theta = student.init(&mut rng, &device);
@@ -270,25 +289,8 @@ fn truncated_step(args: TruncatedStepArgs) -> anyhow::Result<()> {
     for step in 0..args.steps {
         let start = Instant::now();
         // One window of one step: the batch of this step, the teacher's time input step / S.
-        let indices: Vec<i64> = (0..args.batch_size)
-            .map(|i| (step * args.batch_size + i) as i64)
-            .collect();
-        let problem = TeacherWeighting {
-            student: student.clone(),
-            source: WeightSource::Teacher {
-                net: teacher.clone(),
-                label_input: false,
-                label_head: false,
-                horizon: args.steps,
-            },
-            train: train.clone(),
-            validation: validation.clone(),
-            batches: vec![Tensor::from_data(
-                TensorData::new(indices, [args.batch_size]),
-                &device,
-            )],
-            first_step: step,
-        };
+        problem.batches = vec![consecutive_batch(step, args.batch_size, &device)];
+        problem.first_step = step;
         let out = bptt::hypergradient_from(&problem, &theta, &inner_state, &phi, inner, 1);
         let (next, state) = outer.step(&phi, &outer_state, out.hypergrad);
         phi = next.detach();
@@ -328,12 +330,7 @@ fn meta_step(args: MetaStepArgs) -> anyhow::Result<()> {
     );
     let validation = random_images(&mut rng, args.image, args.validation_examples, &device);
     let batches = (0..args.inner_steps)
-        .map(|k| {
-            let indices: Vec<i64> = (0..args.batch_size)
-                .map(|i| (k * args.batch_size + i) as i64)
-                .collect();
-            Tensor::<1, Int>::from_data(TensorData::new(indices, [args.batch_size]), &device)
-        })
+        .map(|k| consecutive_batch(k, args.batch_size, &device))
         .collect();
     let teacher = teacher_network(&NetSpec::Cbr, args.image, CLASSES, false, false);
     let problem = TeacherWeighting {
