@@ -286,14 +286,13 @@ fn extract_tar(
 
 fn extract_zip(
     archive: &Path,
-    file: File,
+    mut file: File,
     root: &Path,
     budget: &mut Budget<'_>,
 ) -> Result<(), DataError> {
     let corrupt = |e: zip::result::ZipError| {
         DataError::invalid(archive, format!("zip data is truncated or corrupt: {e}"))
     };
-    let mut file = file;
     // The zip crate holds ~200 bytes per entry while it parses the central directory: refuse
     // an archive whose end record declares too many before any of that memory is taken.
     if let Some(declared) =

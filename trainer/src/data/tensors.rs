@@ -59,8 +59,7 @@ impl LabelledImages {
         let loss = loss::weighted_mean(&logits, &self.onehot, None);
         let dlogits = loss::weighted_mean_backward(&logits, &self.onehot, None);
         let grad = net.backward(theta, &trace, dlogits);
-        let value = loss.to_data().iter::<f32>().next().unwrap_or(f32::NAN);
-        (grad, value)
+        (grad, crate::hypergrad::scalar(&loss))
     }
 
     /// Label ids (from the one-hot rows).
