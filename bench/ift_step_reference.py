@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from meta_step_reference import CBR
+from meta_step_reference import CBR, random_examples
 
 
 def mixed_loss(student, logits_phi, x, y, perm):
@@ -46,10 +46,8 @@ def main():
     torch.set_num_threads(2)
     torch.manual_seed(0)
     classes, b, inner_lr = 10, args.batch_size, 1e-3
-    train_x = torch.rand(args.examples, 1, 28, 28)
-    train_y = torch.randint(0, classes, (args.examples,))
-    val_x = torch.rand(args.examples, 1, 28, 28)
-    val_y = torch.randint(0, classes, (args.examples,))
+    train_x, train_y = random_examples(args.examples, classes)
+    val_x, val_y = random_examples(args.examples, classes)
     student = CBR(1, classes)
     params = [p for p in student.parameters()]
     phi = torch.full((classes, classes), -1.0, requires_grad=True)

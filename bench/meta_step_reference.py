@@ -41,8 +41,19 @@ class CBR(nn.Module):
         return self.fc(self.features(x))
 
 
+def random_examples(n, classes=10):
+    """n random 28x28x1 images and labels below `classes`: the benchmarks' data."""
+    return torch.rand(n, 1, 28, 28), torch.randint(0, classes, (n,))
+
+
+def teacher_weights(teacher, x, step, horizon):
+    """sigmoid(teacher([x, step / horizon])) per example: the weights, with the time channel."""
+    time_channel = torch.full_like(x, step / horizon)
+    return torch.sigmoid(teacher(torch.cat([x, time_channel], 1))).squeeze(1)
+
+
 def main():
-    import higher  # only the meta-step needs it (ift_step_reference.py imports CBR from here)
+    import higher  # only the meta-step needs it (the other references import CBR and the helpers from here)
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--inner-steps", type=int, default=100)
@@ -53,10 +64,8 @@ def main():
     torch.set_num_threads(2)
     torch.manual_seed(0)
     k, b = args.inner_steps, args.batch_size
-    train_x = torch.rand(k * b, 1, 28, 28)
-    train_y = torch.randint(0, 10, (k * b,))
-    val_x = torch.rand(args.validation_examples, 1, 28, 28)
-    val_y = torch.randint(0, 10, (args.validation_examples,))
+    train_x, train_y = random_examples(k * b)
+    val_x, val_y = random_examples(args.validation_examples)
     teacher = CBR(2, 1)
     outer = torch.optim.Adam(teacher.parameters(), lr=1e-3)
     seconds = []
@@ -68,8 +77,7 @@ def main():
         with higher.innerloop_ctx(student, inner, copy_initial_weights=False) as (fmodel, diffopt):
             for i in range(k):
                 x, y = train_x[i * b:(i + 1) * b], train_y[i * b:(i + 1) * b]
-                time_channel = torch.full_like(x, i / k)
-                w = torch.sigmoid(teacher(torch.cat([x, time_channel], 1))).squeeze(1)
+                w = teacher_weights(teacher, x, i, k)
                 loss = (w * F.cross_entropy(fmodel(x), y, reduction="none")).mean()
                 diffopt.step(loss)
             val_loss = F.cross_entropy(fmodel(val_x), val_y)

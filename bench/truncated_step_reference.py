@@ -35,13 +35,7 @@ import higher
 import torch
 import torch.nn.functional as F
 
-from meta_step_reference import CBR
-
-
-def teacher_weights(teacher, x, step, horizon):
-    """sigmoid(teacher([x, step / horizon])) per example."""
-    time_channel = torch.full_like(x, step / horizon)
-    return torch.sigmoid(teacher(torch.cat([x, time_channel], 1))).squeeze(1)
+from meta_step_reference import CBR, random_examples, teacher_weights
 
 
 def carry_over(student, inner, fmodel, diffopt):
@@ -73,10 +67,8 @@ def main():
     torch.set_num_threads(2)
     torch.manual_seed(0)
     n, b = args.steps, args.batch_size
-    train_x = torch.rand(n * b, 1, 28, 28)
-    train_y = torch.randint(0, 10, (n * b,))
-    val_x = torch.rand(args.validation_examples, 1, 28, 28)
-    val_y = torch.randint(0, 10, (args.validation_examples,))
+    train_x, train_y = random_examples(n * b)
+    val_x, val_y = random_examples(args.validation_examples)
     student = CBR(1, 10)
     inner = torch.optim.Adam(student.parameters(), lr=1e-4)
     teacher = CBR(2, 1)
