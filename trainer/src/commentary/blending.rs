@@ -10,11 +10,12 @@ use rand::seq::SliceRandom as _;
 use schema::artifact::{Tensor as FileTensor, TensorMap};
 
 use crate::data::tensors::LabelledImages;
-use crate::hypergrad::InnerProblem;
+use crate::hypergrad::{InnerLinearisation, InnerProblem, dot, gradient_or_zeros, leaf, plain};
 use crate::learn::checkpoint::{to_vec, vector};
 use crate::learn::loops::{Run, learn_online_ift, step_rng};
 use crate::learn::{LearnError, Learned, Progress, insight_error};
-use crate::models::{Input, Network};
+use crate::models::{Input, Linearisation, Network};
+use crate::nn::loss;
 
 /// Blend proportions lambda [classes, classes] for the logits `phi` (flat C x C).
 pub fn blend_proportions(phi: &Tensor<1>, classes: usize) -> Tensor<2> {
@@ -31,6 +32,12 @@ pub fn blend(
     batch: &LabelledImages,
     pairs: &Tensor<1, Int>,
 ) -> (Tensor<4>, Tensor<2>) {
+    blend_with(batch, pairs, blend_lambda(phi, batch, pairs))
+}
+
+/// Each example's share lambda_i [b] of its own image and label when blended with its partner
+/// in `pairs` under `phi`.
+pub fn blend_lambda(phi: &Tensor<1>, batch: &LabelledImages, pairs: &Tensor<1, Int>) -> Tensor<1> {
     let classes = batch.classes();
     let labels = batch.onehot.clone().argmax(1).squeeze_dim::<1>(1);
     let partner_labels = batch
@@ -40,11 +47,9 @@ pub fn blend(
         .argmax(1)
         .squeeze_dim::<1>(1);
     let index = labels.mul_scalar(classes as i64) + partner_labels;
-    // [b]
-    let lambda = sigmoid(phi.clone().select(0, index))
+    sigmoid(phi.clone().select(0, index))
         .mul_scalar(-0.5)
-        .add_scalar(1.0);
-    blend_with(batch, pairs, lambda)
+        .add_scalar(1.0)
 }
 
 /// Blends `batch` with its partners `pairs` in the proportions `lambda` [b] (the share of each
@@ -62,6 +67,75 @@ pub fn blend_with(
     let targets =
         batch.onehot.clone() * lambda.unsqueeze_dim(1) + partner.onehot * other.unsqueeze_dim(1);
     (images, targets)
+}
+
+/// Label blending's inner gradient at one (theta, phi, batch), by the student's tangent passes
+/// over one shared forward pass. The mixed product needs no autodiff graph of the student
+/// either: with x~_i = lambda_i x_i + (1 - lambda_i) x_j and t~_i likewise,
+/// d<g, p>/d lambda_i = <(dL/dx~_i)', x_i - x_j> + <(dL/dt~_i)', t_i - t_j>, ' the derivative
+/// along p (mixed partials commute), and only the small map phi -> lambda is differentiated by
+/// autodiff.
+pub struct BlendLinearisation<'a> {
+    at: Linearisation<'a>,
+    phi: Tensor<1>,
+    batch: LabelledImages,
+    pairs: Tensor<1, Int>,
+    /// x_i - x_j, flattened: [b, features].
+    image_gap: Tensor<2>,
+    /// t_i - t_j: [b, classes].
+    target_gap: Tensor<2>,
+}
+
+impl<'a> BlendLinearisation<'a> {
+    /// The linearisation at `theta` of `student` trained on `batch` blended with `pairs` under
+    /// `phi`; `as_input` gives the blended images the form the student takes.
+    pub fn new(
+        student: &'a Network,
+        theta: &Tensor<1>,
+        phi: &Tensor<1>,
+        batch: LabelledImages,
+        pairs: Tensor<1, Int>,
+        as_input: impl FnOnce(Tensor<4>) -> Input,
+    ) -> Self {
+        let phi = plain(phi);
+        let (images, targets) = blend(&phi, &batch, &pairs);
+        let at = student.linearise(&plain(theta), as_input(images), None, &targets, None);
+        let partner = batch.select(&pairs);
+        let image_gap = (batch.images.clone() - partner.images).flatten(1, 3);
+        let target_gap = batch.onehot.clone() - partner.onehot;
+        Self {
+            at,
+            phi,
+            batch,
+            pairs,
+            image_gap,
+            target_gap,
+        }
+    }
+}
+
+impl InnerLinearisation for BlendLinearisation<'_> {
+    fn hessian_vector_product(&self, v: &Tensor<1>) -> Tensor<1> {
+        self.at.tangent(v, false).gradient_dot
+    }
+
+    fn mixed_product(&self, p: &Tensor<1>) -> Tensor<1> {
+        let tangent = self.at.tangent(p, true);
+        let input_gradient_dot = tangent
+            .input_gradient_dot
+            .expect("the tangent pass was asked for the input gradient");
+        let target_gradient_dot = loss::weighted_mean_target_gradient_tangent(
+            self.at.logits(),
+            &tangent.logits_dot,
+            None,
+        );
+        let lambda_adjoint = ((input_gradient_dot * self.image_gap.clone()).sum_dim(1)
+            + (target_gradient_dot * self.target_gap.clone()).sum_dim(1))
+        .squeeze_dim(1);
+        let phi = leaf(&self.phi);
+        let lambda = blend_lambda(&phi, &self.batch, &self.pairs);
+        gradient_or_zeros(&phi, dot(lambda, lambda_adjoint))
+    }
 }
 
 /// Training a student with learned label blending, as an inner problem for IFT.
@@ -104,6 +178,23 @@ impl InnerProblem for LabelBlending {
 
     fn validation_loss_gradient(&self, theta: &Tensor<1>) -> (Tensor<1>, f32) {
         self.validation.mean_loss_gradient(&self.student, theta)
+    }
+
+    fn linearise<'a>(
+        &'a self,
+        theta: &Tensor<1>,
+        phi: &Tensor<1>,
+        step: usize,
+    ) -> Box<dyn InnerLinearisation + 'a> {
+        let (batch, pairs) = self.batch(step);
+        Box::new(BlendLinearisation::new(
+            &self.student,
+            theta,
+            phi,
+            batch,
+            pairs,
+            Input::Image,
+        ))
     }
 }
 

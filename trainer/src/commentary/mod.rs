@@ -213,4 +213,57 @@ mod tests {
         };
         assert_routes_agree(&problem, &student, &mask_net);
     }
+
+    /// Label blending's hand-written products (the student's tangent passes) are those of
+    /// autodiff through its inner gradient, for an MLP and for a CBR student with batch norm,
+    /// whose input gradient couples the examples.
+    #[test]
+    fn blending_tangent_products_match_autodiff() {
+        use super::blending::LabelBlending;
+        use crate::nn::testing::relative_error;
+        let shape = ImageShape {
+            height: 8,
+            width: 8,
+            channels: 2,
+        };
+        for net in [NetSpec::Mlp { hidden: vec![6] }, NetSpec::Cbr] {
+            let student = Network::new(&net, "student.", shape, 0, CLASSES);
+            let labels: Vec<i64> = (0..10).map(|i| (i % CLASSES) as i64).collect();
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [10]), &device());
+            let train = LabelledImages {
+                images: random([10, 2, 8, 8]),
+                onehot: loss::one_hot(&labels, CLASSES),
+            };
+            let problem = LabelBlending {
+                student: student.clone(),
+                validation: train.clone(),
+                train,
+                pool: (0..10).collect(),
+                batch_size: 6,
+                seed: 4,
+            };
+            let mut rng = StdRng::seed_from_u64(5);
+            let theta = student.init(&mut rng, &device());
+            let phi = random([CLASSES * CLASSES]);
+            let (v, p) = (random([student.len()]), random([student.len()]));
+            let ours = problem.linearise(&theta, &phi, 3);
+            let reference = PhiPerStep(&problem);
+            let autodiff = reference.linearise(&theta, &phi, 3);
+            let hvp_error = relative_error(
+                &ours.hessian_vector_product(&v),
+                &autodiff.hessian_vector_product(&v),
+            );
+            assert!(hvp_error < 1e-3, "{net:?} H v: relative error {hvp_error}");
+            let expected = autodiff.mixed_product(&p);
+            assert!(
+                values(&expected).iter().any(|x| x.abs() > 1e-4),
+                "{net:?}: zero"
+            );
+            let mixed_error = relative_error(&ours.mixed_product(&p), &expected);
+            assert!(
+                mixed_error < 1e-3,
+                "{net:?} mixed: relative error {mixed_error}"
+            );
+        }
+    }
 }

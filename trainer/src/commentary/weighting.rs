@@ -216,6 +216,27 @@ impl InnerProblem for TeacherWeighting {
         )
     }
 
+    /// By the student's tangent pass: H a, and d/dw_i <g, a> = (d CE_i along a) / batch.
+    fn inner_gradient_adjoints(
+        &self,
+        theta: &Tensor<1>,
+        weights: &Tensor<1>,
+        step: usize,
+        adjoint: &Tensor<1>,
+    ) -> (Tensor<1>, Tensor<1>) {
+        let batch = self.batch(step);
+        let size = batch.len() as f32;
+        let tangent = self.student.loss_gradient_tangent(
+            theta,
+            adjoint,
+            Input::Image(batch.images),
+            None,
+            &batch.onehot,
+            Some(weights),
+        );
+        (tangent.gradient_dot, tangent.loss_dot.div_scalar(size))
+    }
+
     fn steps_per_commentary_batch(&self) -> usize {
         let per_step = self.batches.first().map_or(1, |b| b.dims()[0].max(1));
         (TEACHER_BATCH_EXAMPLES / per_step).max(1)

@@ -1,13 +1,15 @@
 //! Algorithm 1: backpropagation through training.
 //!
 //! The forward pass trains the student for K steps without recording a graph and stores each
-//! theta_k and optimiser state (K x |theta| memory). The reverse pass walks back one step at a
-//! time: it rebuilds step k's graph (inner gradient through the explicit backward, then the
-//! optimiser update), and one first-order `backward()` of <step outputs, adjoints> gives the
-//! adjoints of theta_k and the state, plus that of the commentary values step k read (its row
-//! of [`InnerProblem::step_commentary`]). The rows are computed, and differentiated in phi, in
-//! batches of steps: a teacher network runs on a few large batches per meta-step rather than
-//! twice per inner step on a batch of 8.
+//! theta_k, optimiser state and inner gradient g_k (K x |theta| memory). The reverse pass walks
+//! back one step at a time in two parts. The optimiser update is elementwise: one small
+//! autodiff `backward()` of <step outputs, adjoints> with theta_k, the state and g_k as leaves
+//! gives their adjoints. The inner gradient's adjoint a then reaches theta_k and the step's
+//! commentary row through [`InnerProblem::inner_gradient_adjoints`]: H a and d<g, a>/d row,
+//! which the weighting student computes by its hand-written tangent pass, with no graph of the
+//! forward and backward passes. The rows (of [`InnerProblem::step_commentary`]) are computed,
+//! and differentiated in phi, in batches of steps: a teacher network runs on a few large
+//! batches per meta-step rather than twice per inner step on a batch of 8.
 
 use burn::tensor::Tensor;
 
@@ -27,12 +29,13 @@ pub struct BpttOutput {
     pub final_state: OptState,
 }
 
-/// The stored trajectory: theta_k and the optimiser state of each step, packed into one host
-/// buffer per step. One allocation per step (instead of one device tensor per vector, amid the
-/// step's temporaries) keeps memory growth at the bytes stored: about 0.25 MiB per step for a
-/// 20k-parameter student with Adam, where device tensors fragmented the heap to twice that.
+/// The stored trajectory: theta_k, the optimiser state and the inner gradient g_k of each step,
+/// packed into one host buffer per step. One allocation per step (instead of one device tensor
+/// per vector, amid the step's temporaries) keeps memory growth at the bytes stored: about
+/// 0.3 MiB per step for a 20k-parameter student with Adam, where device tensors fragmented the
+/// heap to twice that. Storing g_k saves the reverse step a forward and backward pass.
 struct Trajectory {
-    /// Per step: theta, then the state's tensors, concatenated; the state's step count; and
+    /// Per step: theta, the state's tensors and g_k, concatenated; the state's step count; and
     /// which state tensors exist (first, second).
     steps: Vec<(Vec<f32>, usize, bool, bool)>,
 }
@@ -44,9 +47,12 @@ impl Trajectory {
         }
     }
 
-    fn push(&mut self, theta: &Tensor<1>, state: &OptState) {
-        let mut packed = Vec::with_capacity(theta.dims()[0] * (1 + state.tensors().len()));
-        for t in std::iter::once(theta.clone()).chain(state.tensors()) {
+    fn push(&mut self, theta: &Tensor<1>, state: &OptState, gradient: &Tensor<1>) {
+        let mut packed = Vec::with_capacity(theta.dims()[0] * (2 + state.tensors().len()));
+        let tensors = std::iter::once(theta.clone())
+            .chain(state.tensors())
+            .chain(std::iter::once(gradient.clone()));
+        for t in tensors {
             packed.extend(t.to_data().iter::<f32>());
         }
         self.steps.push((
@@ -57,10 +63,10 @@ impl Trajectory {
         ));
     }
 
-    /// The last stored step as device tensors.
-    fn pop(&mut self, device: &burn::tensor::Device) -> Option<(Tensor<1>, OptState)> {
+    /// The last stored step as device tensors: theta, the state and the inner gradient.
+    fn pop(&mut self, device: &burn::tensor::Device) -> Option<(Tensor<1>, OptState, Tensor<1>)> {
         let (packed, step, has_first, has_second) = self.steps.pop()?;
-        let parts = 1 + usize::from(has_first) + usize::from(has_second);
+        let parts = 2 + usize::from(has_first) + usize::from(has_second);
         let len = packed.len() / parts;
         let mut tensors = packed.chunks(len).map(|chunk| {
             Tensor::from_data(burn::tensor::TensorData::new(chunk.to_vec(), [len]), device)
@@ -68,6 +74,7 @@ impl Trajectory {
         let theta = tensors.next()?;
         let first = if has_first { tensors.next() } else { None };
         let second = if has_second { tensors.next() } else { None };
+        let gradient = tensors.next()?;
         Some((
             theta,
             OptState {
@@ -75,6 +82,7 @@ impl Trajectory {
                 first,
                 second,
             },
+            gradient,
         ))
     }
 }
@@ -159,8 +167,8 @@ pub fn stoppable(
     for k in 0..steps {
         stop.check()?;
         let grad = problem.inner_gradient_from(&theta, &commentary.row(k), k);
+        trajectory.push(&theta, &state, &grad);
         let (next, next_state) = optimizer.step(&theta, &state, grad);
-        trajectory.push(&theta, &state);
         theta = plain(&next);
         state = next_state.detached();
     }
@@ -175,36 +183,31 @@ pub fn stoppable(
     let mut row_adjoints: Vec<Tensor<1>> = Vec::with_capacity(commentary.chunk);
     for k in (0..steps).rev() {
         stop.check()?;
-        let Some((theta_k, state_k)) = trajectory.pop(&theta.device()) else {
+        let Some((theta_k, state_k, grad_k)) = trajectory.pop(&theta.device()) else {
             break;
         };
         let theta_leaf = leaf(&theta_k);
+        let grad_leaf = leaf(&grad_k);
         let state_leaves: Vec<Tensor<1>> =
             state_k.tensors().into_iter().map(|t| leaf(&t)).collect();
-        let row_leaf = leaf(&commentary.row(k));
-        let grad = problem.inner_gradient_from(&theta_leaf, &row_leaf, k);
         let (next, next_state) = optimizer.step(
             &theta_leaf,
             &state_k.with_tensors(state_leaves.clone()),
-            grad,
+            grad_leaf.clone(),
         );
         let mut objective = dot(next, theta_adjoint.clone());
         for (tensor, adjoint) in next_state.tensors().into_iter().zip(&state_adjoint) {
             objective = objective + dot(tensor, adjoint.clone());
         }
         let grads = objective.backward();
-        theta_adjoint = theta_leaf
-            .grad(&grads)
-            .unwrap_or_else(|| zeros_like(&theta_leaf));
-        state_adjoint = state_leaves
-            .iter()
-            .map(|leaf| leaf.grad(&grads).unwrap_or_else(|| zeros_like(leaf)))
-            .collect();
-        row_adjoints.push(
-            row_leaf
-                .grad(&grads)
-                .unwrap_or_else(|| zeros_like(&row_leaf)),
-        );
+        let adjoint_of = |leaf: &Tensor<1>| leaf.grad(&grads).unwrap_or_else(|| zeros_like(leaf));
+        let direct_adjoint = adjoint_of(&theta_leaf);
+        let grad_adjoint = adjoint_of(&grad_leaf);
+        state_adjoint = state_leaves.iter().map(adjoint_of).collect();
+        let (through_gradient, row_adjoint) =
+            problem.inner_gradient_adjoints(&theta_k, &commentary.row(k), k, &grad_adjoint);
+        theta_adjoint = direct_adjoint + through_gradient;
+        row_adjoints.push(row_adjoint);
         if k % commentary.chunk == 0 {
             let end = k + row_adjoints.len();
             row_adjoints.reverse();

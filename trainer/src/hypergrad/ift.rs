@@ -4,12 +4,14 @@
 //! H the Hessian of the inner loss. p comes from a truncated Neumann series,
 //! p = alpha sum_{j=0..J} (I - alpha H)^j grad_theta L_V (J = 0 gives alpha * grad), or from
 //! conjugate gradients on (H + damping I) p = grad_theta L_V, which stops with an error on
-//! negative curvature instead of returning garbage. Hessian-vector products are exact: the
-//! backward of <g(theta), v> through the explicit backward passes.
+//! negative curvature instead of returning garbage. Hessian-vector products and the mixed
+//! product are exact, from the problem's [`super::InnerLinearisation`]: by default the backward
+//! of <g(theta), v> through the explicit backward passes, for label blending the student's
+//! hand-written tangent passes.
 
 use burn::tensor::Tensor;
 
-use super::{InnerProblem, dot, leaf, plain, scalar, validation_gradient};
+use super::{InnerProblem, dot, scalar, validation_gradient};
 use crate::stop::{Stop, Stopped};
 
 /// How the inverse Hessian is approximated.
@@ -46,22 +48,6 @@ pub struct IftOutput {
     pub hypergrad: Tensor<1>,
 }
 
-/// H v: the Hessian of the inner loss (at inner step `step`) times `v`, exactly.
-pub fn hessian_vector_product(
-    problem: &dyn InnerProblem,
-    theta: &Tensor<1>,
-    phi: &Tensor<1>,
-    step: usize,
-    v: &Tensor<1>,
-) -> Tensor<1> {
-    let theta_leaf = leaf(theta);
-    let grad = problem.inner_gradient(&theta_leaf, &plain(phi), step);
-    let grads = dot(grad, plain(v)).backward();
-    theta_leaf
-        .grad(&grads)
-        .unwrap_or_else(|| Tensor::zeros(theta.dims(), &theta.device()))
-}
-
 /// The IFT hypergradient at `theta` (the inner loss of step `step`).
 pub fn hypergradient(
     problem: &dyn InnerProblem,
@@ -71,7 +57,8 @@ pub fn hypergradient(
     method: InverseHessian,
 ) -> Result<IftOutput, IftError> {
     let (v0, val_loss) = validation_gradient(problem, theta);
-    let hvp = |v: &Tensor<1>| hessian_vector_product(problem, theta, phi, step, v);
+    let at = problem.linearise(theta, phi, step);
+    let hvp = |v: &Tensor<1>| at.hessian_vector_product(v);
     let p = match method {
         InverseHessian::Neumann { terms, alpha } => {
             let alpha = alpha as f32;
@@ -89,13 +76,7 @@ pub fn hypergradient(
             tolerance,
         } => conjugate_gradient(&hvp, &v0, iterations, damping as f32, tolerance as f32)?,
     };
-    let phi_leaf = leaf(phi);
-    let grad = problem.inner_gradient(&plain(theta), &phi_leaf, step);
-    let grads = dot(grad, plain(&p)).backward();
-    let hypergrad = phi_leaf
-        .grad(&grads)
-        .map(Tensor::neg)
-        .unwrap_or_else(|| Tensor::zeros(phi.dims(), &phi.device()));
+    let hypergrad = at.mixed_product(&p).neg();
     if !scalar(&hypergrad.clone().abs().sum()).is_finite() {
         return Err(IftError::NotFinite);
     }

@@ -56,11 +56,89 @@ pub trait InnerProblem {
         self.inner_gradient(theta, row, step)
     }
 
+    /// The adjoints of theta and of the step's row through the inner gradient: for `adjoint` =
+    /// a, the adjoint of g(theta, row) at `step`, returns ((dg/dtheta)^T a, (dg/drow)^T a),
+    /// what BPTT's reverse step needs. The default differentiates [`Self::inner_gradient_from`]
+    /// by autodiff; a student trained by the explicit backward overrides it with the
+    /// hand-written tangent pass ([`crate::models::Network::loss_gradient_tangent`]), which
+    /// records no graph.
+    fn inner_gradient_adjoints(
+        &self,
+        theta: &Tensor<1>,
+        row: &Tensor<1>,
+        step: usize,
+        adjoint: &Tensor<1>,
+    ) -> (Tensor<1>, Tensor<1>) {
+        let (theta_leaf, row_leaf) = (leaf(theta), leaf(row));
+        let gradient = self.inner_gradient_from(&theta_leaf, &row_leaf, step);
+        let grads = dot(gradient, plain(adjoint)).backward();
+        let adjoint_of = |leaf: &Tensor<1>| {
+            leaf.grad(&grads)
+                .unwrap_or_else(|| Tensor::zeros(leaf.dims(), &leaf.device()))
+        };
+        (adjoint_of(&theta_leaf), adjoint_of(&row_leaf))
+    }
+
+    /// The inner gradient at (theta, phi, step) for IFT's products with its derivatives. The
+    /// default differentiates [`Self::inner_gradient`] by autodiff for each product; label
+    /// blending overrides it with the student's tangent passes over one shared forward pass.
+    fn linearise<'a>(
+        &'a self,
+        theta: &Tensor<1>,
+        phi: &Tensor<1>,
+        step: usize,
+    ) -> Box<dyn InnerLinearisation + 'a> {
+        Box::new(AutodiffLinearisation {
+            problem: self,
+            theta: plain(theta),
+            phi: plain(phi),
+            step,
+        })
+    }
+
     /// How many steps BPTT passes to one [`Self::step_commentary`] call: a bound on the batch a
     /// commentary network sees (and so on its activation memory).
     fn steps_per_commentary_batch(&self) -> usize {
         16
     }
+}
+
+/// The inner gradient g(theta, phi) at one point, for the products implicit differentiation
+/// takes with its derivatives.
+pub trait InnerLinearisation {
+    /// (dg/dtheta) v = H v, H the Hessian of the inner loss.
+    fn hessian_vector_product(&self, v: &Tensor<1>) -> Tensor<1>;
+
+    /// (dg/dphi)^T p = d<g, p>/dphi, p held constant.
+    fn mixed_product(&self, p: &Tensor<1>) -> Tensor<1>;
+}
+
+/// [`InnerLinearisation`] by one autodiff backward of <g, v> per product.
+struct AutodiffLinearisation<'a, P: ?Sized> {
+    problem: &'a P,
+    theta: Tensor<1>,
+    phi: Tensor<1>,
+    step: usize,
+}
+
+impl<P: InnerProblem + ?Sized> InnerLinearisation for AutodiffLinearisation<'_, P> {
+    fn hessian_vector_product(&self, v: &Tensor<1>) -> Tensor<1> {
+        let theta = leaf(&self.theta);
+        let grad = self.problem.inner_gradient(&theta, &self.phi, self.step);
+        gradient_or_zeros(&theta, dot(grad, plain(v)))
+    }
+
+    fn mixed_product(&self, p: &Tensor<1>) -> Tensor<1> {
+        let phi = leaf(&self.phi);
+        let grad = self.problem.inner_gradient(&self.theta, &phi, self.step);
+        gradient_or_zeros(&phi, dot(grad, plain(p)))
+    }
+}
+
+/// d objective / d leaf by one backward pass; zeros where the objective does not reach it.
+pub fn gradient_or_zeros(leaf: &Tensor<1>, objective: Tensor<1>) -> Tensor<1> {
+    leaf.grad(&objective.backward())
+        .unwrap_or_else(|| Tensor::zeros(leaf.dims(), &leaf.device()))
 }
 
 /// The canonical indices of the batches of inner steps `steps` (step k trains on

@@ -30,10 +30,7 @@ impl Network {
         let mut put = |index: usize, grad: Tensor<1>| grads[index] = Some(grad);
         let mut d_flat = Some(dlogits);
         let mut d_image: Option<Tensor<4>> = None;
-        let first_param_layer = self
-            .layers
-            .iter()
-            .position(|l| matches!(l, Layer::Conv { .. } | Layer::Linear { .. }));
+        let first_param_layer = self.first_param_layer();
         for (position, (layer, step)) in self.layers.iter().zip(&trace.steps).enumerate().rev() {
             let need_input_grad = Some(position) != first_param_layer;
             match (layer, step) {
@@ -43,15 +40,7 @@ impl Network {
                         linear::backward(input, &self.slice(theta, *weight), dy, need_input_grad);
                     put(*weight, g.dw.flatten(0, 1));
                     put(*bias, g.db);
-                    d_flat = g.dx.map(|dx| {
-                        // Drop the gradient of the appended extra inputs.
-                        let [batch, width] = dx.dims();
-                        if self.extra_inputs > 0 && width > self.extra_inputs && batch > 0 {
-                            dx.narrow(1, 0, width - self.extra_inputs)
-                        } else {
-                            dx
-                        }
-                    });
+                    d_flat = g.dx.map(|dx| self.without_extra_inputs(dx));
                 }
                 (Layer::Flatten, Recorded::Flatten { shape }) => {
                     d_image = d_flat
@@ -98,10 +87,32 @@ impl Network {
                 _ => unreachable!("trace does not match the layers"),
             }
         }
-        let parts: Vec<Tensor<1>> = grads
-            .into_iter()
-            .map(|g| g.expect("every parameter gets a gradient"))
-            .collect();
-        Tensor::cat(parts, 0)
+        concat_gradients(grads)
     }
+
+    /// The gradient of a linear layer's input without the columns of the appended extra inputs.
+    pub(super) fn without_extra_inputs(&self, dx: Tensor<2>) -> Tensor<2> {
+        let [batch, width] = dx.dims();
+        if self.extra_inputs > 0 && width > self.extra_inputs && batch > 0 {
+            dx.narrow(1, 0, width - self.extra_inputs)
+        } else {
+            dx
+        }
+    }
+
+    /// The index of the first layer with parameters: no gradient flows to its input.
+    pub(super) fn first_param_layer(&self) -> Option<usize> {
+        self.layers
+            .iter()
+            .position(|l| matches!(l, Layer::Conv { .. } | Layer::Linear { .. }))
+    }
+}
+
+/// Per-parameter gradients (in theta order) as one flat vector.
+pub(super) fn concat_gradients(grads: Vec<Option<Tensor<1>>>) -> Tensor<1> {
+    let parts: Vec<Tensor<1>> = grads
+        .into_iter()
+        .map(|g| g.expect("every parameter gets a gradient"))
+        .collect();
+    Tensor::cat(parts, 0)
 }

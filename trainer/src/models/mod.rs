@@ -4,5 +4,7 @@
 
 mod backward;
 mod network;
+mod tangent;
 
 pub use network::{Input, Network, Trace};
+pub use tangent::{GradientTangent, Linearisation};

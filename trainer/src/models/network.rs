@@ -381,32 +381,56 @@ mod tests {
             let leaf_theta = leaf(&theta);
             let grads = (gradient_at(&leaf_theta) * v.clone()).sum().backward();
             let hvp = leaf_theta.grad(&grads).expect("hvp");
-            let error = [1e-3f32, 1e-4, 1e-5]
-                .into_iter()
-                .map(|h| {
-                    let plus = gradient_at(&(theta.clone() + v.clone() * h));
-                    let minus = gradient_at(&(theta.clone() - v.clone() * h));
-                    let fd = (plus - minus).div_scalar(2.0 * h);
-                    // Conv biases before batch norm have no effect: both sides are ~0 there.
-                    let scale = values(&fd)
-                        .iter()
-                        .map(|x| x * x)
-                        .sum::<f32>()
-                        .sqrt()
-                        .max(0.1);
-                    let diff = values(&(hvp.clone() - fd))
-                        .iter()
-                        .map(|x| x * x)
-                        .sum::<f32>()
-                        .sqrt();
-                    diff / scale
-                })
-                .fold(f32::INFINITY, f32::min);
+            // The hand-written forward-over-reverse pass: the same gradient, the same H v.
+            let tangent = net.loss_gradient_tangent(
+                &theta,
+                &v,
+                Input::Image(x.clone()),
+                extra_t.as_ref(),
+                &targets,
+                None,
+            );
+            assert_close(&tangent.gradient, &explicit, 1e-5, "tangent pass gradient");
+            // Against the norm, floored as the finite differences below are: conv biases before
+            // batch norm have an H v of rounding noise only.
+            let norm = |t: &Tensor<1>| values(t).iter().map(|x| x * x).sum::<f32>().sqrt();
+            let gap = norm(&(tangent.gradient_dot.clone() - hvp.clone())) / norm(&hvp).max(0.1);
             assert!(
-                error < 2e-2,
-                "{spec:?} Hessian-vector product along {}: relative error {error}",
+                gap <= 1e-3,
+                "{spec:?} tangent pass H v along {}: {gap}",
                 slot.name
             );
+            let fd_error = |hvp: &Tensor<1>| {
+                [1e-3f32, 1e-4, 1e-5]
+                    .into_iter()
+                    .map(|h| {
+                        let plus = gradient_at(&(theta.clone() + v.clone() * h));
+                        let minus = gradient_at(&(theta.clone() - v.clone() * h));
+                        let fd = (plus - minus).div_scalar(2.0 * h);
+                        // Conv biases before batch norm have no effect: both sides are ~0 there.
+                        let scale = values(&fd)
+                            .iter()
+                            .map(|x| x * x)
+                            .sum::<f32>()
+                            .sqrt()
+                            .max(0.1);
+                        let diff = values(&(hvp.clone() - fd))
+                            .iter()
+                            .map(|x| x * x)
+                            .sum::<f32>()
+                            .sqrt();
+                        diff / scale
+                    })
+                    .fold(f32::INFINITY, f32::min)
+            };
+            for (route, product) in [("autodiff", &hvp), ("tangent pass", &tangent.gradient_dot)] {
+                let error = fd_error(product);
+                assert!(
+                    error < 2e-2,
+                    "{spec:?} {route} Hessian-vector product along {}: relative error {error}",
+                    slot.name
+                );
+            }
         }
     }
 
@@ -440,6 +464,41 @@ mod tests {
                 channels: 3,
             },
             2,
+        );
+    }
+
+    /// The tangent pass's per-example loss tangents are the weights' adjoints of <g, v>.
+    #[test]
+    fn loss_tangents_are_the_weight_adjoints() {
+        let device = device();
+        let shape = ImageShape {
+            height: 12,
+            width: 12,
+            channels: 1,
+        };
+        let net = Network::new(&NetSpec::Cbr, "s.", shape, 0, 4);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+        let theta = net.init(&mut rng, &device);
+        let x = random([6, 1, 12, 12]);
+        let targets = softmax(random([6, 4]), 1);
+        let weights = burn::tensor::activation::sigmoid(random([6]));
+        let v = random([net.len()]);
+        let weights_leaf = leaf(&weights);
+        let gradient = net.loss_gradient(
+            &theta,
+            Input::Image(x.clone()),
+            &targets,
+            Some(&weights_leaf),
+        );
+        let grads = (gradient * v.clone()).sum().backward();
+        let autodiff = weights_leaf.grad(&grads).expect("weights grad");
+        let tangent =
+            net.loss_gradient_tangent(&theta, &v, Input::Image(x), None, &targets, Some(&weights));
+        assert_close(
+            &tangent.loss_dot.div_scalar(6.0),
+            &autodiff,
+            1e-3,
+            "weight adjoints",
         );
     }
 }

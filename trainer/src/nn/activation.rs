@@ -9,6 +9,8 @@ pub fn relu<const D: usize>(x: &Tensor<D>) -> Tensor<D> {
 /// Backward of [`relu`]: the upstream gradient where the input was positive, else 0. A product
 /// with a 0/1 mask rather than `mask_fill`: on flex the product is vectorised and so is its own
 /// derivative (about 5% of a meta-step, measured with `commentary bench meta-step`).
+/// Linear in dy, so it is also its own forward-mode derivative, and the same mask product is
+/// [`relu`]'s tangent.
 pub fn relu_backward<const D: usize>(x: &Tensor<D>, dy: Tensor<D>) -> Tensor<D> {
     dy * x.clone().detach().greater_elem(0.0).float()
 }

@@ -58,6 +58,83 @@ pub fn backward(cache: &BatchNormCache, gamma: &Tensor<1>, dy: Tensor<4>) -> Bat
     }
 }
 
+/// The tangents of the forward's intermediates that [`backward_tangent`] needs.
+pub struct BatchNormTangent {
+    /// The tangent of the normalized input.
+    normalized_dot: Tensor<4>,
+    /// The tangent of 1 / sqrt(var + eps), [1, c, 1, 1].
+    inv_std_dot: Tensor<4>,
+}
+
+/// Forward-mode derivative of [`forward`] (whose values `cache` holds) along `x_dot` (None: the
+/// input is a constant), `gamma_dot` and `beta_dot`. With r = 1 / sqrt(var + eps): the tangent of the normalized
+/// input is r (x' - mean(x') - x_hat mean(x_hat x')), and r' = -r^2 mean(x_hat x').
+pub fn forward_tangent(
+    cache: &BatchNormCache,
+    x_dot: Option<&Tensor<4>>,
+    gamma: &Tensor<1>,
+    gamma_dot: &Tensor<1>,
+    beta_dot: &Tensor<1>,
+) -> (Tensor<4>, BatchNormTangent) {
+    let x_hat = cache.normalized.clone();
+    let [_, c, _, _] = x_hat.dims();
+    let x_dot = x_dot.cloned().unwrap_or_else(|| x_hat.zeros_like());
+    let inv_std = cache.inv_std.clone();
+    let mean_dot = x_dot.clone().mean_dims(&[0, 2, 3]);
+    let spread = (x_hat.clone() * x_dot.clone()).mean_dims(&[0, 2, 3]);
+    let normalized_dot =
+        (x_dot.clone() - mean_dot - x_hat.clone() * spread.clone()) * inv_std.clone();
+    let inv_std_dot = (inv_std.clone() * inv_std).neg() * spread;
+    let y_dot = x_hat * gamma_dot.clone().reshape([1, c, 1, 1])
+        + normalized_dot.clone() * gamma.clone().reshape([1, c, 1, 1])
+        + beta_dot.clone().reshape([1, c, 1, 1]);
+    (
+        y_dot,
+        BatchNormTangent {
+            normalized_dot,
+            inv_std_dot,
+        },
+    )
+}
+
+/// Forward-mode derivative of [`backward`] when the forward's input moves as `tangent` says
+/// and gamma and dy move along `gamma_dot` and `dy_dot`.
+pub fn backward_tangent(
+    cache: &BatchNormCache,
+    tangent: &BatchNormTangent,
+    gamma: &Tensor<1>,
+    gamma_dot: &Tensor<1>,
+    dy: &Tensor<4>,
+    dy_dot: Tensor<4>,
+) -> BatchNormGrads {
+    let [n, c, h, w] = dy.dims();
+    let count = (n * h * w) as f32;
+    let x_hat = cache.normalized.clone();
+    let x_hat_dot = tangent.normalized_dot.clone();
+    let mean_dy_xhat = (dy.clone() * x_hat.clone())
+        .sum_dims(&[0, 2, 3])
+        .div_scalar(count);
+    let centered = dy.clone()
+        - dy.clone().sum_dims(&[0, 2, 3]).div_scalar(count)
+        - x_hat.clone() * mean_dy_xhat.clone();
+    let sum_dy_dot = dy_dot.clone().sum_dims(&[0, 2, 3]);
+    let sum_dy_xhat_dot =
+        (dy_dot.clone() * x_hat.clone() + dy.clone() * x_hat_dot.clone()).sum_dims(&[0, 2, 3]);
+    let centered_dot = dy_dot
+        - sum_dy_dot.clone().div_scalar(count)
+        - x_hat_dot * mean_dy_xhat
+        - x_hat * sum_dy_xhat_dot.clone().div_scalar(count);
+    let gamma = gamma.clone().reshape([1, c, 1, 1]);
+    let scale = cache.inv_std.clone() * gamma.clone();
+    let scale_dot = tangent.inv_std_dot.clone() * gamma
+        + cache.inv_std.clone() * gamma_dot.clone().reshape([1, c, 1, 1]);
+    BatchNormGrads {
+        dx: centered * scale_dot + centered_dot * scale,
+        dgamma: sum_dy_xhat_dot.reshape([c]),
+        dbeta: sum_dy_dot.reshape([c]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +172,55 @@ mod tests {
             &bl.grad(&grads).expect("beta"),
             1e-4,
             "dbeta",
+        );
+    }
+
+    #[test]
+    fn tangents_match_autodiff() {
+        let shape = [4, 3, 5, 5];
+        let n = 4 * 3 * 5 * 5;
+        let point = [
+            random([n]) * 3.0 + 1.0,
+            random([3]),
+            random([3]),
+            random([n]),
+        ];
+        let direction: Vec<Tensor<1>> = point.iter().map(|t| random(t.dims())).collect();
+        let x = |t: &[Tensor<1>]| t[0].clone().reshape(shape);
+        let dy = |t: &[Tensor<1>]| t[3].clone().reshape(shape);
+        let (_, cache) = forward(&x(&point), &point[1], &point[2]);
+        let (y_dot, tangent) = forward_tangent(
+            &cache,
+            Some(&x(&direction)),
+            &point[1],
+            &direction[1],
+            &direction[2],
+        );
+        check_tangent(
+            &point,
+            &direction,
+            |t| flat(forward(&x(t), &t[1], &t[2]).0),
+            &flat(y_dot),
+            "forward",
+        );
+        let flat_grads = |g: BatchNormGrads| Tensor::cat(vec![flat(g.dx), g.dgamma, g.dbeta], 0);
+        let grads_dot = backward_tangent(
+            &cache,
+            &tangent,
+            &point[1],
+            &direction[1],
+            &dy(&point),
+            dy(&direction),
+        );
+        check_tangent(
+            &point,
+            &direction,
+            |t| {
+                let (_, cache) = forward(&x(t), &t[1], &t[2]);
+                flat_grads(backward(&cache, &t[1], dy(t)))
+            },
+            &flat_grads(grads_dot),
+            "backward",
         );
     }
 }

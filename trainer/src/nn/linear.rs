@@ -24,6 +24,42 @@ pub fn backward(x: &Tensor<2>, w: &Tensor<2>, dy: Tensor<2>, need_dx: bool) -> L
     LinearGrads { dx, dw, db }
 }
 
+/// Forward-mode derivative of [`forward`] along `x_dot` (None: the input is a constant), `w_dot`
+/// and `b_dot`.
+pub fn forward_tangent(
+    x: &Tensor<2>,
+    x_dot: Option<&Tensor<2>>,
+    w: &Tensor<2>,
+    w_dot: &Tensor<2>,
+    b_dot: &Tensor<1>,
+) -> Tensor<2> {
+    let y_dot = forward(x, w_dot, b_dot);
+    match x_dot {
+        Some(x_dot) => y_dot + x_dot.clone().matmul(w.clone().transpose()),
+        None => y_dot,
+    }
+}
+
+/// Forward-mode derivative of [`backward`] when x, w and dy move along `x_dot` (None:
+/// constant), `w_dot` and `dy_dot` (each gradient is bilinear in its two factors).
+pub fn backward_tangent(
+    x: &Tensor<2>,
+    x_dot: Option<&Tensor<2>>,
+    w: &Tensor<2>,
+    w_dot: &Tensor<2>,
+    dy: &Tensor<2>,
+    dy_dot: Tensor<2>,
+    need_dx: bool,
+) -> LinearGrads {
+    let dx = need_dx.then(|| dy_dot.clone().matmul(w.clone()) + dy.clone().matmul(w_dot.clone()));
+    let mut dw = dy_dot.clone().transpose().matmul(x.clone());
+    if let Some(x_dot) = x_dot {
+        dw = dw + dy.clone().transpose().matmul(x_dot.clone());
+    }
+    let db = dy_dot.sum_dim(0).squeeze_dim(0);
+    LinearGrads { dx, dw, db }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +79,51 @@ mod tests {
         );
         assert_close(&explicit.dw, &wl.grad(&grads).expect("w"), 1e-5, "dw");
         assert_close(&explicit.db, &bl.grad(&grads).expect("b"), 1e-5, "db");
+    }
+
+    #[test]
+    fn tangents_match_autodiff() {
+        let point = [
+            random([5 * 4]),
+            random([3 * 4]),
+            random([3]),
+            random([5 * 3]),
+        ];
+        let direction: Vec<Tensor<1>> = point.iter().map(|t| random(t.dims())).collect();
+        let x = |t: &[Tensor<1>]| t[0].clone().reshape([5, 4]);
+        let w = |t: &[Tensor<1>]| t[1].clone().reshape([3, 4]);
+        let dy = |t: &[Tensor<1>]| t[3].clone().reshape([5, 3]);
+        let y_dot = forward_tangent(
+            &x(&point),
+            Some(&x(&direction)),
+            &w(&point),
+            &w(&direction),
+            &direction[2],
+        );
+        check_tangent(
+            &point,
+            &direction,
+            |t| flat(forward(&x(t), &w(t), &t[2])),
+            &flat(y_dot),
+            "forward",
+        );
+        let flat_grads =
+            |g: LinearGrads| Tensor::cat(vec![flat(g.dx.expect("dx")), flat(g.dw), g.db], 0);
+        let grads_dot = backward_tangent(
+            &x(&point),
+            Some(&x(&direction)),
+            &w(&point),
+            &w(&direction),
+            &dy(&point),
+            dy(&direction),
+            true,
+        );
+        check_tangent(
+            &point,
+            &direction,
+            |t| flat_grads(backward(&x(t), &w(t), dy(t), true)),
+            &flat_grads(grads_dot),
+            "backward",
+        );
     }
 }

@@ -87,6 +87,40 @@ pub(crate) mod testing {
         );
     }
 
+    /// Checks a forward-mode derivative against burn's autodiff: `tangent` must be the
+    /// directional derivative of `f` (flat inputs to a flat output) at `inputs` along
+    /// `directions`. Through a random probe u: <u, tangent> = sum_i <d<u, f>/d input_i,
+    /// direction_i>, the right side by one reverse pass.
+    pub fn check_tangent(
+        inputs: &[Tensor<1>],
+        directions: &[Tensor<1>],
+        f: impl Fn(&[Tensor<1>]) -> Tensor<1>,
+        tangent: &Tensor<1>,
+        what: &str,
+    ) {
+        let leaves: Vec<Tensor<1>> = inputs.iter().map(leaf).collect();
+        let output = f(&leaves);
+        assert_eq!(output.dims(), tangent.dims(), "{what}: tangent shape");
+        let probe = random(output.dims());
+        let grads = (output * probe.clone()).sum().backward();
+        let expected: f32 = leaves
+            .iter()
+            .zip(directions)
+            .filter_map(|(l, d)| l.grad(&grads).map(|g| values(&(g * d.clone()).sum())[0]))
+            .sum();
+        let actual = values(&(tangent.clone() * probe).sum())[0];
+        assert!(
+            (actual - expected).abs() <= 1e-3 * expected.abs().max(1.0),
+            "{what}: tangent {actual} vs autodiff {expected}"
+        );
+    }
+
+    /// A tensor's values as one flat tensor.
+    pub fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+        let n: usize = t.dims().iter().product();
+        t.reshape([n])
+    }
+
     /// ||actual - expected|| / ||expected|| (L2).
     pub fn relative_error<const D: usize>(actual: &Tensor<D>, expected: &Tensor<D>) -> f32 {
         assert_eq!(actual.dims(), expected.dims(), "shapes");

@@ -32,6 +32,18 @@ pub fn max_pool(x: &Tensor<4>, kernel: usize, stride: usize) -> (Tensor<4>, MaxP
     (y, cache)
 }
 
+/// Forward-mode derivative of [`max_pool`] along `x_dot`: each window passes on its argmax's
+/// tangent (the backward, [`max_pool_backward`], is linear in dy, so its tangent is itself).
+pub fn max_pool_tangent(cache: &MaxPoolCache, x_dot: &Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = cache.input_shape;
+    let [_, _, oh, ow] = cache.indices.dims();
+    x_dot
+        .clone()
+        .reshape([b, c, h * w])
+        .gather(2, cache.indices.clone().reshape([b, c, oh * ow]))
+        .reshape([b, c, oh, ow])
+}
+
 /// Backward of [`max_pool`]: each upstream gradient goes to its window's argmax (summed where
 /// windows overlap).
 pub fn max_pool_backward(cache: &MaxPoolCache, dy: Tensor<4>) -> Tensor<4> {
@@ -122,6 +134,20 @@ mod tests {
             &xl.grad(&grads).expect("x"),
             1e-5,
             "dx",
+        );
+    }
+
+    #[test]
+    fn max_pool_tangent_matches_autodiff() {
+        let shape = [2, 3, 7, 7];
+        let (x, x_dot) = (random([2 * 3 * 7 * 7]), random([2 * 3 * 7 * 7]));
+        let (_, cache) = max_pool(&x.clone().reshape(shape), 3, 2);
+        check_tangent(
+            &[x],
+            &[x_dot.clone()],
+            |t| flat(max_pool(&t[0].clone().reshape(shape), 3, 2).0),
+            &flat(max_pool_tangent(&cache, &x_dot.reshape(shape))),
+            "forward",
         );
     }
 }

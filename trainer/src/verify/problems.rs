@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::commentary::blending;
 use crate::data::tensors::LabelledImages;
-use crate::hypergrad::{InnerProblem, step_batch_indices, step_row};
+use crate::hypergrad::{InnerLinearisation, InnerProblem, step_batch_indices, step_row};
 use crate::models::{Input, Network};
 use crate::nn::loss;
 
@@ -88,6 +88,30 @@ impl InnerProblem for WeightedMlp {
         self.net
             .loss_gradient(theta, Input::Flat(x), &targets, Some(weights))
     }
+
+    /// By the student's tangent pass, as the weighting kind does, so the float64 checks cover
+    /// the hand-written second-order route.
+    fn inner_gradient_adjoints(
+        &self,
+        theta: &Tensor<1>,
+        weights: &Tensor<1>,
+        step: usize,
+        adjoint: &Tensor<1>,
+    ) -> (Tensor<1>, Tensor<1>) {
+        let batch = &self.batches[step % self.batches.len()];
+        let x = self.data.x.clone().select(0, batch.clone());
+        let targets = self.data.onehot.clone().select(0, batch.clone());
+        let tangent = self.net.loss_gradient_tangent(
+            theta,
+            adjoint,
+            Input::Flat(x),
+            None,
+            &targets,
+            Some(weights),
+        );
+        let size = batch.dims()[0] as f32;
+        (tangent.gradient_dot, tangent.loss_dot.div_scalar(size))
+    }
 }
 
 /// Label blending with a C x C logit matrix on an MLP, over the whole train set: the
@@ -133,5 +157,26 @@ impl InnerProblem for BlendedMlp {
 
     fn validation_loss(&self, theta: &Tensor<1>) -> Tensor<1> {
         self.data.validation_loss(&self.net, theta)
+    }
+
+    /// By the student's tangent passes, as the label-blending kind does, so the float64 checks
+    /// cover the hand-written route.
+    fn linearise<'a>(
+        &'a self,
+        theta: &Tensor<1>,
+        phi: &Tensor<1>,
+        _step: usize,
+    ) -> Box<dyn InnerLinearisation + 'a> {
+        Box::new(blending::BlendLinearisation::new(
+            &self.net,
+            theta,
+            phi,
+            self.train.clone(),
+            self.pairs.clone(),
+            |images| {
+                let [n, _, _, d] = images.dims();
+                Input::Flat(images.reshape([n, d]))
+            },
+        ))
     }
 }
