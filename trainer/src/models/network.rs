@@ -381,7 +381,7 @@ mod tests {
             let leaf_theta = leaf(&theta);
             let grads = (gradient_at(&leaf_theta) * v.clone()).sum().backward();
             let hvp = leaf_theta.grad(&grads).expect("hvp");
-            // The hand-written forward-over-reverse pass: the same gradient, the same H v.
+            // The hand-written forward-over-reverse pass: the same H v.
             let tangent = net.loss_gradient_tangent(
                 &theta,
                 &v,
@@ -390,7 +390,6 @@ mod tests {
                 &targets,
                 None,
             );
-            assert_close(&tangent.gradient, &explicit, 1e-5, "tangent pass gradient");
             // Against the norm, floored as the finite differences below are: conv biases before
             // batch norm have an H v of rounding noise only.
             let norm = |t: &Tensor<1>| values(t).iter().map(|x| x * x).sum::<f32>().sqrt();

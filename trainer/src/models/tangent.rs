@@ -11,10 +11,8 @@ use super::backward::concat_gradients;
 use super::network::{Input, Layer, Network, Recorded, Trace};
 use crate::nn::{activation, batch_norm, conv, linear, loss, pool};
 
-/// The explicit gradient and its derivatives along a parameter direction v.
+/// The derivatives of the explicit gradient g = dL/dtheta along a parameter direction v.
 pub struct GradientTangent {
-    /// g = dL/dtheta.
-    pub gradient: Tensor<1>,
     /// H v.
     pub gradient_dot: Tensor<1>,
     /// Each example's cross-entropy moved along v, [batch] (unweighted, not divided by the
@@ -60,7 +58,7 @@ impl Linearisation<'_> {
         &self.logits
     }
 
-    /// The gradient and its derivatives along `theta_dot`; with `input_gradient`, also the
+    /// The gradient's derivatives along `theta_dot`; with `input_gradient`, also the
     /// input gradient's.
     pub fn tangent(&self, theta_dot: &Tensor<1>, input_gradient: bool) -> GradientTangent {
         let net = self.net;
@@ -69,7 +67,7 @@ impl Linearisation<'_> {
         let dlogits = loss::weighted_mean_backward(&self.logits, &self.targets, weights);
         let (dlogits_dot, loss_dot) =
             loss::weighted_mean_backward_tangent(&self.logits, &logits_dot, &self.targets, weights);
-        let (gradient, gradient_dot, input_gradient_dot) = net.backward_tangent(
+        let (gradient_dot, input_gradient_dot) = net.backward_tangent(
             &self.theta,
             theta_dot,
             &self.trace,
@@ -78,7 +76,6 @@ impl Linearisation<'_> {
             input_gradient,
         );
         GradientTangent {
-            gradient,
             gradient_dot,
             loss_dot,
             logits_dot,
@@ -109,7 +106,7 @@ impl Network {
         }
     }
 
-    /// [`Network::loss_gradient`] and its derivatives along `theta_dot`: one
+    /// The derivatives of [`Network::loss_gradient`] along `theta_dot`: one
     /// [`Linearisation::tangent`].
     pub fn loss_gradient_tangent(
         &self,
@@ -213,8 +210,10 @@ impl Network {
         (logits_dot, tangents)
     }
 
-    /// [`Network::backward`] and its tangent, given the logits' gradient and its tangent; with
-    /// `input_gradient`, also the input gradient's tangent, flattened.
+    /// The tangent of [`Network::backward`], given the logits' gradient and its tangent; with
+    /// `input_gradient`, also the input gradient's tangent, flattened. Of the backward itself
+    /// only the chain of input gradients is computed (each layer's tangent reads its upstream
+    /// gradient), not the parameter gradients.
     fn backward_tangent(
         &self,
         theta: &Tensor<1>,
@@ -223,13 +222,9 @@ impl Network {
         tangents: &[LayerTangent],
         (dlogits, dlogits_dot): (Tensor<2>, Tensor<2>),
         input_gradient: bool,
-    ) -> (Tensor<1>, Tensor<1>, Option<Tensor<2>>) {
-        let mut grads: Vec<Option<Tensor<1>>> = vec![None; self.params.len()];
+    ) -> (Tensor<1>, Option<Tensor<2>>) {
         let mut grads_dot: Vec<Option<Tensor<1>>> = vec![None; self.params.len()];
-        let mut put = |index: usize, grad: Tensor<1>, grad_dot: Tensor<1>| {
-            grads[index] = Some(grad);
-            grads_dot[index] = Some(grad_dot);
-        };
+        let mut put = |index: usize, grad_dot: Tensor<1>| grads_dot[index] = Some(grad_dot);
         let mut d_flat = Some((dlogits, dlogits_dot));
         let mut d_image: Option<(Tensor<4>, Tensor<4>)> = None;
         let first_param_layer = self.first_param_layer();
@@ -253,10 +248,10 @@ impl Network {
                         dy_dot,
                         need_input_grad,
                     );
-                    let g = linear::backward(input, &w, dy, need_input_grad);
-                    put(*weight, g.dw.flatten(0, 1), g_dot.dw.flatten(0, 1));
-                    put(*bias, g.db, g_dot.db);
-                    d_flat = g.dx.zip(g_dot.dx).map(|(dx, dx_dot)| {
+                    let dx = need_input_grad.then(|| linear::input_gradient(&w, &dy));
+                    put(*weight, g_dot.dw.flatten(0, 1));
+                    put(*bias, g_dot.db);
+                    d_flat = dx.zip(g_dot.dx).map(|(dx, dx_dot)| {
                         (
                             self.without_extra_inputs(dx),
                             self.without_extra_inputs(dx_dot),
@@ -312,8 +307,8 @@ impl Network {
                         dy_dot,
                     );
                     let g = batch_norm::backward(cache, &gamma_value, dy);
-                    put(*gamma, g.dgamma, g_dot.dgamma);
-                    put(*beta, g.dbeta, g_dot.dbeta);
+                    put(*gamma, g_dot.dgamma);
+                    put(*beta, g_dot.dbeta);
                     d_image = Some((g.dx, g_dot.dx));
                 }
                 (
@@ -337,10 +332,11 @@ impl Network {
                         *geometry,
                         need_input_grad,
                     );
-                    let g = conv::backward(input, &w, dy, *geometry, need_input_grad);
-                    put(*weight, g.dw.flatten(0, 3), g_dot.dw.flatten(0, 3));
-                    put(*bias, g.db, g_dot.db);
-                    d_image = g.dx.zip(g_dot.dx);
+                    let dx = need_input_grad
+                        .then(|| conv::input_gradient(input.dims(), &w, dy, *geometry));
+                    put(*weight, g_dot.dw.flatten(0, 3));
+                    put(*bias, g_dot.db);
+                    d_image = dx.zip(g_dot.dx);
                 }
                 _ => unreachable!("trace does not match the layers"),
             }
@@ -351,10 +347,6 @@ impl Network {
         } else {
             None
         };
-        (
-            concat_gradients(grads),
-            concat_gradients(grads_dot),
-            input_gradient_dot,
-        )
+        (concat_gradients(grads_dot), input_gradient_dot)
     }
 }

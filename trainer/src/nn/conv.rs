@@ -49,7 +49,7 @@ pub fn backward(
 }
 
 /// d(loss)/dx for an input of shape `input`: the transposed convolution of `dy` with `w`.
-fn input_gradient(
+pub fn input_gradient(
     input: [usize; 4],
     w: &Tensor<4>,
     dy: Tensor<4>,

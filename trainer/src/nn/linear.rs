@@ -18,10 +18,15 @@ pub struct LinearGrads {
 
 /// Backward of [`forward`] for the upstream gradient `dy` [batch, out].
 pub fn backward(x: &Tensor<2>, w: &Tensor<2>, dy: Tensor<2>, need_dx: bool) -> LinearGrads {
-    let dx = need_dx.then(|| dy.clone().matmul(w.clone()));
+    let dx = need_dx.then(|| input_gradient(w, &dy));
     let dw = dy.clone().transpose().matmul(x.clone());
     let db = dy.sum_dim(0).squeeze_dim(0);
     LinearGrads { dx, dw, db }
+}
+
+/// d(loss)/dx alone: dy W.
+pub fn input_gradient(w: &Tensor<2>, dy: &Tensor<2>) -> Tensor<2> {
+    dy.clone().matmul(w.clone())
 }
 
 /// Forward-mode derivative of [`forward`] along `x_dot` (None: the input is a constant), `w_dot`
