@@ -216,7 +216,7 @@ impl InnerProblem for TeacherWeighting {
         )
     }
 
-    /// By the student's tangent pass: H a, and d/dw_i <g, a> = (d CE_i along a) / batch.
+    /// By the student's tangent pass ([`Network::weight_adjoints`]), with no autodiff graph.
     fn inner_gradient_adjoints(
         &self,
         theta: &Tensor<1>,
@@ -225,16 +225,13 @@ impl InnerProblem for TeacherWeighting {
         adjoint: &Tensor<1>,
     ) -> (Tensor<1>, Tensor<1>) {
         let batch = self.batch(step);
-        let size = batch.len() as f32;
-        let tangent = self.student.loss_gradient_tangent(
+        self.student.weight_adjoints(
             theta,
             adjoint,
             Input::Image(batch.images),
-            None,
             &batch.onehot,
-            Some(weights),
-        );
-        (tangent.gradient_dot, tangent.loss_dot.div_scalar(size))
+            weights,
+        )
     }
 
     fn steps_per_commentary_batch(&self) -> usize {

@@ -106,6 +106,24 @@ impl Network {
         }
     }
 
+    /// For L = mean_i w_i CE_i over `input` (weights `weights`, [batch]): the adjoints of theta
+    /// and of the weights through g = dL/dtheta, for g's adjoint `adjoint` = a: (H a,
+    /// d<g, a>/dw_i = (CE_i moved along a) / batch), what a weighting student's BPTT reverse
+    /// step needs.
+    pub fn weight_adjoints(
+        &self,
+        theta: &Tensor<1>,
+        adjoint: &Tensor<1>,
+        input: Input,
+        targets: &Tensor<2>,
+        weights: &Tensor<1>,
+    ) -> (Tensor<1>, Tensor<1>) {
+        let batch = targets.dims()[0] as f32;
+        let tangent =
+            self.loss_gradient_tangent(theta, adjoint, input, None, targets, Some(weights));
+        (tangent.gradient_dot, tangent.loss_dot.div_scalar(batch))
+    }
+
     /// The derivatives of [`Network::loss_gradient`] along `theta_dot`: one
     /// [`Linearisation::tangent`].
     pub fn loss_gradient_tangent(

@@ -4,7 +4,9 @@
 //! written in burn tensor ops, so the gradient g(theta, phi) a network computes is itself a burn
 //! expression: one first-order `backward()` through it gives exact hypergradients, and
 //! Hessian-vector products are the backward of <g, v>. Every explicit backward is tested against
-//! burn's autodiff.
+//! burn's autodiff. Each layer's `*_tangent` functions are the forward-mode derivatives of its
+//! forward and backward, which `crate::models` chains into H v without an autodiff graph; they
+//! are tested against autodiff too (`testing::check_tangent`).
 //!
 //! Tensors may live on an autodiff device or not; the functions do not care.
 

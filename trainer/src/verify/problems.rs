@@ -101,16 +101,8 @@ impl InnerProblem for WeightedMlp {
         let batch = &self.batches[step % self.batches.len()];
         let x = self.data.x.clone().select(0, batch.clone());
         let targets = self.data.onehot.clone().select(0, batch.clone());
-        let tangent = self.net.loss_gradient_tangent(
-            theta,
-            adjoint,
-            Input::Flat(x),
-            None,
-            &targets,
-            Some(weights),
-        );
-        let size = batch.dims()[0] as f32;
-        (tangent.gradient_dot, tangent.loss_dot.div_scalar(size))
+        self.net
+            .weight_adjoints(theta, adjoint, Input::Flat(x), &targets, weights)
     }
 }
 
