@@ -156,8 +156,8 @@ mod tests {
             "gradient",
         );
         check_tangent(
-            &[logits.clone()],
-            &[logits_dot.clone()],
+            std::slice::from_ref(&logits),
+            std::slice::from_ref(&logits_dot),
             |t| cross_entropy(&z(&t[0]), &targets),
             &per_example_dot,
             "per-example loss",
