@@ -1,18 +1,20 @@
-//! Safe extraction of `.tar`, `.tar.gz` and `.zip` archives into a temporary folder.
+//! `.tar`, `.tar.gz` and `.zip` archives, read in place: recognising which kind a file is, and
+//! indexing its entries in one pass so that decoders read each file where it lies.
 //!
-//! Entries whose paths would escape the folder, links and special files are refused; the total
-//! expanded size and the entry count are capped while bytes stream, so a decompression bomb
-//! stops at the limit instead of filling the disk. Nothing is written outside the folder, and
-//! the folder is deleted when the returned [`TempDir`] drops.
+//! Nothing is extracted: an upload takes no disk beyond the archive itself, and a
+//! decompression bomb is refused by the sizes its entries declare. Entries whose paths would
+//! leave the archive, links, names given twice and special files are refused or passed over
+//! while indexing, and the entry count and expanded size are capped.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write as _};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 use flate2::read::GzDecoder;
-use tempfile::TempDir;
 
-use super::{Cancel, DataError, Limits, disk};
+use super::{Cancel, DataError, Limits};
 
 /// What kind of archive a file is, judged by its bytes, not its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,81 +82,90 @@ fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Extracts `archive` into a new temporary folder (under `temp_root`, or the system's temporary
-/// directory) and returns it.
-pub fn extract(
+/// Where one file's bytes lie inside its archive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Member {
+    /// Uncompressed length.
+    pub size: u64,
+    /// The entry's position in archive order (the tar entry's number, the zip index).
+    pub ordinal: usize,
+    /// Plain tar only: where the file's data starts in the archive.
+    pub offset: u64,
+}
+
+/// What an archive holds, by path relative to its root ("" is the root).
+#[derive(Debug)]
+pub(crate) struct Index {
+    pub files: BTreeMap<PathBuf, Member>,
+    /// Each folder's children by name, with whether each is a folder. Folders that only
+    /// appear as part of a longer path are here too.
+    pub dirs: BTreeMap<PathBuf, BTreeMap<OsString, bool>>,
+}
+
+/// Lists the entries of `archive` (of `kind`) in one pass, without writing anything: paths
+/// that leave the archive, links, names given twice and a name that is both a file and a
+/// folder are refused, and the entry count and the expanded size are capped, so a
+/// decompression bomb is refused by what it declares.
+pub(crate) fn index(
     archive: &Path,
     kind: ArchiveKind,
     limits: &Limits,
-    temp_root: Option<&Path>,
     cancel: &Cancel,
-) -> Result<TempDir, DataError> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("commentary-extract-");
-    let dir = match temp_root {
-        Some(root) => builder.tempdir_in(root),
-        None => builder.tempdir(),
-    }
-    .map_err(|e| DataError::io(temp_root.unwrap_or(&std::env::temp_dir()), e))?;
+) -> Result<Index, DataError> {
     let file = File::open(archive).map_err(|e| DataError::io(archive, e))?;
-    let mut budget = Budget::new(archive, limits, cancel);
-    let extracted = match kind {
-        ArchiveKind::Tar => extract_tar(archive, BufReader::new(file), dir.path(), &mut budget),
-        ArchiveKind::TarGz => extract_tar(
-            archive,
-            GzDecoder::new(BufReader::new(file)),
-            dir.path(),
-            &mut budget,
-        ),
-        ArchiveKind::Zip => extract_zip(archive, file, dir.path(), &mut budget),
-    };
-    // Errors name entries inside the archive, never the temporary folder.
-    extracted.map_err(|e| e.relocate(dir.path(), archive))?;
-    Ok(dir)
+    let length = file
+        .metadata()
+        .map_err(|e| DataError::io(archive, e))?
+        .len();
+    let mut indexer = Indexer::new(archive, length, limits, cancel);
+    match kind {
+        ArchiveKind::Tar => index_tar(BufReader::new(file), length, &mut indexer)?,
+        ArchiveKind::TarGz => index_tar_gz(GzDecoder::new(BufReader::new(file)), &mut indexer)?,
+        ArchiveKind::Zip => index_zip(file, &mut indexer)?,
+    }
+    Ok(indexer.index)
 }
 
-/// Running totals against the limits.
-struct Budget<'a> {
+/// The index being built, with running totals against the limits.
+struct Indexer<'a> {
     archive: &'a Path,
     limits: &'a Limits,
-    /// Checked before every entry and every buffer copied.
+    /// Checked before every entry and every buffer read.
     cancel: &'a Cancel,
     /// The most the archive may expand to (bytes cap and ratio).
     cap: u64,
     entries: u64,
     bytes: u64,
-    /// Free space is checked when `bytes` reaches this (first before anything is written).
-    next_space_check: u64,
-    /// One copy buffer for every entry (an archive may hold millions of small ones).
-    buffer: Vec<u8>,
+    index: Index,
 }
 
-/// Free space is checked again after every this many bytes written (across all entries).
-const FREE_SPACE_EVERY: u64 = 64 << 20;
-
-impl<'a> Budget<'a> {
-    fn new(archive: &'a Path, limits: &'a Limits, cancel: &'a Cancel) -> Self {
-        let size = std::fs::metadata(archive).map_or(0, |m| m.len());
+impl<'a> Indexer<'a> {
+    fn new(archive: &'a Path, length: u64, limits: &'a Limits, cancel: &'a Cancel) -> Self {
+        let mut dirs = BTreeMap::new();
+        dirs.insert(PathBuf::new(), BTreeMap::new());
         Self {
             archive,
             limits,
             cancel,
-            cap: limits.expansion_cap(size),
+            cap: limits.expansion_cap(length),
             entries: 0,
             bytes: 0,
-            next_space_check: 0,
-            buffer: vec![0u8; 256 << 10],
+            index: Index {
+                files: BTreeMap::new(),
+                dirs,
+            },
         }
     }
 
-    fn add_entry(&mut self) -> Result<(), DataError> {
+    /// Counts one more entry of any kind against the limit.
+    fn count_entry(&mut self) -> Result<(), DataError> {
         self.cancel.check(self.archive)?;
         self.entries += 1;
         if self.entries > self.limits.max_entries {
             return Err(DataError::limit(
                 self.archive,
                 format!(
-                    "archive has more than {} entries (the limit); refusing to extract it",
+                    "archive has more than {} entries (the limit); refusing to read it",
                     self.limits.max_entries
                 ),
             ));
@@ -162,44 +173,73 @@ impl<'a> Budget<'a> {
         Ok(())
     }
 
-    /// Copies `reader` into `dest`, stopping with an error as soon as the total would pass the
-    /// expansion cap, or the disk's free space falls under the margin.
-    fn copy(&mut self, reader: &mut dyn Read, dest: &Path, entry: &str) -> Result<(), DataError> {
-        let mut out = File::create(dest).map_err(|e| self.write_error(dest, e))?;
-        loop {
-            self.cancel.check(self.archive)?;
-            if self.bytes >= self.next_space_check {
-                disk::ensure_free(dest, self.limits.min_free_bytes)?;
-                self.next_space_check = self.bytes + FREE_SPACE_EVERY;
-            }
-            let n = match reader.read(&mut self.buffer) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(DataError::invalid(
-                        self.archive,
-                        format!("entry {entry:?} is truncated or corrupt: {e}"),
-                    ));
-                }
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            if self.bytes + n as u64 > self.cap {
-                return Err(self.too_large(entry));
-            }
-            if let Err(e) = out.write_all(&self.buffer[..n]) {
-                return Err(self.write_error(dest, e));
-            }
-            self.bytes += n as u64;
+    fn add_dir(&mut self, name: &str, relative: PathBuf) -> Result<(), DataError> {
+        self.link(name, &relative, true)?;
+        self.index.dirs.entry(relative).or_default();
+        Ok(())
+    }
+
+    fn add_file(&mut self, name: &str, relative: PathBuf, member: Member) -> Result<(), DataError> {
+        self.bytes = self.bytes.saturating_add(member.size);
+        if self.bytes > self.cap {
+            return Err(self.too_large(name));
         }
+        if relative.as_os_str().is_empty() {
+            return Err(self.invalid(format!("entry {name:?} is a file without a name")));
+        }
+        if self.index.files.contains_key(&relative) {
+            return Err(self.invalid(format!(
+                "entry {name:?} appears twice; an archive must hold each file once"
+            )));
+        }
+        self.link(name, &relative, false)?;
+        self.index.files.insert(relative, member);
+        Ok(())
+    }
+
+    /// Records `relative` in its parent's listing and each ancestor in its own parent's, so
+    /// folders that only appear inside longer paths list too.
+    fn link(&mut self, name: &str, relative: &Path, is_dir: bool) -> Result<(), DataError> {
+        let mut child = relative;
+        let mut child_is_dir = is_dir;
+        while let (Some(parent), Some(child_name)) = (child.parent(), child.file_name()) {
+            let siblings = self.index.dirs.entry(parent.to_path_buf()).or_default();
+            match siblings.get(child_name) {
+                Some(&was_dir) if was_dir != child_is_dir => {
+                    return Err(self.invalid(format!(
+                        "entry {name:?} makes {:?} both a file and a folder; an archive's paths \
+                         must name each thing once",
+                        child.display().to_string()
+                    )));
+                }
+                // A folder seen before: its ancestors are recorded already.
+                Some(_) => return Ok(()),
+                None => {
+                    siblings.insert(child_name.to_owned(), child_is_dir);
+                }
+            }
+            if child_is_dir {
+                self.index.dirs.entry(child.to_path_buf()).or_default();
+            }
+            child = parent;
+            child_is_dir = true;
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, problem: String) -> DataError {
+        DataError::invalid(self.archive, problem)
+    }
+
+    fn corrupt(&self, what: &str, err: impl std::fmt::Display) -> DataError {
+        self.invalid(format!("{what} data is truncated or corrupt: {err}"))
     }
 
     fn too_large(&self, entry: &str) -> DataError {
         DataError::limit(
             self.archive,
             format!(
-                "archive expands to more than {} bytes at entry {entry:?}; refusing to extract it \
+                "archive expands to more than {} bytes at entry {entry:?}; refusing to read it \
                  (a decompression bomb?). The limits: at most {} bytes, and at most {} times the \
                  archive's size (--max-expanded-bytes, --max-expansion-ratio)",
                 self.cap, self.limits.max_expanded_bytes, self.limits.max_expansion_ratio
@@ -207,132 +247,219 @@ impl<'a> Budget<'a> {
         )
     }
 
-    fn write_error(&self, dest: &Path, err: io::Error) -> DataError {
-        if err.kind() == io::ErrorKind::StorageFull {
-            disk::full(dest)
-        } else {
-            DataError::io(dest, err)
+    /// Reads a compressed entry's bytes to its end (checking the stream decodes and stopping
+    /// when cancelled); they must be as many as its header declares.
+    fn read_through(
+        &self,
+        reader: &mut dyn Read,
+        name: &str,
+        declared: u64,
+        buffer: &mut [u8],
+    ) -> Result<(), DataError> {
+        let mut read: u64 = 0;
+        loop {
+            self.cancel.check(self.archive)?;
+            let n = match reader.read(buffer) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(
+                        self.invalid(format!("entry {name:?} is truncated or corrupt: {e}"))
+                    );
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            read += n as u64;
         }
+        if read != declared {
+            return Err(self.invalid(format!(
+                "entry {name:?} holds {read} of the {declared} bytes its header declares \
+                 (truncated)"
+            )));
+        }
+        Ok(())
     }
 }
 
-/// Checks an entry path and returns where it goes under `root`; refuses absolute paths and
-/// `..` components.
-fn safe_destination(archive: &Path, root: &Path, entry: &Path) -> Result<PathBuf, DataError> {
-    let mut dest = root.to_path_buf();
+/// An entry's path relative to the archive's root; refuses absolute paths and `..`.
+fn relative_path(archive: &Path, entry: &Path) -> Result<PathBuf, DataError> {
+    let mut relative = PathBuf::new();
     for component in entry.components() {
         match component {
-            Component::Normal(part) => dest.push(part),
+            Component::Normal(part) => relative.push(part),
             Component::CurDir => {}
             Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(DataError::invalid(
-                    archive,
-                    format!(
-                        "entry {:?} points outside the archive (path traversal); refusing to \
-                         extract it",
-                        entry.display().to_string()
-                    ),
-                ));
+                return Err(traversal(archive, &entry.display().to_string()));
             }
         }
     }
-    Ok(dest)
+    Ok(relative)
 }
 
-fn create_parent(dest: &Path) -> Result<(), DataError> {
-    match dest.parent() {
-        Some(parent) => std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e)),
-        None => Ok(()),
+fn traversal(archive: &Path, name: &str) -> DataError {
+    DataError::invalid(
+        archive,
+        format!("entry {name:?} points outside the archive (path traversal); refusing to read it"),
+    )
+}
+
+fn link_refused(archive: &Path, name: &str) -> DataError {
+    DataError::invalid(
+        archive,
+        format!("entry {name:?} is a link; datasets must hold plain files"),
+    )
+}
+
+/// What a tar entry is to a dataset.
+enum TarKind {
+    File,
+    Dir,
+    /// pax/GNU metadata is consumed by the tar crate; devices and FIFOs are never part of a
+    /// dataset, so they are passed over.
+    Skipped,
+}
+
+/// Classifies a tar entry, refusing links and sparse files.
+fn tar_kind(archive: &Path, entry_type: tar::EntryType, name: &str) -> Result<TarKind, DataError> {
+    match entry_type {
+        tar::EntryType::Regular | tar::EntryType::Continuous => Ok(TarKind::File),
+        tar::EntryType::Directory => Ok(TarKind::Dir),
+        tar::EntryType::Symlink | tar::EntryType::Link => Err(link_refused(archive, name)),
+        tar::EntryType::GNUSparse => Err(DataError::invalid(
+            archive,
+            format!("entry {name:?} is a sparse file; archive it without --sparse"),
+        )),
+        _ => Ok(TarKind::Skipped),
     }
 }
 
-fn extract_tar(
-    archive: &Path,
-    reader: impl Read,
-    root: &Path,
-    budget: &mut Budget<'_>,
+/// A plain tar: entries are listed by seeking past their data, which is read in place later.
+fn index_tar(
+    reader: BufReader<File>,
+    length: u64,
+    indexer: &mut Indexer<'_>,
 ) -> Result<(), DataError> {
-    let corrupt = |e: io::Error| {
-        DataError::invalid(archive, format!("tar data is truncated or corrupt: {e}"))
-    };
+    let archive = indexer.archive;
     let mut tar = tar::Archive::new(reader);
-    for entry in tar.entries().map_err(corrupt)? {
-        let mut entry = entry.map_err(corrupt)?;
-        budget.add_entry()?;
-        let path = entry.path().map_err(corrupt)?.into_owned();
+    let entries = tar
+        .entries_with_seek()
+        .map_err(|e| indexer.corrupt("tar", e))?;
+    for (ordinal, entry) in entries.enumerate() {
+        let entry = entry.map_err(|e| indexer.corrupt("tar", e))?;
+        indexer.count_entry()?;
+        let path = entry.path().map_err(|e| indexer.corrupt("tar", e))?;
         let name = path.display().to_string();
-        let dest = safe_destination(archive, root, &path)?;
-        match entry.header().entry_type() {
-            tar::EntryType::Directory => {
-                std::fs::create_dir_all(&dest).map_err(|e| DataError::io(&dest, e))?;
+        let relative = relative_path(archive, &path)?;
+        match tar_kind(archive, entry.header().entry_type(), &name)? {
+            TarKind::Dir => indexer.add_dir(&name, relative)?,
+            TarKind::File => {
+                let member = Member {
+                    size: entry.size(),
+                    ordinal,
+                    offset: entry.raw_file_position(),
+                };
+                if member.offset.saturating_add(member.size) > length {
+                    return Err(indexer.invalid(format!(
+                        "entry {name:?} reaches past the end of the archive (truncated)"
+                    )));
+                }
+                indexer.add_file(&name, relative, member)?;
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                create_parent(&dest)?;
-                budget.copy(&mut entry, &dest, &name)?;
-            }
-            tar::EntryType::Symlink | tar::EntryType::Link => {
-                return Err(DataError::invalid(
-                    archive,
-                    format!("entry {name:?} is a link; datasets must hold plain files"),
-                ));
-            }
-            // pax/GNU metadata entries are consumed by the tar crate; devices and FIFOs are
-            // never part of a dataset, so they are skipped rather than created.
-            _ => {}
+            TarKind::Skipped => {}
         }
     }
     Ok(())
 }
 
-fn extract_zip(
-    archive: &Path,
-    mut file: File,
-    root: &Path,
-    budget: &mut Budget<'_>,
-) -> Result<(), DataError> {
-    let corrupt = |e: zip::result::ZipError| {
-        DataError::invalid(archive, format!("zip data is truncated or corrupt: {e}"))
-    };
+/// A gzip-compressed tar: one pass through the stream, reading each file through so that a
+/// corrupt stream is refused now rather than halfway through decoding.
+fn index_tar_gz(reader: impl Read, indexer: &mut Indexer<'_>) -> Result<(), DataError> {
+    let archive = indexer.archive;
+    let mut buffer = vec![0u8; 256 << 10];
+    let mut tar = tar::Archive::new(reader);
+    let entries = tar.entries().map_err(|e| indexer.corrupt("tar", e))?;
+    for (ordinal, entry) in entries.enumerate() {
+        let mut entry = entry.map_err(|e| indexer.corrupt("tar", e))?;
+        indexer.count_entry()?;
+        let path = entry.path().map_err(|e| indexer.corrupt("tar", e))?;
+        let name = path.display().to_string();
+        let relative = relative_path(archive, &path)?;
+        match tar_kind(archive, entry.header().entry_type(), &name)? {
+            TarKind::Dir => indexer.add_dir(&name, relative)?,
+            TarKind::File => {
+                let size = entry.size();
+                indexer.add_file(
+                    &name,
+                    relative,
+                    Member {
+                        size,
+                        ordinal,
+                        offset: 0,
+                    },
+                )?;
+                indexer.read_through(&mut entry, &name, size, &mut buffer)?;
+            }
+            TarKind::Skipped => {}
+        }
+    }
+    Ok(())
+}
+
+/// A zip: its central directory lists every entry; nothing is decompressed.
+fn index_zip(mut file: File, indexer: &mut Indexer<'_>) -> Result<(), DataError> {
+    let archive = indexer.archive;
+    let limits = indexer.limits;
     // The zip crate holds ~200 bytes per entry while it parses the central directory: refuse
     // an archive whose end record declares too many before any of that memory is taken.
     if let Some(declared) =
         declared_zip_entries(&mut file).map_err(|e| DataError::io(archive, e))?
-        && declared > budget.limits.max_entries
+        && declared > limits.max_entries
     {
-        return Err(too_many_entries(archive, declared, budget.limits));
+        return Err(too_many_entries(archive, declared, limits));
     }
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(corrupt)?;
-    if zip.len() as u64 > budget.limits.max_entries {
-        return Err(too_many_entries(archive, zip.len() as u64, budget.limits));
+    let mut zip = open_zip(archive, file)?;
+    if zip.len() as u64 > limits.max_entries {
+        return Err(too_many_entries(archive, zip.len() as u64, limits));
     }
-    for index in 0..zip.len() {
-        let mut entry = zip.by_index(index).map_err(corrupt)?;
-        budget.add_entry()?;
-        let name = entry.name().map_err(corrupt)?.into_owned();
-        let Some(relative) = entry.enclosed_name() else {
-            return Err(DataError::invalid(
-                archive,
-                format!(
-                    "entry {name:?} points outside the archive (path traversal); refusing to \
-                     extract it"
-                ),
-            ));
+    for ordinal in 0..zip.len() {
+        let entry = zip
+            .by_index_raw(ordinal)
+            .map_err(|e| indexer.corrupt("zip", e))?;
+        indexer.count_entry()?;
+        let name = entry
+            .name()
+            .map_err(|e| indexer.corrupt("zip", e))?
+            .into_owned();
+        let Some(enclosed) = entry.enclosed_name() else {
+            return Err(traversal(archive, &name));
         };
-        let dest = safe_destination(archive, root, &relative)?;
+        let relative = relative_path(archive, &enclosed)?;
         if entry.is_symlink() {
-            return Err(DataError::invalid(
-                archive,
-                format!("entry {name:?} is a link; datasets must hold plain files"),
-            ));
+            return Err(link_refused(archive, &name));
         }
         if entry.is_dir() {
-            std::fs::create_dir_all(&dest).map_err(|e| DataError::io(&dest, e))?;
+            indexer.add_dir(&name, relative)?;
         } else {
-            create_parent(&dest)?;
-            budget.copy(&mut entry, &dest, &name)?;
+            let member = Member {
+                size: entry.size(),
+                ordinal,
+                offset: 0,
+            };
+            indexer.add_file(&name, relative, member)?;
         }
     }
     Ok(())
+}
+
+/// Parses a zip's central directory.
+pub(crate) fn open_zip(
+    archive: &Path,
+    file: File,
+) -> Result<zip::ZipArchive<BufReader<File>>, DataError> {
+    zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| DataError::invalid(archive, format!("zip data is truncated or corrupt: {e}")))
 }
 
 fn too_many_entries(archive: &Path, entries: u64, limits: &Limits) -> DataError {
@@ -340,7 +467,7 @@ fn too_many_entries(archive: &Path, entries: u64, limits: &Limits) -> DataError 
         archive,
         format!(
             "archive has {entries} entries, more than the limit of {} (--max-entries); refusing \
-             to extract it",
+             to read it",
             limits.max_entries
         ),
     )
@@ -484,25 +611,17 @@ mod tests {
             max_entries: 10,
             ..Limits::default()
         };
-        let err = extract(
-            &archive,
-            ArchiveKind::Zip,
-            &limits,
-            Some(dir.path()),
-            &Cancel::new(),
-        )
-        .expect_err("refused");
+        let err = index(&archive, ArchiveKind::Zip, &limits, &Cancel::new()).expect_err("refused");
         let message = err.to_string();
         assert!(
             message.contains("60000 entries, more than the limit of 10"),
             "{message}"
         );
         // Under the limit the same archive is reported as corrupt by the zip crate.
-        let err = extract(
+        let err = index(
             &archive,
             ArchiveKind::Zip,
             &Limits::default(),
-            Some(dir.path()),
             &Cancel::new(),
         )
         .expect_err("corrupt");

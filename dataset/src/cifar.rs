@@ -2,13 +2,11 @@
 //! 32x32 RGB image stored plane by plane (1024 red, 1024 green, 1024 blue). CIFAR-100 records
 //! carry a coarse and a fine label; the fine label is used.
 
-use std::fs::File;
-use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use schema::ImageShape;
 
-use super::{DataError, Example, Limits};
+use super::{DataError, Example, Files, Limits};
 
 const SIDE: usize = 32;
 const PLANE: usize = SIDE * SIDE;
@@ -55,6 +53,7 @@ impl CifarSplit {
     /// Decodes every example, file by file, calling `visit` for each.
     pub(crate) fn decode(
         &self,
+        files: &Files,
         limits: &Limits,
         visit: &mut dyn FnMut(Example<'_>) -> Result<(), DataError>,
     ) -> Result<ImageShape, DataError> {
@@ -63,7 +62,7 @@ impl CifarSplit {
         let mut hwc = vec![0u8; IMAGE];
         let mut seen: u64 = 0;
         for path in &self.files {
-            let records = record_count(path, record_len)?;
+            let records = record_count(files, path, record_len)?;
             seen += records;
             if seen > limits.max_examples {
                 return Err(DataError::limit(
@@ -71,37 +70,37 @@ impl CifarSplit {
                     format!("more than the limit of {} examples", limits.max_examples),
                 ));
             }
-            let mut reader = BufReader::new(File::open(path).map_err(|e| DataError::io(path, e))?);
-            for index in 0..records {
-                reader.read_exact(&mut record).map_err(|e| {
-                    DataError::invalid(path, format!("cannot read record {index}: {e}"))
-                })?;
-                let label = record[self.variant.label_bytes() - 1];
-                if usize::from(label) >= self.variant.classes() {
-                    return Err(DataError::invalid(
-                        path,
-                        format!(
-                            "record {index} has label {label}, but the format has {} classes",
-                            self.variant.classes()
-                        ),
-                    ));
+            files.read(path, |reader| {
+                for index in 0..records {
+                    reader.read_exact(&mut record).map_err(|e| {
+                        DataError::invalid(path, format!("cannot read record {index}: {e}"))
+                    })?;
+                    let label = record[self.variant.label_bytes() - 1];
+                    if usize::from(label) >= self.variant.classes() {
+                        return Err(DataError::invalid(
+                            path,
+                            format!(
+                                "record {index} has label {label}, but the format has {} classes",
+                                self.variant.classes()
+                            ),
+                        ));
+                    }
+                    planar_to_hwc(&record[self.variant.label_bytes()..], &mut hwc);
+                    visit(Example {
+                        label: u32::from(label),
+                        pixels: &hwc,
+                    })?;
                 }
-                planar_to_hwc(&record[self.variant.label_bytes()..], &mut hwc);
-                visit(Example {
-                    label: u32::from(label),
-                    pixels: &hwc,
-                })?;
-            }
+                Ok(())
+            })?;
         }
         Ok(SHAPE)
     }
 }
 
 /// Records in a batch file, refusing lengths that are not a whole number of records.
-fn record_count(path: &Path, record_len: usize) -> Result<u64, DataError> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| DataError::io(path, e))?
-        .len();
+fn record_count(files: &Files, path: &Path, record_len: usize) -> Result<u64, DataError> {
+    let len = files.len(path)?;
     if len == 0 || len % record_len as u64 != 0 {
         return Err(DataError::invalid(
             path,
@@ -125,8 +124,18 @@ fn planar_to_hwc(planar: &[u8], hwc: &mut [u8]) {
 
 /// Reads class names from a CIFAR meta file (`batches.meta.txt`, `fine_label_names.txt`): one
 /// name per non-empty line.
-pub(crate) fn read_class_names(path: &Path, expected: usize) -> Result<Vec<String>, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+pub(crate) fn read_class_names(
+    files: &Files,
+    path: &Path,
+    expected: usize,
+) -> Result<Vec<String>, DataError> {
+    let text = files.read(path, |reader| {
+        let mut text = String::new();
+        reader
+            .read_to_string(&mut text)
+            .map_err(|e| DataError::invalid(path, format!("cannot read class names: {e}")))?;
+        Ok(text)
+    })?;
     let names: Vec<String> = text
         .lines()
         .map(str::trim)

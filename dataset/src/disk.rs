@@ -1,4 +1,4 @@
-//! Free disk space: uploads and extraction stop while a margin is still free, so a large or
+//! Free disk space: uploads stop while a margin is still free, so a large or
 //! hostile dataset cannot fill the disk that the database and other uploads share.
 
 use std::path::Path;

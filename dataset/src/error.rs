@@ -56,15 +56,14 @@ impl DataError {
         }
     }
 
-    /// Rewrites paths inside `extracted` (a temporary extraction folder), in the location and
-    /// in the problem text, as `archive:relative/path`, so errors name what the user gave,
-    /// never a temporary path.
-    pub(crate) fn relocate(self, extracted: &Path, archive: &Path) -> Self {
-        let prefix = extracted.display().to_string();
+    /// Rewrites paths of entries inside `archive` (`archive/relative/path`, which reads as a
+    /// folder that is not there), in the location and in the problem text, as
+    /// `archive:relative/path`.
+    pub(crate) fn relocate(self, archive: &Path) -> Self {
+        let prefix = archive.display().to_string();
         let rewrite = |text: String| {
             let inside = format!("{prefix}{}", std::path::MAIN_SEPARATOR);
-            text.replace(&inside, &format!("{}:", archive.display()))
-                .replace(&prefix, &archive.display().to_string())
+            text.replace(&inside, &format!("{prefix}:"))
         };
         match self {
             Self::Io { location, source } => Self::Io {
@@ -95,24 +94,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relocated_errors_name_archive_entries_only() {
-        let extracted = Path::new("/srv/staging/commentary-extract-ab12");
-        let archive = Path::new("upload.tar");
+    fn relocated_errors_name_archive_entries() {
+        let archive = Path::new("/srv/staging/upload.tar");
         let err = DataError::invalid(
-            &extracted.join("train/b.png"),
+            &archive.join("train/b.png"),
             format!(
                 "both {} and {} hold it",
-                extracted.join("x").display(),
-                extracted.join("y.gz").display()
+                archive.join("x").display(),
+                archive.join("y.gz").display()
             ),
         )
-        .relocate(extracted, archive);
+        .relocate(archive);
         assert_eq!(
             err.to_string(),
-            "upload.tar:train/b.png: both upload.tar:x and upload.tar:y.gz hold it"
+            "/srv/staging/upload.tar:train/b.png: both /srv/staging/upload.tar:x and \
+             /srv/staging/upload.tar:y.gz hold it"
         );
-        let io =
-            DataError::io(extracted, std::io::Error::other("full")).relocate(extracted, archive);
-        assert_eq!(io.to_string(), "upload.tar: full");
+        let io = DataError::io(archive, std::io::Error::other("full")).relocate(archive);
+        assert_eq!(io.to_string(), "/srv/staging/upload.tar: full");
     }
 }

@@ -1,7 +1,6 @@
 //! MNIST-style IDX files: `<prefix>-images-idx3-ubyte` (N x H x W, or N x H x W x C) and
 //! `<prefix>-labels-idx1-ubyte` (N), each plain or gzip-compressed. Elements must be u8.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -10,7 +9,7 @@ use schema::ImageShape;
 
 use super::archive::at_end;
 use super::limits::ImageArray;
-use super::{DataError, Example, Limits};
+use super::{DataError, Example, Files, Limits};
 
 /// The images and labels files of one split.
 #[derive(Debug, Clone)]
@@ -24,20 +23,22 @@ pub(crate) struct IdxSplit {
 const UBYTE: u8 = 0x08;
 
 /// An open IDX stream positioned after its header.
-struct IdxStream {
-    reader: Box<dyn Read>,
+struct IdxStream<'r> {
+    reader: Box<dyn Read + 'r>,
     dims: Vec<u32>,
     /// Bytes after the header, when known without decompressing (plain files).
     plain_payload: Option<u64>,
 }
 
-fn open(path: &Path) -> Result<IdxStream, DataError> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let length = file.metadata().map_err(|e| DataError::io(path, e))?.len();
-    let mut reader = BufReader::new(file);
+/// Parses the header of the IDX file `path` (`length` bytes, read from `reader`).
+fn open<'r>(
+    mut reader: &'r mut dyn Read,
+    length: u64,
+    path: &Path,
+) -> Result<IdxStream<'r>, DataError> {
     let mut magic = [0u8; 2];
     read_exact(&mut reader, &mut magic, path, "the IDX header")?;
-    let (mut reader, plain): (Box<dyn Read>, bool) = if magic == [0x1f, 0x8b] {
+    let (mut reader, plain): (Box<dyn Read + 'r>, bool) = if magic == [0x1f, 0x8b] {
         let chained = io::Cursor::new(magic).chain(reader);
         (Box::new(BufReader::new(GzDecoder::new(chained))), false)
     } else {
@@ -97,7 +98,7 @@ fn read_exact(
 }
 
 /// Checks that a plain file holds exactly `expected` payload bytes.
-fn check_plain_length(stream: &IdxStream, path: &Path, expected: u64) -> Result<(), DataError> {
+fn check_plain_length(stream: &IdxStream<'_>, path: &Path, expected: u64) -> Result<(), DataError> {
     match stream.plain_payload {
         Some(actual) if actual != expected => Err(DataError::invalid(
             path,
@@ -112,7 +113,7 @@ fn check_plain_length(stream: &IdxStream, path: &Path, expected: u64) -> Result<
 }
 
 /// Refuses bytes after the declared data.
-fn check_trailing(stream: &mut IdxStream, path: &Path) -> Result<(), DataError> {
+fn check_trailing(stream: &mut IdxStream<'_>, path: &Path) -> Result<(), DataError> {
     match at_end(&mut stream.reader) {
         Ok(true) => Ok(()),
         Ok(false) => Err(DataError::invalid(
@@ -127,8 +128,22 @@ fn check_trailing(stream: &mut IdxStream, path: &Path) -> Result<(), DataError> 
 }
 
 /// Reads a labels file: every label, in file order.
-pub(crate) fn read_labels(path: &Path, limits: &Limits) -> Result<Vec<u8>, DataError> {
-    let mut stream = open(path)?;
+pub(crate) fn read_labels(
+    files: &Files,
+    path: &Path,
+    limits: &Limits,
+) -> Result<Vec<u8>, DataError> {
+    let length = files.len(path)?;
+    files.read(path, |reader| labels_from(reader, length, path, limits))
+}
+
+fn labels_from(
+    reader: &mut dyn Read,
+    length: u64,
+    path: &Path,
+    limits: &Limits,
+) -> Result<Vec<u8>, DataError> {
+    let mut stream = open(reader, length, path)?;
     let [count] = stream.dims[..] else {
         return Err(DataError::invalid(
             path,
@@ -158,12 +173,28 @@ impl IdxSplit {
     /// Decodes every example in file order, calling `visit` for each.
     pub(crate) fn decode(
         &self,
+        files: &Files,
         limits: &Limits,
         visit: &mut dyn FnMut(Example<'_>) -> Result<(), DataError>,
     ) -> Result<ImageShape, DataError> {
-        let labels = read_labels(&self.labels, limits)?;
+        let labels = read_labels(files, &self.labels, limits)?;
         let path = self.images.as_path();
-        let mut stream = open(path)?;
+        let length = files.len(path)?;
+        files.read(path, |reader| {
+            self.images_from(reader, length, &labels, limits, visit)
+        })
+    }
+
+    fn images_from(
+        &self,
+        reader: &mut dyn Read,
+        length: u64,
+        labels: &[u8],
+        limits: &Limits,
+        visit: &mut dyn FnMut(Example<'_>) -> Result<(), DataError>,
+    ) -> Result<ImageShape, DataError> {
+        let path = self.images.as_path();
+        let mut stream = open(reader, length, path)?;
         let (count, shape) = match stream.dims[..] {
             [n, h, w] => (
                 n,
@@ -238,7 +269,7 @@ pub(crate) fn write_gz(
     use std::io::Write as _;
     let write = |name: String, dims: &[u32], payload: &[u8]| -> Result<(), DataError> {
         let path = dir.join(name);
-        let file = File::create(&path).map_err(|e| DataError::io(&path, e))?;
+        let file = std::fs::File::create(&path).map_err(|e| DataError::io(&path, e))?;
         let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
         let mut header = vec![0, 0, UBYTE, dims.len() as u8];
         for d in dims {

@@ -1,12 +1,12 @@
 //! Image folders: `<split>/<class>/*.png|jpg|jpeg`. Greyscale images decode to one channel,
 //! everything else to three (alpha dropped); every image of a split must share one shape.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use schema::ImageShape;
 
-use super::{DataError, Example, Limits};
+use super::{DataError, Example, Files, Limits};
 
 /// The image files of one split with their labels.
 #[derive(Debug, Clone)]
@@ -26,14 +26,9 @@ pub(crate) fn is_image_file(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Decodes one image file to HWC u8 with 1 (greyscale) or 3 channels.
-pub(crate) fn decode_image(
-    path: &Path,
-    limits: &Limits,
-) -> Result<(ImageShape, Vec<u8>), DataError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| DataError::io(path, e))?
-        .len();
+/// Refuses an image file larger than the limit before it is read.
+fn check_file_size(files: &Files, path: &Path, limits: &Limits) -> Result<(), DataError> {
+    let size = files.len(path)?;
     if size > limits.max_image_bytes {
         return Err(DataError::limit(
             path,
@@ -43,7 +38,20 @@ pub(crate) fn decode_image(
             ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    Ok(())
+}
+
+/// Decodes one image file (its bytes read from `reader`) to HWC u8 with 1 (greyscale) or 3
+/// channels.
+fn decode_image(
+    path: &Path,
+    reader: &mut dyn Read,
+    limits: &Limits,
+) -> Result<(ImageShape, Vec<u8>), DataError> {
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e| DataError::invalid(path, format!("cannot read image: {e}")))?;
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
@@ -79,16 +87,22 @@ pub(crate) fn decode_image(
 }
 
 impl FolderSplit {
-    /// Decodes every image in path order, calling `visit` for each; all images must share the
-    /// first image's shape.
+    /// Decodes every image in container order (path order in a folder), calling `visit` for
+    /// each; all images must share the first image's shape.
     pub(crate) fn decode(
         &self,
+        files: &Files,
         limits: &Limits,
         visit: &mut dyn FnMut(Example<'_>) -> Result<(), DataError>,
     ) -> Result<ImageShape, DataError> {
+        for (path, _) in &self.files {
+            check_file_size(files, path, limits)?;
+        }
+        let paths: Vec<&Path> = self.files.iter().map(|(path, _)| path.as_path()).collect();
         let mut first: Option<(ImageShape, &Path)> = None;
-        for (path, label) in &self.files {
-            let (shape, pixels) = decode_image(path, limits)?;
+        files.read_each(&paths, |i, reader| {
+            let (path, label) = &self.files[i];
+            let (shape, pixels) = decode_image(path, reader, limits)?;
             match first {
                 None => first = Some((shape, path)),
                 Some((expected, first_path)) if expected != shape => {
@@ -107,8 +121,8 @@ impl FolderSplit {
             visit(Example {
                 label: *label,
                 pixels: &pixels,
-            })?;
-        }
+            })
+        })?;
         first
             .map(|(shape, _)| shape)
             .ok_or_else(|| DataError::invalid(Path::new(&self.name), "split holds no images"))

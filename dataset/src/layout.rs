@@ -9,7 +9,7 @@ use super::cifar::{self, CifarSplit, Variant};
 use super::idx::{self, IdxSplit};
 use super::image_folder::{FolderSplit, is_image_file};
 use super::npz::{self, NpyRole, NpzSplit};
-use super::{DataError, Limits, SplitSource};
+use super::{DataError, Files, Limits, SplitSource};
 
 /// A recognised dataset: its format, class names and splits in digest order.
 pub(crate) struct Layout {
@@ -21,35 +21,35 @@ pub(crate) struct Layout {
 /// How many single wrapping folders are looked through (`cifar-10-batches-bin/`, say).
 const MAX_WRAPPERS: usize = 4;
 
-/// Recognises the dataset in `root`, within the class limit.
-pub(crate) fn detect(root: &Path, limits: &Limits) -> Result<Layout, DataError> {
-    let layout = detect_format(root, limits)?;
-    limits.check_classes(layout.classes.len() as u64, root)?;
+/// Recognises the dataset in `files`, within the class limit.
+pub(crate) fn detect(files: &Files, limits: &Limits) -> Result<Layout, DataError> {
+    let layout = detect_format(files, limits)?;
+    limits.check_classes(layout.classes.len() as u64, files.root())?;
     Ok(layout)
 }
 
-fn detect_format(root: &Path, limits: &Limits) -> Result<Layout, DataError> {
-    let root = unwrap_single_folder(root)?;
-    let listing = Listing::read(&root)?;
+fn detect_format(files: &Files, limits: &Limits) -> Result<Layout, DataError> {
+    let root = unwrap_single_folder(files)?;
+    let listing = Listing::read(files, &root)?;
     if listing.files.iter().any(|f| npz::is_npy(&f.name)) {
-        return detect_npz(&root, &listing, limits);
+        return detect_npz(files, &root, &listing, limits);
     }
     if listing
         .files
         .iter()
         .any(|f| idx::parse_file_name(&f.name).is_some())
     {
-        return detect_idx(&root, &listing, limits);
+        return detect_idx(files, &root, &listing, limits);
     }
     if listing.has_file("test_batch.bin") || listing.files.iter().any(|f| is_cifar10_batch(&f.name))
     {
-        return detect_cifar10(&listing);
+        return detect_cifar10(files, &listing);
     }
     if listing.has_file("train.bin") && listing.has_file("test.bin") {
-        return detect_cifar100(&listing);
+        return detect_cifar100(files, &listing);
     }
     if !listing.dirs.is_empty() {
-        return detect_image_folder(&listing, limits);
+        return detect_image_folder(files, &listing, limits);
     }
     Err(DataError::invalid(
         &root,
@@ -72,23 +72,26 @@ struct Entry {
 }
 
 impl Listing {
-    fn read(dir: &Path) -> Result<Self, DataError> {
+    fn read(source: &Files, dir: &Path) -> Result<Self, DataError> {
         let mut files = Vec::new();
         let mut dirs = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-            let entry = entry.map_err(|e| DataError::io(dir, e))?;
-            let path = entry.path();
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                return Err(DataError::invalid(&path, "file name is not valid UTF-8"));
+        for entry in source.read_dir(dir)? {
+            let Some(name) = entry.name.to_str().map(str::to_owned) else {
+                return Err(DataError::invalid(
+                    &entry.path,
+                    "file name is not valid UTF-8",
+                ));
             };
             if name.starts_with('.') || name == "__MACOSX" {
                 continue;
             }
-            let file_type = entry.file_type().map_err(|e| DataError::io(&path, e))?;
-            let item = Entry { name, path };
-            if file_type.is_dir() {
+            let item = Entry {
+                name,
+                path: entry.path,
+            };
+            if entry.is_dir {
                 dirs.push(item);
-            } else if file_type.is_file() {
+            } else {
                 files.push(item);
             }
         }
@@ -110,10 +113,10 @@ impl Listing {
 }
 
 /// Descends through folders that hold nothing but one folder.
-fn unwrap_single_folder(root: &Path) -> Result<PathBuf, DataError> {
-    let mut current = root.to_path_buf();
+fn unwrap_single_folder(files: &Files) -> Result<PathBuf, DataError> {
+    let mut current = files.root().to_path_buf();
     for _ in 0..MAX_WRAPPERS {
-        let listing = Listing::read(&current)?;
+        let listing = Listing::read(files, &current)?;
         match (&listing.files[..], &listing.dirs[..]) {
             ([], [only]) if !looks_like_split(&only.name) => current = only.path.clone(),
             _ => break,
@@ -166,7 +169,12 @@ fn sort_splits(splits: &mut [SplitSource]) {
     splits.sort_by(|a, b| split_order(a.name()).cmp(&split_order(b.name())));
 }
 
-fn detect_idx(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout, DataError> {
+fn detect_idx(
+    files: &Files,
+    root: &Path,
+    listing: &Listing,
+    limits: &Limits,
+) -> Result<Layout, DataError> {
     let mut pairs: BTreeMap<String, (Option<PathBuf>, Option<PathBuf>)> = BTreeMap::new();
     for file in &listing.files {
         if let Some((prefix, is_images)) = idx::parse_file_name(&file.name) {
@@ -217,7 +225,7 @@ fn detect_idx(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout,
                 format!("two file sets name split {name:?} (`t10k` means `test`)"),
             ));
         }
-        let labels_read = idx::read_labels(&labels, limits)?;
+        let labels_read = idx::read_labels(files, &labels, limits)?;
         count_examples(&mut examples, labels_read.len(), &labels, limits)?;
         max_label = max_label.max(labels_read.iter().copied().max());
         splits.push(SplitSource::Idx(IdxSplit {
@@ -237,7 +245,12 @@ fn detect_idx(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout,
     })
 }
 
-fn detect_npz(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout, DataError> {
+fn detect_npz(
+    files: &Files,
+    root: &Path,
+    listing: &Listing,
+    limits: &Limits,
+) -> Result<Layout, DataError> {
     let mut pairs: BTreeMap<&str, (Option<PathBuf>, Option<PathBuf>)> = BTreeMap::new();
     let mut classes_file = None;
     for file in listing.files.iter().filter(|f| npz::is_npy(&f.name)) {
@@ -275,7 +288,7 @@ fn detect_npz(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout,
             }
             (None, None) => continue,
         };
-        let labels_read = npz::read_labels(&labels, limits)?;
+        let labels_read = npz::read_labels(files, &labels, limits)?;
         count_examples(&mut examples, labels_read.len(), &labels, limits)?;
         max_label = max_label.max(labels_read.iter().copied().max());
         splits.push(SplitSource::Npz(NpzSplit {
@@ -291,7 +304,7 @@ fn detect_npz(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout,
         ));
     }
     let classes = match classes_file {
-        Some(path) => npz::read_classes(&path)?,
+        Some(path) => npz::read_classes(files, &path)?,
         None => match max_label {
             Some(max) => {
                 limits.check_classes(u64::from(max) + 1, root)?;
@@ -313,7 +326,7 @@ fn detect_npz(root: &Path, listing: &Listing, limits: &Limits) -> Result<Layout,
     })
 }
 
-fn detect_cifar10(listing: &Listing) -> Result<Layout, DataError> {
+fn detect_cifar10(files: &Files, listing: &Listing) -> Result<Layout, DataError> {
     let train: Vec<PathBuf> = listing
         .files
         .iter()
@@ -336,7 +349,7 @@ fn detect_cifar10(listing: &Listing) -> Result<Layout, DataError> {
         }));
     }
     let classes = match listing.file("batches.meta.txt") {
-        Some(meta) => cifar::read_class_names(meta, Variant::Cifar10.classes())?,
+        Some(meta) => cifar::read_class_names(files, meta, Variant::Cifar10.classes())?,
         None => decimal_classes(Variant::Cifar10.classes()),
     };
     Ok(Layout {
@@ -346,7 +359,7 @@ fn detect_cifar10(listing: &Listing) -> Result<Layout, DataError> {
     })
 }
 
-fn detect_cifar100(listing: &Listing) -> Result<Layout, DataError> {
+fn detect_cifar100(files: &Files, listing: &Listing) -> Result<Layout, DataError> {
     let split = |name: &str| {
         listing.file(&format!("{name}.bin")).map(|path| {
             SplitSource::Cifar(CifarSplit {
@@ -358,7 +371,7 @@ fn detect_cifar100(listing: &Listing) -> Result<Layout, DataError> {
     };
     let splits = ["train", "test"].into_iter().filter_map(split).collect();
     let classes = match listing.file("fine_label_names.txt") {
-        Some(meta) => cifar::read_class_names(meta, Variant::Cifar100.classes())?,
+        Some(meta) => cifar::read_class_names(files, meta, Variant::Cifar100.classes())?,
         None => decimal_classes(Variant::Cifar100.classes()),
     };
     Ok(Layout {
@@ -372,12 +385,16 @@ fn decimal_classes(count: usize) -> Vec<String> {
     (0..count).map(|l| l.to_string()).collect()
 }
 
-fn detect_image_folder(listing: &Listing, limits: &Limits) -> Result<Layout, DataError> {
+fn detect_image_folder(
+    source: &Files,
+    listing: &Listing,
+    limits: &Limits,
+) -> Result<Layout, DataError> {
     // First pass: the class folders of every split, so labels are the same in all splits.
     let mut split_classes: Vec<(&Entry, Listing)> = Vec::new();
     let mut class_names = BTreeSet::new();
     for split in &listing.dirs {
-        let inner = Listing::read(&split.path)?;
+        let inner = Listing::read(source, &split.path)?;
         if let Some(stray) = inner.files.iter().find(|f| is_image_file(&f.path)) {
             return Err(DataError::invalid(
                 &stray.path,
@@ -400,7 +417,7 @@ fn detect_image_folder(listing: &Listing, limits: &Limits) -> Result<Layout, Dat
         let mut files = Vec::new();
         for class in &inner.dirs {
             let label = label_of[class.name.as_str()];
-            for file in Listing::read(&class.path)?.files {
+            for file in Listing::read(source, &class.path)?.files {
                 if is_image_file(&file.path) {
                     files.push((file.path, label));
                 }
@@ -459,6 +476,7 @@ fn order_class_names(names: BTreeSet<String>, context: &Path) -> Result<Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Cancel;
 
     #[test]
     fn integer_class_names_sort_numerically_and_others_bytewise() {
@@ -505,7 +523,8 @@ mod tests {
         );
         let label = 3_000_000_000u32.to_le_bytes();
         write_npy(&dir.path().join("train_labels.npy"), "<u4", &[1], &label);
-        let err = detect(dir.path(), &Limits::default())
+        let files = Files::open(dir.path(), &Limits::default(), &Cancel::new()).expect("open");
+        let err = detect(&files, &Limits::default())
             .err()
             .expect("refused")
             .to_string();
@@ -525,10 +544,8 @@ mod tests {
             max_classes: 2,
             ..Limits::default()
         };
-        let err = detect(dir.path(), &limits)
-            .err()
-            .expect("refused")
-            .to_string();
+        let files = Files::open(dir.path(), &limits, &Cancel::new()).expect("open");
+        let err = detect(&files, &limits).err().expect("refused").to_string();
         assert!(err.contains("3 classes"), "{err}");
     }
 

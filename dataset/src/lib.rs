@@ -2,9 +2,9 @@
 //! content digest that ties commentaries to the data they were learned on.
 //!
 //! [`Dataset::open`] recognises the format (IDX, CIFAR-10/100 binary, NumPy `.npz`, image
-//! folders; as a folder, `.tar`, `.tar.gz` or `.zip`), [`Dataset::summarize`] streams every example once to
-//! compute the digest and counts, and [`Dataset::load_split`] loads a split into memory in
-//! canonical order for training.
+//! folders; as a folder, `.tar`, `.tar.gz` or `.zip`, read in place without extracting),
+//! [`Dataset::summarize`] streams every example once to compute the digest and counts, and
+//! [`Dataset::load_split`] loads a split into memory in canonical order for training.
 //!
 //! This crate has no burn dependency: it is everything that parses a dataset's outside bytes,
 //! kept small so that `fuzz/` can build it quickly. The trainer turns decoded splits into
@@ -17,6 +17,7 @@ pub mod corrupt;
 pub mod digest;
 pub mod disk;
 mod error;
+mod files;
 mod idx;
 mod image_folder;
 mod layout;
@@ -29,7 +30,8 @@ pub mod testing;
 use std::path::{Path, PathBuf};
 
 use schema::{DatasetFormat, DatasetSummary, ImageShape, SplitSummary};
-use tempfile::TempDir;
+
+use files::Files;
 
 pub use archive::ArchiveKind;
 pub use cancel::Cancel;
@@ -68,20 +70,21 @@ impl SplitSource {
 
     fn decode(
         &self,
+        files: &Files,
         limits: &Limits,
         visit: &mut dyn FnMut(Example<'_>) -> Result<(), DataError>,
     ) -> Result<ImageShape, DataError> {
         match self {
-            Self::Idx(s) => s.decode(limits, visit),
-            Self::Cifar(s) => s.decode(limits, visit),
-            Self::Folder(s) => s.decode(limits, visit),
-            Self::Npz(s) => s.decode(limits, visit),
+            Self::Idx(s) => s.decode(files, limits, visit),
+            Self::Cifar(s) => s.decode(files, limits, visit),
+            Self::Folder(s) => s.decode(files, limits, visit),
+            Self::Npz(s) => s.decode(files, limits, visit),
         }
     }
 }
 
-/// An opened dataset, ready to decode. Archives are extracted to a temporary folder that lives
-/// as long as this value.
+/// An opened dataset, ready to decode. An archive is read in place: opening indexes it, and
+/// nothing is written anywhere.
 pub struct Dataset {
     /// The path the user gave (used in error messages).
     origin: PathBuf,
@@ -89,8 +92,8 @@ pub struct Dataset {
     classes: Vec<String>,
     splits: Vec<SplitSource>,
     limits: Limits,
-    /// The extraction folder of an archive, deleted on drop.
-    extracted: Option<TempDir>,
+    /// The folder or archive the examples are read from.
+    files: Files,
     /// Stops decoding early when set (checked between examples).
     cancel: Cancel,
 }
@@ -133,48 +136,27 @@ impl SplitData {
 }
 
 impl Dataset {
-    /// Opens the dataset at `path` (a folder or an archive) with default temporary storage.
+    /// Opens the dataset at `path` (a folder or an archive).
     pub fn open(path: &Path, limits: Limits) -> Result<Self, DataError> {
-        Self::open_in(path, limits, None)
+        Self::open_cancellable(path, limits, Cancel::default())
     }
 
-    /// Opens the dataset at `path`, extracting archives under `temp_root` when given.
-    pub fn open_in(
-        path: &Path,
-        limits: Limits,
-        temp_root: Option<&Path>,
-    ) -> Result<Self, DataError> {
-        Self::open_cancellable(path, limits, temp_root, Cancel::default())
-    }
-
-    /// [`Dataset::open_in`] that stops with [`DataError::Cancelled`] once `cancel` is set:
-    /// while extracting, and later while decoding examples.
+    /// [`Dataset::open`] that stops with [`DataError::Cancelled`] once `cancel` is set: while
+    /// indexing an archive, and later while decoding examples.
     pub fn open_cancellable(
         path: &Path,
         limits: Limits,
-        temp_root: Option<&Path>,
         cancel: Cancel,
     ) -> Result<Self, DataError> {
-        let metadata = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
-        let (root, extracted) = if metadata.is_dir() {
-            (path.to_path_buf(), None)
-        } else {
-            let kind = archive::detect(path)?;
-            let dir = archive::extract(path, kind, &limits, temp_root, &cancel)?;
-            (dir.path().to_path_buf(), Some(dir))
-        };
-        let relocate = |err: DataError| match &extracted {
-            Some(dir) => err.relocate(dir.path(), path),
-            None => err,
-        };
-        let found = layout::detect(&root, &limits).map_err(relocate)?;
+        let files = Files::open(path, &limits, &cancel)?;
+        let found = layout::detect(&files, &limits).map_err(|e| relocate(&files, e))?;
         Ok(Self {
             origin: path.to_path_buf(),
             format: found.format,
             classes: found.classes,
             splits: found.splits,
             limits,
-            extracted,
+            files,
             cancel,
         })
     }
@@ -230,15 +212,8 @@ impl Dataset {
             visit(example)
         };
         source
-            .decode(&self.limits, &mut checked)
-            .map_err(|e| self.relocate(e))
-    }
-
-    fn relocate(&self, err: DataError) -> DataError {
-        match &self.extracted {
-            Some(dir) => err.relocate(dir.path(), &self.origin),
-            None => err,
-        }
+            .decode(&self.files, &self.limits, &mut checked)
+            .map_err(|e| relocate(&self.files, e))
     }
 
     /// Decodes every example once and returns the digest, shapes and class balance.
@@ -312,5 +287,15 @@ impl Dataset {
             labels,
             pixels,
         })
+    }
+}
+
+/// Names a file inside an archive as `archive:entry` in an error (paths inside an archive are
+/// the archive's path joined with the entry's, which reads as a folder that is not there).
+fn relocate(files: &Files, err: DataError) -> DataError {
+    if files.is_archive() {
+        err.relocate(files.root())
+    } else {
+        err
     }
 }

@@ -4,7 +4,8 @@
 /// project targets (up to ImageNet-32 scale) on a laptop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Total bytes an archive may expand to, and total decoded pixel bytes of IDX files.
+    /// Total bytes an archive's files may hold (their declared sizes, read in place), and
+    /// total decoded pixel bytes of IDX files.
     pub max_expanded_bytes: u64,
     /// Entries (files and folders) an archive may hold.
     pub max_entries: u64,
@@ -18,8 +19,8 @@ pub struct Limits {
     /// An archive may expand to at most this many times its own size (small archives always
     /// to [`EXPANSION_FLOOR`]): a gzip bomb is refused after a few hundred megabytes, not 16 GB.
     pub max_expansion_ratio: u64,
-    /// Extraction stops when the disk it writes to has less free space than this left, so a
-    /// large upload cannot fill the disk the database lives on.
+    /// The registry stops staging an upload when the disk has less free space than this
+    /// left, so a large upload cannot fill the disk the database lives on.
     pub min_free_bytes: u64,
 }
 

@@ -1,5 +1,5 @@
 //! NumPy datasets: a `.npz` file (a zip of `.npy` arrays, as `np.savez` writes it; the archive
-//! module extracts it) or a folder of the same `.npy` files:
+//! module reads it in place) or a folder of the same `.npy` files:
 //!
 //! - `<split>_images.npy`: uint8, [N, H, W] (one channel) or [N, H, W, C] with C 1 or 3, C order;
 //! - `<split>_labels.npy`: N integer label ids (any signed or unsigned integer dtype);
@@ -11,8 +11,7 @@
 //! have in Python.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use npyz::{DType, NpyFile, Order, TypeChar};
@@ -20,7 +19,7 @@ use schema::ImageShape;
 
 use super::archive::at_end;
 use super::limits::ImageArray;
-use super::{DataError, Example, Limits};
+use super::{DataError, Example, Files, Limits};
 
 /// The file of the class names.
 pub(crate) const CLASSES_FILE: &str = "classes.npy";
@@ -58,10 +57,9 @@ pub(crate) fn is_npy(name: &str) -> bool {
     name.ends_with(".npy")
 }
 
-/// Opens a `.npy` file and parses its header; the reader is left at the first data byte.
-fn open(path: &Path) -> Result<(npyz::NpyHeader, BufReader<File>), DataError> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut reader = BufReader::new(file);
+/// Parses the header of the `.npy` file `path` from `reader`, leaving it at the first data
+/// byte.
+fn read_header(mut reader: &mut dyn Read, path: &Path) -> Result<npyz::NpyHeader, DataError> {
     let header = NpyFile::new(&mut reader)
         .map_err(|e| DataError::invalid(path, format!("not a readable .npy array: {e}")))?
         .header()
@@ -78,7 +76,7 @@ fn open(path: &Path) -> Result<(npyz::NpyHeader, BufReader<File>), DataError> {
             "is in Fortran order; save np.ascontiguousarray(array) instead",
         ));
     }
-    Ok((header, reader))
+    Ok(header)
 }
 
 fn plain_type(header: &npyz::NpyHeader, path: &Path) -> Result<npyz::TypeStr, DataError> {
@@ -95,8 +93,20 @@ fn plain_type(header: &npyz::NpyHeader, path: &Path) -> Result<npyz::TypeStr, Da
 }
 
 /// Reads a labels array: one integer id per example, each fitting in u32.
-pub(crate) fn read_labels(path: &Path, limits: &Limits) -> Result<Vec<u32>, DataError> {
-    let (header, mut reader) = open(path)?;
+pub(crate) fn read_labels(
+    files: &Files,
+    path: &Path,
+    limits: &Limits,
+) -> Result<Vec<u32>, DataError> {
+    files.read(path, |reader| labels_from(reader, path, limits))
+}
+
+fn labels_from(
+    mut reader: &mut dyn Read,
+    path: &Path,
+    limits: &Limits,
+) -> Result<Vec<u32>, DataError> {
+    let header = read_header(reader, path)?;
     let dtype = plain_type(&header, path)?;
     let [count] = header.shape()[..] else {
         return Err(DataError::invalid(
@@ -161,9 +171,12 @@ pub(crate) fn read_labels(path: &Path, limits: &Limits) -> Result<Vec<u32>, Data
 }
 
 /// Reads the class names array.
-pub(crate) fn read_classes(path: &Path) -> Result<Vec<String>, DataError> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let npy = NpyFile::new(BufReader::new(file))
+pub(crate) fn read_classes(files: &Files, path: &Path) -> Result<Vec<String>, DataError> {
+    files.read(path, |reader| classes_from(reader, path))
+}
+
+fn classes_from(reader: &mut dyn Read, path: &Path) -> Result<Vec<String>, DataError> {
+    let npy = NpyFile::new(reader)
         .map_err(|e| DataError::invalid(path, format!("not a readable .npy array: {e}")))?;
     if npy.shape().len() != 1 {
         return Err(DataError::invalid(
@@ -216,12 +229,25 @@ impl NpzSplit {
     /// Decodes every example in array order, calling `visit` for each.
     pub(crate) fn decode(
         &self,
+        files: &Files,
         limits: &Limits,
         visit: &mut dyn FnMut(Example<'_>) -> Result<(), DataError>,
     ) -> Result<ImageShape, DataError> {
-        let labels = read_labels(&self.labels, limits)?;
+        let labels = read_labels(files, &self.labels, limits)?;
+        files.read(&self.images, |reader| {
+            self.images_from(reader, &labels, limits, visit)
+        })
+    }
+
+    fn images_from(
+        &self,
+        mut reader: &mut dyn Read,
+        labels: &[u32],
+        limits: &Limits,
+        visit: &mut dyn FnMut(Example<'_>) -> Result<(), DataError>,
+    ) -> Result<ImageShape, DataError> {
         let path = self.images.as_path();
-        let (header, mut reader) = open(path)?;
+        let header = read_header(reader, path)?;
         let dtype = plain_type(&header, path)?;
         if dtype.type_char() != TypeChar::Uint || dtype.size_field() != 1 {
             return Err(DataError::invalid(

@@ -27,8 +27,8 @@ pub struct LimitArgs {
     /// An archive may expand to at most this many times its size (any archive to 64 MiB).
     #[arg(long, env = "COMMENTARY_MAX_EXPANSION_RATIO", default_value_t = Limits::default().max_expansion_ratio)]
     max_expansion_ratio: u64,
-    /// Free disk space that extraction (and uploads) keep: they stop, with a "disk is nearly
-    /// full" error (507 on the registry), rather than fill the disk.
+    /// Free disk space that uploads keep: staging stops, with a "disk is nearly full" error
+    /// (507 on the registry), rather than fill the disk.
     #[arg(long, env = "COMMENTARY_MIN_FREE_SPACE", default_value_t = ByteSize::b(Limits::default().min_free_bytes))]
     min_free_space: ByteSize,
 }

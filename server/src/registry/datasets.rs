@@ -74,10 +74,10 @@ pub async fn ingest(
         ));
     }
 
-    // Decode and digest off the async threads; the archive is extracted under staging too.
-    // When the client goes away, this future is dropped and the guard stops the decoding.
+    // Decode and digest off the async threads; the archive is read where it was staged,
+    // nothing is extracted. When the client goes away, this future is dropped and the guard
+    // stops the decoding.
     let limits = state.config.limits;
-    let staging = state.staging_dir.clone();
     let path = staged.path().to_path_buf();
     let guard = CancelOnDrop::new(name);
     let cancel = guard.cancel.clone();
@@ -93,8 +93,7 @@ pub async fn ingest(
                 ),
             }
         };
-        let opened =
-            Dataset::open_cancellable(&path, limits, Some(&staging), cancel).map_err(refused)?;
+        let opened = Dataset::open_cancellable(&path, limits, cancel).map_err(refused)?;
         opened.summarize().map_err(refused)
     })
     .await
@@ -142,7 +141,7 @@ pub async fn ingest(
 
 /// Cancels an upload's decoding when dropped before [`CancelOnDrop::defuse`]: axum drops a
 /// handler's future when its client disconnects, and without this the blocking decode would
-/// go on extracting and digesting for nobody.
+/// go on reading and digesting for nobody.
 struct CancelOnDrop {
     cancel: Cancel,
     name: String,
@@ -481,10 +480,9 @@ async fn decode_split(
         .download(&archive_key(model)?, archive.path())
         .await?;
     let limits = state.config.limits;
-    let staging = state.staging_dir.clone();
     let wanted = split.to_string();
     let data = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<SplitData>> {
-        let dataset = Dataset::open_in(archive.path(), limits, Some(&staging))?;
+        let dataset = Dataset::open(archive.path(), limits)?;
         if !dataset.split_names().contains(&wanted.as_str()) {
             return Ok(None);
         }

@@ -96,6 +96,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The registry's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts a registry with `args` after `serve --addr 127.0.0.1:0 --data-dir <tmp>`.
     pub fn start(backend: &Backend, args: &[&str]) -> Self {
         let tmp = TempDir::new().expect("tmp");
