@@ -72,14 +72,15 @@ measure() {
   TMPDIR=$tmp /usr/bin/time -f '%e %M' -o "$out/time.txt" "$binary" dataset hash "$path" > /dev/null &
   pid=$!
   while kill -0 "$pid" 2> /dev/null; do
-    used=$(du -sb "$tmp" | cut -f1)
-    (( used > peak )) && peak=$used
+    # Files come and go while du walks the folder: count what it could read.
+    used=$(du -sb "$tmp" 2> /dev/null | cut -f1 || true)
+    (( ${used:-0} > peak )) && peak=$used
     sleep 0.05
   done
   wait "$pid"
   rm -rf "$tmp"
   read -r seconds rss_kib < "$out/time.txt"
-  echo "$seconds $(( rss_kib / 1024 )) $(( peak >> 20 ))"
+  echo "$seconds $(( rss_kib / 1024 )) $(awk "BEGIN { printf \"%.1f\", $peak / 1048576 }")"
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
