@@ -227,6 +227,26 @@ impl<'a> Indexer<'a> {
         Ok(())
     }
 
+    /// Counts a tar entry and records it when it is a folder; the name and path of a file,
+    /// None for a folder or an entry passed over.
+    fn tar_entry<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+    ) -> Result<Option<(String, PathBuf)>, DataError> {
+        self.count_entry()?;
+        let path = entry.path().map_err(|e| self.corrupt("tar", e))?;
+        let name = path.display().to_string();
+        let relative = relative_path(self.archive, &path)?;
+        match tar_kind(self.archive, entry.header().entry_type(), &name)? {
+            TarKind::Dir => {
+                self.add_dir(&name, relative)?;
+                Ok(None)
+            }
+            TarKind::File => Ok(Some((name, relative))),
+            TarKind::Skipped => Ok(None),
+        }
+    }
+
     fn invalid(&self, problem: String) -> DataError {
         DataError::invalid(self.archive, problem)
     }
@@ -341,34 +361,26 @@ fn index_tar(
     length: u64,
     indexer: &mut Indexer<'_>,
 ) -> Result<(), DataError> {
-    let archive = indexer.archive;
     let mut tar = tar::Archive::new(reader);
     let entries = tar
         .entries_with_seek()
         .map_err(|e| indexer.corrupt("tar", e))?;
     for (ordinal, entry) in entries.enumerate() {
         let entry = entry.map_err(|e| indexer.corrupt("tar", e))?;
-        indexer.count_entry()?;
-        let path = entry.path().map_err(|e| indexer.corrupt("tar", e))?;
-        let name = path.display().to_string();
-        let relative = relative_path(archive, &path)?;
-        match tar_kind(archive, entry.header().entry_type(), &name)? {
-            TarKind::Dir => indexer.add_dir(&name, relative)?,
-            TarKind::File => {
-                let member = Member {
-                    size: entry.size(),
-                    ordinal,
-                    offset: entry.raw_file_position(),
-                };
-                if member.offset.saturating_add(member.size) > length {
-                    return Err(indexer.invalid(format!(
-                        "entry {name:?} reaches past the end of the archive (truncated)"
-                    )));
-                }
-                indexer.add_file(&name, relative, member)?;
-            }
-            TarKind::Skipped => {}
+        let Some((name, relative)) = indexer.tar_entry(&entry)? else {
+            continue;
+        };
+        let member = Member {
+            size: entry.size(),
+            ordinal,
+            offset: entry.raw_file_position(),
+        };
+        if member.offset.saturating_add(member.size) > length {
+            return Err(indexer.invalid(format!(
+                "entry {name:?} reaches past the end of the archive (truncated)"
+            )));
         }
+        indexer.add_file(&name, relative, member)?;
     }
     Ok(())
 }
@@ -376,33 +388,22 @@ fn index_tar(
 /// A gzip-compressed tar: one pass through the stream, reading each file through so that a
 /// corrupt stream is refused now rather than halfway through decoding.
 fn index_tar_gz(reader: impl Read, indexer: &mut Indexer<'_>) -> Result<(), DataError> {
-    let archive = indexer.archive;
     let mut buffer = vec![0u8; 256 << 10];
     let mut tar = tar::Archive::new(reader);
     let entries = tar.entries().map_err(|e| indexer.corrupt("tar", e))?;
     for (ordinal, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|e| indexer.corrupt("tar", e))?;
-        indexer.count_entry()?;
-        let path = entry.path().map_err(|e| indexer.corrupt("tar", e))?;
-        let name = path.display().to_string();
-        let relative = relative_path(archive, &path)?;
-        match tar_kind(archive, entry.header().entry_type(), &name)? {
-            TarKind::Dir => indexer.add_dir(&name, relative)?,
-            TarKind::File => {
-                let size = entry.size();
-                indexer.add_file(
-                    &name,
-                    relative,
-                    Member {
-                        size,
-                        ordinal,
-                        offset: 0,
-                    },
-                )?;
-                indexer.read_through(&mut entry, &name, size, &mut buffer)?;
-            }
-            TarKind::Skipped => {}
-        }
+        let Some((name, relative)) = indexer.tar_entry(&entry)? else {
+            continue;
+        };
+        let size = entry.size();
+        let member = Member {
+            size,
+            ordinal,
+            offset: 0,
+        };
+        indexer.add_file(&name, relative, member)?;
+        indexer.read_through(&mut entry, &name, size, &mut buffer)?;
     }
     Ok(())
 }

@@ -424,29 +424,14 @@ mod tests {
         assert_one_digest_in_every_container(idx.path());
 
         let npy = tempfile::tempdir().expect("tmp");
-        npy_file(
+        crate::testing::write_npy(
             &npy.path().join("train_images.npy"),
             "|u1",
             &[2, 2, 2],
             &[9; 8],
         );
-        npy_file(&npy.path().join("train_labels.npy"), "|u1", &[2], &[0, 1]);
+        crate::testing::write_npy(&npy.path().join("train_labels.npy"), "|u1", &[2], &[0, 1]);
         assert_one_digest_in_every_container(npy.path());
-    }
-
-    fn npy_file(path: &Path, descr: &str, shape: &[u64], data: &[u8]) {
-        let dims: String = shape.iter().map(|d| format!("{d},")).collect();
-        let mut header =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
-        while (header.len() + 11) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
-        bytes.extend_from_slice(data);
-        std::fs::write(path, bytes).expect("write npy");
     }
 
     /// The error of opening an archive of `entries` as `kind` ("tar", "tar.gz" or "zip").

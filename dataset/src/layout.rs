@@ -494,35 +494,19 @@ mod tests {
         assert!(order_class_names(clash, Path::new(".")).is_err());
     }
 
-    /// A NumPy `.npy` file: version 1.0 header, C order.
-    fn write_npy(path: &Path, descr: &str, shape: &[u64], data: &[u8]) {
-        let dims: String = shape.iter().map(|d| format!("{d},")).collect();
-        let mut header =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
-        while (header.len() + 11) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
-        bytes.extend_from_slice(data);
-        std::fs::write(path, bytes).expect("write npy");
-    }
-
     /// Found by the `dataset_files` fuzz target: a label near 2^32 without `classes.npy` made
     /// the decoder build billions of decimal class names (an abort on allocation failure).
     #[test]
     fn a_huge_npz_label_is_refused_before_naming_its_classes() {
         let dir = tempfile::tempdir().expect("tmp");
-        write_npy(
+        crate::testing::write_npy(
             &dir.path().join("train_images.npy"),
             "|u1",
             &[1, 2, 2],
             &[0; 4],
         );
         let label = 3_000_000_000u32.to_le_bytes();
-        write_npy(&dir.path().join("train_labels.npy"), "<u4", &[1], &label);
+        crate::testing::write_npy(&dir.path().join("train_labels.npy"), "<u4", &[1], &label);
         let files = Files::open(dir.path(), &Limits::default(), &Cancel::new()).expect("open");
         let err = detect(&files, &Limits::default())
             .err()

@@ -23,3 +23,22 @@ pub fn write_splits(dir: &Path, splits: &[(&str, ImageShape, Vec<u32>)]) {
         crate::idx::write_gz(dir, prefix, *shape, labels, &pixels).expect("write");
     }
 }
+
+/// Writes a NumPy `.npy` file (version 1.0 header, C order) of `data` with dtype `descr` and
+/// `shape`.
+///
+/// # Panics
+/// When the file cannot be written (test input only).
+pub fn write_npy(path: &Path, descr: &str, shape: &[u64], data: &[u8]) {
+    let dims: String = shape.iter().map(|d| format!("{d},")).collect();
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
+    while (header.len() + 11) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).expect("write npy");
+}
