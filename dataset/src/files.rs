@@ -101,19 +101,17 @@ impl Files {
             .ok_or_else(|| not_found(dir))?;
         Ok(children
             .iter()
-            .map(|(name, &is_dir)| DirEntry {
+            .map(|(name, child)| DirEntry {
                 name: name.clone(),
                 path: dir.join(name),
-                is_dir,
+                is_dir: child.is_dir(),
             })
             .collect())
     }
 
     fn member(&self, index: &Index, file: &Path) -> Result<Member, DataError> {
         index
-            .files
-            .get(self.relative(file))
-            .copied()
+            .file(self.relative(file))
             .ok_or_else(|| not_found(file))
     }
 
