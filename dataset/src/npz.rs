@@ -59,8 +59,9 @@ pub(crate) fn is_npy(name: &str) -> bool {
 
 /// Parses the header of the `.npy` file `path` from `reader`, leaving it at the first data
 /// byte.
-fn read_header(mut reader: &mut dyn Read, path: &Path) -> Result<npyz::NpyHeader, DataError> {
-    let header = NpyFile::new(&mut reader)
+fn read_header(reader: &mut dyn Read, path: &Path) -> Result<npyz::NpyHeader, DataError> {
+    let preamble = checked_preamble(reader, path)?;
+    let header = NpyFile::new(io::Cursor::new(preamble).chain(reader))
         .map_err(|e| DataError::invalid(path, format!("not a readable .npy array: {e}")))?
         .header()
         .clone();
@@ -77,6 +78,79 @@ fn read_header(mut reader: &mut dyn Read, path: &Path) -> Result<npyz::NpyHeader
         ));
     }
     Ok(header)
+}
+
+/// The longest `.npy` header read (the most a version-1 header can hold; numpy writes a few
+/// hundred bytes).
+const MAX_HEADER_BYTES: usize = 65_535;
+/// How deep brackets may nest in a header: a plain array's is a dict holding a shape tuple
+/// (2), a structured dtype's a few more. npyz's header parser takes exponential time in the
+/// depth (found by the `dataset_files` fuzz target: 300 `[` ran for minutes).
+const MAX_HEADER_DEPTH: usize = 4;
+
+/// Reads a `.npy` file's magic, version and header, refusing headers past the length or
+/// nesting bounds before npyz parses them; returns the bytes read, for npyz to parse.
+fn checked_preamble(reader: &mut dyn Read, path: &Path) -> Result<Vec<u8>, DataError> {
+    let unreadable =
+        |e: io::Error| DataError::invalid(path, format!("not a readable .npy array: {e}"));
+    let mut preamble = vec![0u8; 8];
+    reader.read_exact(&mut preamble).map_err(unreadable)?;
+    if &preamble[..6] != b"\x93NUMPY" {
+        return Err(DataError::invalid(
+            path,
+            "not a .npy array (it does not start with \\x93NUMPY)",
+        ));
+    }
+    let length_bytes = if preamble[6] == 1 { 2 } else { 4 };
+    let mut length = [0u8; 4];
+    reader
+        .read_exact(&mut length[..length_bytes])
+        .map_err(unreadable)?;
+    preamble.extend_from_slice(&length[..length_bytes]);
+    let length = u32::from_le_bytes(length) as usize;
+    if length > MAX_HEADER_BYTES {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "its header is {length} bytes, more than the {MAX_HEADER_BYTES} a .npy header may hold"
+            ),
+        ));
+    }
+    let start = preamble.len();
+    preamble.resize(start + length, 0);
+    reader
+        .read_exact(&mut preamble[start..])
+        .map_err(unreadable)?;
+    let depth = nesting_depth(&preamble[start..]);
+    if depth > MAX_HEADER_DEPTH {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "its header nests brackets {depth} deep; a .npy header is a dict of descr, \
+                 fortran_order and shape"
+            ),
+        ));
+    }
+    Ok(preamble)
+}
+
+/// The deepest nesting of `(`, `[` and `{` outside quoted strings.
+fn nesting_depth(header: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut quote) = (0usize, 0usize, None);
+    for &byte in header {
+        match (quote, byte) {
+            (Some(open), _) if byte == open => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(byte),
+            (None, b'(' | b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (None, b')' | b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn plain_type(header: &npyz::NpyHeader, path: &Path) -> Result<npyz::TypeStr, DataError> {
@@ -176,7 +250,8 @@ pub(crate) fn read_classes(files: &Files, path: &Path) -> Result<Vec<String>, Da
 }
 
 fn classes_from(reader: &mut dyn Read, path: &Path) -> Result<Vec<String>, DataError> {
-    let npy = NpyFile::new(reader)
+    let preamble = checked_preamble(reader, path)?;
+    let npy = NpyFile::new(io::Cursor::new(preamble).chain(reader))
         .map_err(|e| DataError::invalid(path, format!("not a readable .npy array: {e}")))?;
     if npy.shape().len() != 1 {
         return Err(DataError::invalid(
@@ -341,6 +416,45 @@ fn expect_end(reader: &mut impl Read, path: &Path) -> Result<(), DataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `dataset_files` fuzz target: npyz's header parser took minutes on a
+    /// header of 300 nested `[`.
+    #[test]
+    fn deeply_nested_or_overlong_headers_are_refused_before_parsing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("train_labels.npy");
+        // The fuzz input's shape: a plain header with 300 `[` after the shape.
+        let header = format!(
+            "{{'descr': '<i8', 'fortran_order': False, 'shape': (4,),{} }}\n",
+            "[".repeat(300)
+        );
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0; 32]);
+        std::fs::write(&path, bytes).expect("write");
+        let files =
+            Files::open(dir.path(), &Limits::default(), &crate::Cancel::new()).expect("open");
+        let started = std::time::Instant::now();
+        let err = read_labels(&files, &path, &Limits::default()).expect_err("refused");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(err.to_string().contains("nests brackets 301 deep"), "{err}");
+
+        let mut long = b"\x93NUMPY\x02\x00".to_vec();
+        long.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        std::fs::write(&path, long).expect("write");
+        let err = read_labels(&files, &path, &Limits::default()).expect_err("refused");
+        assert!(err.to_string().contains("more than the 65535"), "{err}");
+
+        // A plain header, a string in quotes holding brackets, and a structured dtype pass
+        // the bound (the structured one is refused later, by its dtype).
+        assert_eq!(nesting_depth(b"{'descr': '<u1', 'shape': (4, 3), }"), 2);
+        assert_eq!(nesting_depth(b"{'descr': '[(', 'shape': (4,), }"), 2);
+        assert_eq!(
+            nesting_depth(b"{'descr': [('a', '<i4', (2,))], 'shape': (4,), }"),
+            4
+        );
+    }
 
     #[test]
     fn file_names_give_split_and_role() {
