@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use flate2::read::GzDecoder;
 
-use super::archive::{self, ArchiveKind, Index, Member};
+use super::archive::{self, ArchiveKind, Index, Member, ZipDirectory};
 use super::{Cancel, DataError, Limits};
 
 /// Buffer size of every reader handed to a decoder (decoders read records of a few bytes).
@@ -33,7 +33,7 @@ enum Store {
     Tar(Index),
     TarGz(Index),
     /// The parsed central directory, shared by every read (one read at a time).
-    Zip(Index, Mutex<zip::ZipArchive<BufReader<File>>>),
+    Zip(Index, Mutex<ZipDirectory>),
 }
 
 /// One entry of a folder listing.
@@ -52,14 +52,10 @@ impl Files {
             Store::Folder
         } else {
             let kind = archive::detect(path)?;
-            let index = archive::index(path, kind, limits, cancel)?;
-            match kind {
-                ArchiveKind::Tar => Store::Tar(index),
-                ArchiveKind::TarGz => Store::TarGz(index),
-                ArchiveKind::Zip => {
-                    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-                    Store::Zip(index, Mutex::new(archive::open_zip(path, file)?))
-                }
+            match archive::index(path, kind, limits, cancel)? {
+                (index, Some(zip)) => Store::Zip(index, Mutex::new(zip)),
+                (index, None) if kind == ArchiveKind::TarGz => Store::TarGz(index),
+                (index, None) => Store::Tar(index),
             }
         };
         Ok(Self {
@@ -207,9 +203,7 @@ impl Files {
         wanted: &[(usize, usize)],
         read: &mut dyn FnMut(usize, &mut dyn Read) -> Result<(), DataError>,
     ) -> Result<(), DataError> {
-        let corrupt = |e: io::Error| {
-            DataError::invalid(&self.root, format!("tar data is truncated or corrupt: {e}"))
-        };
+        let corrupt = |e: io::Error| archive::corrupt(&self.root, "tar", e);
         let file = File::open(&self.root).map_err(|e| DataError::io(&self.root, e))?;
         let mut tar = tar::Archive::new(GzDecoder::new(BufReader::new(file)));
         let mut entries = tar.entries().map_err(corrupt)?.enumerate();
