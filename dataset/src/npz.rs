@@ -435,9 +435,8 @@ mod tests {
         std::fs::write(&path, bytes).expect("write");
         let files =
             Files::open(dir.path(), &Limits::default(), &crate::Cancel::new()).expect("open");
-        let started = std::time::Instant::now();
+        // The bound's own message: npyz never saw the header (it would have run for minutes).
         let err = read_labels(&files, &path, &Limits::default()).expect_err("refused");
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
         assert!(err.to_string().contains("nests brackets 301 deep"), "{err}");
 
         let mut long = b"\x93NUMPY\x02\x00".to_vec();
