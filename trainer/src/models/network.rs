@@ -82,8 +82,9 @@ pub(super) enum Recorded {
     Conv {
         input: Tensor<4>,
     },
+    /// Boxed: four tensor handles, against one for most other layers.
     BatchNorm {
-        cache: batch_norm::BatchNormCache,
+        cache: Box<batch_norm::BatchNormCache>,
     },
     Relu4 {
         input: Tensor<4>,
@@ -279,7 +280,9 @@ impl Network {
                         &self.slice(theta, *gamma),
                         &self.slice(theta, *beta),
                     );
-                    steps.push(Recorded::BatchNorm { cache });
+                    steps.push(Recorded::BatchNorm {
+                        cache: Box::new(cache),
+                    });
                     image = Some(y);
                 }
                 Layer::Relu => match (image.take(), flat.take()) {

@@ -6,7 +6,7 @@
 use burn::tensor::module::{conv_transpose2d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
 
-use super::Tensor;
+use super::{Tensor, cpu};
 
 /// Stride and padding of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,11 +18,44 @@ pub struct ConvGeometry {
 /// # Shapes
 /// x [batch, c_in, h, w], w [c_out, c_in, k, k], b [c_out] -> [batch, c_out, h', w']
 pub fn forward(x: &Tensor<4>, w: &Tensor<4>, b: &Tensor<1>, geometry: ConvGeometry) -> Tensor<4> {
+    convolve(x, w, Some(b), geometry)
+}
+
+/// [`forward`] with an optional bias.
+fn convolve(
+    x: &Tensor<4>,
+    w: &Tensor<4>,
+    b: Option<&Tensor<1>>,
+    geometry: ConvGeometry,
+) -> Tensor<4> {
     let ConvGeometry { stride, padding } = geometry;
+    let all_on_cpu = cpu::all_of([w]).is_some() && b.is_none_or(|b| cpu::all_of([b]).is_some());
+    if let (Some(xv), true) = (cpu::CpuValues::of(x), all_on_cpu) {
+        // The input's windows as columns, a row of ones for the bias, and one batched GEMM
+        // against [w | b]: three ops instead of burn's convolution (docs/engine.md).
+        let [batch, c_in, h, width] = x.dims();
+        let [c_out, _, k, _] = w.dims();
+        let (oh, ow) = (
+            super::pool::out_size(h, k, stride, padding),
+            super::pool::out_size(width, k, stride, padding),
+        );
+        let window = c_in * k * k;
+        let columns =
+            kernels::windows(xv.values(), x.dims(), k, geometry, kernels::Layout::Columns);
+        let bias = match b {
+            Some(b) => b.clone().reshape([c_out, 1]),
+            None => Tensor::zeros([c_out, 1], &w.device()),
+        };
+        let weights = Tensor::cat(vec![w.clone().reshape([c_out, window]), bias], 1);
+        return weights
+            .reshape([1, c_out, window + 1])
+            .matmul(cpu::tensor(columns, [batch, window + 1, oh * ow]))
+            .reshape([batch, c_out, oh, ow]);
+    }
     conv2d(
         x.clone(),
         w.clone(),
-        Some(b.clone()),
+        b.cloned(),
         ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1),
     )
 }
@@ -78,20 +111,36 @@ pub fn input_gradient(
 }
 
 /// Above this many values per window (c_in k^2) and this many output positions (batch x
-/// h' x w'), [`weight_gradient`] convolves; below either, it unfolds and multiplies. Measured on
-/// the CPU backend (release, `cargo run --release -p trainer --example layer_costs`): CBR's
-/// first layer (c_in k^2 = 25) at batch 8 took 432 us by convolution against 263 us unfolded,
-/// at batch 128 17.1 ms against 5.6 ms; its second (288 values per window) 361 against 239 us
-/// at batch 8 (128 positions) but 3.6 against 4.4 ms at batch 128 (2,048 positions).
+/// h' x w'), [`weight_gradient`] convolves; below either, it unfolds and multiplies. Measured
+/// with burn's own unfold on the CPU backend (release, `cargo run --release -p trainer --example layer_costs`): CBR's first
+/// layer (c_in k^2 = 25) at batch 8 took 432 us by convolution against 263 us unfolded, at batch
+/// 128 17.1 ms against 5.6 ms; its second (288 values per window) 361 against 239 us at batch 8
+/// (128 positions) but 3.6 against 4.4 ms at batch 128 (2,048 positions). With the windows
+/// kernel the two routes measured within noise of each other at batch 128 (docs/engine.md), so
+/// the choice stands.
 const UNFOLD_MAX_WINDOW: usize = 64;
 const UNFOLD_MAX_POSITIONS: usize = 512;
 
 /// The padded input's windows as rows [b h' w', c_in k^2] for an output of `oh` x `ow` (a
 /// strided view, copied once; windows past the output's size, where the stride leaves a
 /// remainder, are dropped).
-fn window_rows(x: &Tensor<4>, k: usize, geometry: ConvGeometry, oh: usize, ow: usize) -> Tensor<2> {
+fn window_rows(
+    x: &Tensor<4>,
+    k: usize,
+    geometry: ConvGeometry,
+    (oh, ow): (usize, usize),
+    on_cpu: bool,
+) -> Tensor<2> {
     let ConvGeometry { stride, padding: p } = geometry;
-    let [batch, c_in, _, _] = x.dims();
+    let [batch, c_in, h, w] = x.dims();
+    let natural = (
+        super::pool::out_size(h, k, stride, p),
+        super::pool::out_size(w, k, stride, p),
+    );
+    if let (Some(xv), true) = (cpu::CpuValues::of(x), natural == (oh, ow) && on_cpu) {
+        let rows = kernels::windows(xv.values(), x.dims(), k, geometry, kernels::Layout::Rows);
+        return cpu::tensor(rows, [batch * oh * ow, c_in * k * k]);
+    }
     let padded = x
         .clone()
         .pad([(0, 0), (0, 0), (p, p), (p, p)], PadMode::Constant(0.0));
@@ -151,7 +200,8 @@ pub fn weight_gradient_unfolded(
 ) -> Tensor<4> {
     let [batch, c_in, _, _] = x.dims();
     let [_, c_out, oh, ow] = dy.dims();
-    let rows = window_rows(x, k, geometry, oh, ow);
+    // The windows kernel's rows live on the CPU backend: only for a dy there too.
+    let rows = window_rows(x, k, geometry, (oh, ow), cpu::all_of([dy]).is_some());
     dy.clone()
         .permute([1, 0, 2, 3])
         .reshape([c_out, batch * oh * ow])
@@ -179,16 +229,7 @@ pub fn forward_tangent(
 ) -> Tensor<4> {
     let y_dot = forward(x, w_dot, b_dot, geometry);
     match x_dot {
-        Some(x_dot) => {
-            let ConvGeometry { stride, padding } = geometry;
-            y_dot
-                + conv2d(
-                    x_dot.clone(),
-                    w.clone(),
-                    None,
-                    ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1),
-                )
-        }
+        Some(x_dot) => y_dot + convolve(x_dot, w, None, geometry),
         None => y_dot,
     }
 }
@@ -223,6 +264,107 @@ pub fn backward_tangent(
     }
 }
 
+/// The CPU kernel of the convolutions: the padded input's k x k windows copied out (im2col),
+/// for a GEMM to multiply.
+mod kernels {
+    use super::ConvGeometry;
+    use crate::nn::cpu::for_each_chunk;
+
+    /// How [`windows`] lays out one example's windows.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub enum Layout {
+        /// [positions, c_in k^2] per example: the rows the weight gradient multiplies.
+        Rows,
+        /// [c_in k^2 + 1, positions] per example, the last row all ones (for the bias): the
+        /// columns the forward multiplies.
+        Columns,
+    }
+
+    /// Every window of `x` [batch, c_in, h, w] (zero outside the input) for the output
+    /// positions of `geometry`, example after example, in `layout`.
+    pub fn windows(
+        x: &[f32],
+        [batch, c_in, h, w]: [usize; 4],
+        k: usize,
+        ConvGeometry { stride, padding }: ConvGeometry,
+        layout: Layout,
+    ) -> Vec<f32> {
+        let oh = (h + 2 * padding - k) / stride + 1;
+        let ow = (w + 2 * padding - k) / stride + 1;
+        let (window, positions) = (c_in * k * k, oh * ow);
+        // The input coordinate of window offset `r` at output `i`, if inside `0..size`.
+        let inside = |i: usize, r: usize, size: usize| {
+            (i * stride + r)
+                .checked_sub(padding)
+                .filter(|&at| at < size)
+        };
+        // The outputs j whose window offset q falls inside a row of w values.
+        let columns_inside = |q: usize| {
+            let first = (0..ow).find(|&j| inside(j, q, w).is_some()).unwrap_or(ow);
+            let end = (first..ow)
+                .find(|&j| inside(j, q, w).is_none())
+                .unwrap_or(ow);
+            first..end
+        };
+        let plane_len = h * w;
+        match layout {
+            Layout::Columns => {
+                let mut out = vec![0.0f32; batch * (window + 1) * positions];
+                for_each_chunk(&mut out, (window + 1) * positions, |b, out| {
+                    let example = &x[b * c_in * plane_len..(b + 1) * c_in * plane_len];
+                    for c in 0..c_in {
+                        let plane = &example[c * plane_len..(c + 1) * plane_len];
+                        for r in 0..k {
+                            for q in 0..k {
+                                let js = columns_inside(q);
+                                let row = &mut out[(c * k * k + r * k + q) * positions..];
+                                for i in 0..oh {
+                                    let Some(y) = inside(i, r, h) else { continue };
+                                    let source = &plane[y * w..(y + 1) * w];
+                                    for j in js.clone() {
+                                        row[i * ow + j] = source[j * stride + q - padding];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    out[window * positions..].fill(1.0);
+                });
+                out
+            }
+            Layout::Rows => {
+                let mut out = vec![0.0f32; batch * positions * window];
+                for_each_chunk(&mut out, positions * window, |b, out| {
+                    let example = &x[b * c_in * plane_len..(b + 1) * c_in * plane_len];
+                    for i in 0..oh {
+                        for j in 0..ow {
+                            // The window's columns inside the input, as offsets q.
+                            let q_first = (0..k).find(|&q| inside(j, q, w).is_some());
+                            let Some(q_first) = q_first else { continue };
+                            let q_end = (q_first..k)
+                                .find(|&q| inside(j, q, w).is_none())
+                                .unwrap_or(k);
+                            let x_first = j * stride + q_first - padding;
+                            let row = &mut out[(i * ow + j) * window..(i * ow + j + 1) * window];
+                            for c in 0..c_in {
+                                let plane = &example[c * plane_len..(c + 1) * plane_len];
+                                for r in 0..k {
+                                    let Some(y) = inside(i, r, h) else { continue };
+                                    let start = c * k * k + r * k;
+                                    row[start + q_first..start + q_end].copy_from_slice(
+                                        &plane[y * w + x_first..y * w + x_first + q_end - q_first],
+                                    );
+                                }
+                            }
+                        }
+                    }
+                });
+                out
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +388,35 @@ mod tests {
         );
         assert_close(&explicit.dw, &wl.grad(&grads).expect("w"), 1e-4, "dw");
         assert_close(&explicit.db, &bl.grad(&grads).expect("b"), 1e-4, "db");
+    }
+
+    #[test]
+    fn cpu_kernels_match_burns_convolution() {
+        // Tensors on the autodiff device take burn's ops; their copies on the CPU backend take
+        // the windows kernel. Batch 24 of the last case crosses the parallel threshold.
+        for (input, c_out, k, stride, padding) in [
+            ([2, 3, 7, 6], 4, 3, 2, 2),
+            ([3, 1, 9, 9], 5, 5, 2, 2),
+            ([2, 2, 5, 5], 3, 3, 1, 0),
+            ([24, 4, 12, 12], 6, 3, 1, 1),
+        ] {
+            let geometry = ConvGeometry { stride, padding };
+            let (x, w, b) = (
+                random(input),
+                random([c_out, input[1], k, k]),
+                random([c_out]),
+            );
+            let y = forward(&on_cpu(&x), &on_cpu(&w), &on_cpu(&b), geometry);
+            assert!(cpu::CpuValues::of(&y).is_some(), "the CPU kernel ran");
+            assert_close(&y, &forward(&x, &w, &b, geometry), 1e-5, "forward");
+            let dy = random(y.dims());
+            assert_close(
+                &weight_gradient_unfolded(&on_cpu(&x), &on_cpu(&dy), k, geometry),
+                &weight_gradient_unfolded(&x, &dy, k, geometry),
+                1e-5,
+                "weight gradient",
+            );
+        }
     }
 
     /// Second order: autodiff through the explicit backward agrees with finite differences.

@@ -13,6 +13,7 @@
 pub mod activation;
 pub mod batch_norm;
 pub mod conv;
+pub(crate) mod cpu;
 pub mod linear;
 pub mod loss;
 pub mod pool;
@@ -49,6 +50,11 @@ pub(crate) mod testing {
                 .collect()
         });
         Tensor::from_data(TensorData::new(values, shape), &device())
+    }
+
+    /// The same values on the CPU backend without autodiff, where the CPU kernels run.
+    pub fn on_cpu<const D: usize>(t: &Tensor<D>) -> Tensor<D> {
+        Tensor::from_data(t.to_data(), &burn::tensor::Device::flex())
     }
 
     /// A fresh leaf that records its gradient.
